@@ -1,1 +1,202 @@
-//! placeholder
+//! Test harness shared by Flash's integration and end-to-end tests.
+//!
+//! Tests here use real things: guest components compiled from `examples/` and
+//! `tests/guests/`, the real `flash` and `flash-host` binaries, real HTTP servers on
+//! loopback and the real `runpod` Python package. This crate finds or builds them:
+//!
+//! - [`bin`] locates a workspace binary. `cargo test --workspace` builds every package's
+//!   binaries before any test runs, so they are fresh when the suite runs as a whole.
+//! - [`build_guest`] compiles a guest crate for `wasm32-wasip2` in a target directory of
+//!   its own (`<target>/guests`): the outer `cargo test` holds the lock on the host target
+//!   directory while tests run, so guest builds must not share it.
+//! - [`python`] returns the interpreter of a virtual environment under
+//!   `target/test-venv` with `tests/requirements.txt` installed, creating it on first use
+//!   (under a file lock, so parallel test binaries create it once).
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The repository root (the workspace directory).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The host target directory (`CARGO_TARGET_DIR` or `<repo>/target`).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => repo_root().join("target"),
+    }
+}
+
+/// The target directory for guest builds: separate from the host's (see the module docs).
+pub fn guest_target_dir() -> PathBuf {
+    match std::env::var_os("FLASH_GUEST_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => target_dir().join("guests"),
+    }
+}
+
+/// Path of a workspace binary (`flash`, `flash-host`) built in the debug profile.
+pub fn bin(name: &str) -> PathBuf {
+    let path = target_dir().join("debug").join(name);
+    assert!(
+        path.is_file(),
+        "binary `{}` not found; run the suite with `cargo test --workspace` (which builds every \
+         binary first) or `cargo build --workspace --bins`",
+        path.display()
+    );
+    path
+}
+
+/// Compiles the guest crate at `crate_dir` (relative to the repo root) for
+/// `wasm32-wasip2` in release mode and returns the path of its component.
+///
+/// Cargo's own fingerprints make repeated calls cheap; within one test process the
+/// result is also memoised.
+pub fn build_guest(crate_dir: &str) -> Result<PathBuf> {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = built.get(crate_dir) {
+        return Ok(path.clone());
+    }
+    let dir = repo_root().join(crate_dir);
+    let output = Command::new("cargo")
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--message-format=json-render-diagnostics"])
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", guest_target_dir())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running cargo for guest {}", dir.display()))?;
+    if !output.status.success() {
+        bail!("building guest {} failed", dir.display());
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let wasm = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact")
+        .flat_map(|msg| {
+            msg["filenames"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|f| f.as_str().map(PathBuf::from))
+        })
+        .find(|f| f.extension().is_some_and(|e| e == "wasm"))
+        .with_context(|| format!("cargo produced no .wasm for guest {}", dir.display()))?;
+    built.insert(crate_dir.to_string(), wasm.clone());
+    Ok(wasm)
+}
+
+/// The Python interpreter of the test virtual environment, created on first use.
+pub fn python() -> Result<PathBuf> {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(p) = PYTHON.get() {
+        return Ok(p.clone());
+    }
+    let venv = match std::env::var_os("FLASH_TEST_VENV") {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => repo_root().join("target").join("test-venv"),
+    };
+    let requirements = repo_root().join("tests").join("requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements)
+        .with_context(|| format!("reading {}", requirements.display()))?;
+    let marker = venv.join(".flash-requirements");
+    let python = venv.join("bin").join("python");
+    std::fs::create_dir_all(venv.parent().unwrap_or(&venv))?;
+    let _lock = FileLock::acquire(&venv.with_extension("lock"))?;
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
+        let host_python = std::env::var("FLASH_TEST_HOST_PYTHON").unwrap_or_else(|_| "python3".into());
+        run(Command::new(&host_python).args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&requirements))?;
+        std::fs::write(&marker, &wanted)?;
+    }
+    let _ = PYTHON.set(python.clone());
+    Ok(python)
+}
+
+/// A directory holding the venv's executables (`componentize-py`, ...).
+pub fn venv_bin_dir() -> Result<PathBuf> {
+    Ok(python()?.parent().context("venv python has a parent")?.to_path_buf())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// An exclusive advisory lock on a file, released on drop.
+struct FileLock(std::fs::File);
+
+impl FileLock {
+    fn acquire(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening lock file {}", path.display()))?;
+        file.lock().with_context(|| format!("locking {}", path.display()))?;
+        Ok(Self(file))
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port on loopback")
+}
+
+/// Polls `url` until it answers with any HTTP status, or fails after `timeout`.
+pub fn wait_for_http(url: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    loop {
+        match client.get(url).send() {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => bail!("{url} did not come up within {timeout:?}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// A child process killed (and reaped) when dropped, so a failing test leaves no orphans.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    pub fn spawn(cmd: &mut Command) -> Result<Self> {
+        Ok(Self(cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?))
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,1 +1,22 @@
-fn main() {}
+//! `flash`: the Flash command-line tool.
+//!
+//! A thin layer over the library crates: each subcommand lives in its own module under
+//! `commands/`, parses its flags with clap and calls into `flash-manifest`,
+//! `flash-runtime` or `flash-control`.
+
+mod commands;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = commands::Cli::parse();
+    commands::init_tracing(cli.verbose);
+    match cli.command.run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

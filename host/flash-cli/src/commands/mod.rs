@@ -1,0 +1,39 @@
+//! Subcommands of `flash`, one module each.
+
+use clap::{Parser, Subcommand};
+
+/// Deploy Rust functions as WebAssembly components to serverless endpoints.
+#[derive(Debug, Parser)]
+#[command(name = "flash", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+impl Command {
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self {}
+    }
+}
+
+/// Logs go to stderr so that command output on stdout stays machine-readable.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,flash=info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
