@@ -1,0 +1,320 @@
+//! [`ManifestBuilder`]: from component descriptions to a validated [`Manifest`].
+//!
+//! The scanner (`flash-runtime`) asks each component what it provides; the builder merges
+//! those descriptions, applies every rule of [`crate::validate`], fills RunPod's defaults
+//! (idle timeout 60 s, scaler by endpoint kind, scaler value 4) and computes the hashes.
+
+use std::collections::BTreeMap;
+
+use crate::config_hash::config_hash;
+use crate::describe::{Compute, Description, EndpointKind, ResourceConfig, ScalerType};
+use crate::manifest::{ComponentEntry, FunctionEntry, Manifest, ResourceEntry, ResourceType};
+use crate::validate::{
+    HTTP_METHODS, RESERVED_PATHS, ValidationError, ValidationErrors, is_valid_name,
+};
+
+/// Default idle timeout of a worker, in seconds (RunPod's default).
+pub const DEFAULT_IDLE_TIMEOUT_S: u32 = 60;
+/// Default scaler value (RunPod's default).
+pub const DEFAULT_SCALER_VALUE: u32 = 4;
+
+/// One component going into the artifact.
+#[derive(Debug, Clone)]
+pub struct ComponentInput {
+    /// Component name: the artifact file is `components/<name>.wasm`.
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+    pub description: Description,
+}
+
+impl ComponentInput {
+    /// Path of this component inside the artifact.
+    pub fn artifact_path(&self) -> String {
+        format!("components/{}.wasm", self.name)
+    }
+}
+
+/// Merges component descriptions into a manifest.
+#[derive(Debug, Clone)]
+pub struct ManifestBuilder {
+    project_name: String,
+    generated_at: String,
+    components: Vec<ComponentInput>,
+}
+
+impl ManifestBuilder {
+    /// `generated_at` is an RFC 3339 UTC timestamp (see [`generated_at_now`]).
+    pub fn new(project_name: impl Into<String>, generated_at: impl Into<String>) -> Self {
+        Self { project_name: project_name.into(), generated_at: generated_at.into(), components: vec![] }
+    }
+
+    pub fn component(mut self, component: ComponentInput) -> Self {
+        self.components.push(component);
+        self
+    }
+
+    /// Validates and builds; every violation is reported.
+    pub fn build(self) -> Result<Manifest, ValidationErrors> {
+        let mut errors = Vec::new();
+
+        // Resource configs, merged across components.
+        let mut configs: BTreeMap<&str, (&ResourceConfig, &str)> = BTreeMap::new();
+        for component in &self.components {
+            for config in &component.description.resources {
+                match configs.get(config.name.as_str()) {
+                    Some((existing, first)) if *existing != config => {
+                        errors.push(ValidationError::ConflictingResource {
+                            resource: config.name.clone(),
+                            first_component: first.to_string(),
+                            second_component: component.name.clone(),
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        if !is_valid_name(&config.name) {
+                            errors.push(ValidationError::InvalidName {
+                                what: "resource config",
+                                name: config.name.clone(),
+                            });
+                        }
+                        check_config(config, &mut errors);
+                        configs.insert(&config.name, (config, &component.name));
+                    }
+                }
+            }
+        }
+
+        // Functions, grouped by resource.
+        let mut seen: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+        let mut by_resource: BTreeMap<&str, Vec<FunctionEntry>> = BTreeMap::new();
+        let mut routes: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for component in &self.components {
+            for spec in &component.description.functions {
+                if !is_valid_name(&spec.name) {
+                    errors.push(ValidationError::InvalidName { what: "function", name: spec.name.clone() });
+                }
+                if let Some((first_resource, first_component)) = seen.get(spec.name.as_str()) {
+                    errors.push(ValidationError::DuplicateFunction {
+                        function: spec.name.clone(),
+                        first_resource: first_resource.to_string(),
+                        first_component: first_component.to_string(),
+                        second_resource: spec.resource.clone(),
+                        second_component: component.name.clone(),
+                    });
+                    continue;
+                }
+                seen.insert(&spec.name, (&spec.resource, &component.name));
+
+                let Some((config, _)) = configs.get(spec.resource.as_str()) else {
+                    errors.push(ValidationError::UndeclaredResource {
+                        function: spec.name.clone(),
+                        component: component.name.clone(),
+                        resource: spec.resource.clone(),
+                    });
+                    continue;
+                };
+                let load_balanced = config.kind == EndpointKind::LoadBalanced;
+                let method = spec.http_method.as_ref().map(|m| m.to_ascii_uppercase());
+                let path = spec.http_path.clone();
+                if load_balanced {
+                    match (&method, &path) {
+                        (Some(method), Some(path)) => {
+                            let before = errors.len();
+                            check_route(&spec.name, &spec.resource, method, path, &mut errors);
+                            if errors.len() == before {
+                                let route = format!("{method} {path}");
+                                let table = routes.entry(spec.resource.clone()).or_default();
+                                if let Some(first) = table.get(&route) {
+                                    errors.push(ValidationError::DuplicateRoute {
+                                        resource: spec.resource.clone(),
+                                        route,
+                                        first: first.clone(),
+                                        second: spec.name.clone(),
+                                    });
+                                } else {
+                                    table.insert(route, spec.name.clone());
+                                }
+                            }
+                        }
+                        _ => errors.push(ValidationError::MissingRoute {
+                            function: spec.name.clone(),
+                            resource: spec.resource.clone(),
+                        }),
+                    }
+                } else if method.is_some() || path.is_some() {
+                    errors.push(ValidationError::RouteOnQueueResource {
+                        function: spec.name.clone(),
+                        resource: spec.resource.clone(),
+                    });
+                }
+                by_resource.entry(&spec.resource).or_default().push(FunctionEntry {
+                    name: spec.name.clone(),
+                    module: spec.module.clone(),
+                    is_async: spec.is_async,
+                    is_class: false,
+                    is_load_balanced: load_balanced,
+                    http_method: method.filter(|_| load_balanced),
+                    http_path: path.filter(|_| load_balanced),
+                    component: component.artifact_path(),
+                    component_sha256: component.sha256.clone(),
+                });
+            }
+        }
+
+        if seen.is_empty() {
+            errors.push(ValidationError::EmptyApp { project: self.project_name.clone() });
+        }
+        if !errors.is_empty() {
+            return Err(ValidationErrors(errors));
+        }
+
+        let mut resources = BTreeMap::new();
+        let mut function_registry = BTreeMap::new();
+        for (name, functions) in by_resource {
+            let (config, _) = configs[name];
+            for f in &functions {
+                function_registry.insert(f.name.clone(), name.to_string());
+            }
+            let mut entry = resource_entry(config, functions);
+            entry.config_hash = config_hash(&entry);
+            resources.insert(name.to_string(), entry);
+        }
+
+        let components: BTreeMap<String, ComponentEntry> = self
+            .components
+            .iter()
+            .map(|c| (c.artifact_path(), ComponentEntry { sha256: c.sha256.clone(), size: c.size }))
+            .collect();
+        let fingerprint_input: String =
+            components.iter().map(|(path, c)| format!("{path}\0{}\n", c.sha256)).collect();
+
+        Ok(Manifest {
+            version: crate::MANIFEST_VERSION.to_string(),
+            generated_at: self.generated_at,
+            project_name: self.project_name,
+            flash_contract: crate::CONTRACT.to_string(),
+            resources,
+            function_registry,
+            routes,
+            components,
+            source_fingerprint: Some(crate::sha256_hex(fingerprint_input.as_bytes())),
+            resources_endpoints: None,
+            extra: Default::default(),
+        })
+    }
+}
+
+fn check_config(config: &ResourceConfig, errors: &mut Vec<ValidationError>) {
+    if config.workers_min > config.workers_max {
+        errors.push(ValidationError::WorkersRange {
+            resource: config.name.clone(),
+            min: config.workers_min,
+            max: config.workers_max,
+        });
+    }
+    if let Some(seconds) = config.idle_timeout_s
+        && !(1..=3600).contains(&seconds)
+    {
+        errors.push(ValidationError::IdleTimeoutRange { resource: config.name.clone(), seconds });
+    }
+    if config.kind == EndpointKind::LoadBalanced
+        && let Some(scaler @ ScalerType::QueueDelay) = config.scaler_type
+    {
+        errors.push(ValidationError::LoadBalancedScaler {
+            resource: config.name.clone(),
+            scaler: scaler.as_str().to_string(),
+        });
+    }
+}
+
+fn check_route(function: &str, resource: &str, method: &str, path: &str, errors: &mut Vec<ValidationError>) {
+    if !HTTP_METHODS.contains(&method) {
+        errors.push(ValidationError::InvalidMethod {
+            function: function.to_string(),
+            resource: resource.to_string(),
+            method: method.to_string(),
+        });
+    }
+    if !path.starts_with('/') {
+        errors.push(ValidationError::PathWithoutSlash {
+            function: function.to_string(),
+            resource: resource.to_string(),
+            path: path.to_string(),
+        });
+    } else if RESERVED_PATHS.contains(&path.trim_end_matches('/')) {
+        errors.push(ValidationError::ReservedPath {
+            function: function.to_string(),
+            resource: resource.to_string(),
+            path: path.to_string(),
+        });
+    }
+}
+
+fn resource_entry(config: &ResourceConfig, functions: Vec<FunctionEntry>) -> ResourceEntry {
+    let load_balanced = config.kind == EndpointKind::LoadBalanced;
+    let (resource_type, gpu_ids, gpu_count, instance_ids) = match &config.compute {
+        Compute::Gpu { gpu_ids, gpu_count } => (
+            if load_balanced { ResourceType::LiveLoadBalancer } else { ResourceType::LiveServerless },
+            Some(gpu_ids.join(",")),
+            Some(*gpu_count),
+            None,
+        ),
+        Compute::Cpu { instance_ids } => (
+            if load_balanced { ResourceType::CpuLiveLoadBalancer } else { ResourceType::CpuLiveServerless },
+            None,
+            None,
+            Some(instance_ids.clone()),
+        ),
+    };
+    let default_scaler = if load_balanced { ScalerType::RequestCount } else { ScalerType::QueueDelay };
+    ResourceEntry {
+        resource_type,
+        functions,
+        is_load_balanced: load_balanced,
+        config_hash: String::new(),
+        gpu_ids,
+        gpu_count,
+        instance_ids,
+        workers_min: config.workers_min,
+        workers_max: config.workers_max,
+        idle_timeout: config.idle_timeout_s.unwrap_or(DEFAULT_IDLE_TIMEOUT_S),
+        execution_timeout_ms: config.execution_timeout_ms,
+        scaler_type: config.scaler_type.unwrap_or(default_scaler),
+        scaler_value: config.scaler_value.unwrap_or(DEFAULT_SCALER_VALUE),
+        env: config.env.iter().cloned().collect(),
+        extra: Default::default(),
+    }
+}
+
+/// `generated_at` for a build: `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
+pub fn generated_at_now() -> anyhow::Result<String> {
+    use anyhow::Context;
+    let time = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(value) if !value.trim().is_empty() => {
+            let secs: i64 = value
+                .trim()
+                .parse()
+                .with_context(|| format!("SOURCE_DATE_EPOCH=`{value}` is not a number of seconds"))?;
+            time::OffsetDateTime::from_unix_timestamp(secs)
+                .with_context(|| format!("SOURCE_DATE_EPOCH=`{value}` is out of range"))?
+        }
+        _ => time::OffsetDateTime::now_utc(),
+    };
+    Ok(format_timestamp(time))
+}
+
+/// RFC 3339 in UTC with a `Z` suffix and millisecond precision.
+pub fn format_timestamp(time: time::OffsetDateTime) -> String {
+    let t = time.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}

@@ -1,0 +1,193 @@
+//! The `flash_manifest.json` document.
+//!
+//! Keys follow the manifest that RunPod's Flash generates (`version`, `generated_at`,
+//! `project_name`, `resources`, `function_registry`, `routes`, `resources_endpoints`; config
+//! fields in RunPod's camelCase), so tooling that reads one reads the other. Flash adds:
+//! `flash_contract` (the WIT package the components target), `components` (every component
+//! file with its sha256), per function the `component` file and its `component_sha256`, and
+//! per resource a `config_hash` for drift detection.
+//!
+//! Unknown keys are kept (`extra`) and written back unchanged, so a newer manifest, or one
+//! carrying deploy-time state, survives a read-modify-write by an older tool.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::describe::ScalerType;
+
+/// File name of the manifest, at the artifact root and under `.flash/`.
+pub const MANIFEST_FILE_NAME: &str = "flash_manifest.json";
+
+/// The manifest schema version written by this crate.
+pub const MANIFEST_VERSION: &str = "1.0";
+
+/// The whole manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: String,
+    pub generated_at: String,
+    pub project_name: String,
+    /// The WIT package (with version) that every component targets.
+    #[serde(default)]
+    pub flash_contract: String,
+    pub resources: BTreeMap<String, ResourceEntry>,
+    /// function name → resource config name.
+    pub function_registry: BTreeMap<String, String>,
+    /// resource config name → {"METHOD /path": function name}, load-balanced resources only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub routes: BTreeMap<String, BTreeMap<String, String>>,
+    /// artifact path (`components/<name>.wasm`) → digest and size.
+    #[serde(default)]
+    pub components: BTreeMap<String, ComponentEntry>,
+    /// sha256 over every component digest: changes whenever any code changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_fingerprint: Option<String>,
+    /// resource config name → endpoint URL; written by `flash deploy send`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources_endpoints: Option<BTreeMap<String, String>>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One component file of the artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentEntry {
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// RunPod's resource classes; the queue/load-balanced × GPU/CPU matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResourceType {
+    LiveServerless,
+    CpuLiveServerless,
+    LiveLoadBalancer,
+    CpuLiveLoadBalancer,
+}
+
+impl ResourceType {
+    pub fn is_load_balanced(self) -> bool {
+        matches!(self, Self::LiveLoadBalancer | Self::CpuLiveLoadBalancer)
+    }
+
+    pub fn is_gpu(self) -> bool {
+        matches!(self, Self::LiveServerless | Self::LiveLoadBalancer)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LiveServerless => "LiveServerless",
+            Self::CpuLiveServerless => "CpuLiveServerless",
+            Self::LiveLoadBalancer => "LiveLoadBalancer",
+            Self::CpuLiveLoadBalancer => "CpuLiveLoadBalancer",
+        }
+    }
+}
+
+/// One resource config: one deployable endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceEntry {
+    pub resource_type: ResourceType,
+    pub functions: Vec<FunctionEntry>,
+    pub is_load_balanced: bool,
+    /// See [`crate::config_hash`].
+    pub config_hash: String,
+    /// GPU pool ids, comma-separated (RunPod's format); GPU configs only.
+    #[serde(rename = "gpuIds", default, skip_serializing_if = "Option::is_none")]
+    pub gpu_ids: Option<String>,
+    #[serde(rename = "gpuCount", default, skip_serializing_if = "Option::is_none")]
+    pub gpu_count: Option<u32>,
+    /// CPU instance ids; CPU configs only.
+    #[serde(rename = "instanceIds", default, skip_serializing_if = "Option::is_none")]
+    pub instance_ids: Option<Vec<String>>,
+    #[serde(rename = "workersMin")]
+    pub workers_min: u32,
+    #[serde(rename = "workersMax")]
+    pub workers_max: u32,
+    /// Seconds an idle worker stays up.
+    #[serde(rename = "idleTimeout")]
+    pub idle_timeout: u32,
+    /// Per-job deadline; absent means the host default.
+    #[serde(rename = "executionTimeoutMs", default, skip_serializing_if = "Option::is_none")]
+    pub execution_timeout_ms: Option<u64>,
+    #[serde(rename = "scalerType")]
+    pub scaler_type: ScalerType,
+    #[serde(rename = "scalerValue")]
+    pub scaler_value: u32,
+    /// Environment variables given to this config's components.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Deploy-time state (`endpoint_id`, `aiKey`, …) and keys from newer tools.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ResourceEntry {
+    /// The component files (artifact paths) that serve this resource's functions.
+    pub fn component_files(&self) -> BTreeSet<&str> {
+        self.functions.iter().map(|f| f.component.as_str()).collect()
+    }
+}
+
+/// One function of a resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionEntry {
+    pub name: String,
+    pub module: String,
+    pub is_async: bool,
+    pub is_class: bool,
+    pub is_load_balanced: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_path: Option<String>,
+    /// Artifact path of the component that exports this function.
+    pub component: String,
+    pub component_sha256: String,
+}
+
+impl Manifest {
+    /// Parses a manifest from JSON bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
+        serde_json::from_slice(bytes).context("manifest is not a valid Flash manifest")
+    }
+
+    /// Reads a manifest file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading manifest {}", path.display()))?;
+        Self::from_slice(&bytes).with_context(|| format!("parsing manifest {}", path.display()))
+    }
+
+    /// Pretty JSON with a trailing newline: the on-disk form.
+    pub fn to_json_pretty(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).expect("a manifest always serialises");
+        out.push(b'\n');
+        out
+    }
+
+    /// Writes the manifest atomically (temp file + rename).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, self.to_json_pretty())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The resource config that serves `function`, if any.
+    pub fn resource_of(&self, function: &str) -> Option<&str> {
+        self.function_registry.get(function).map(String::as_str)
+    }
+
+    /// The entry of `function`, with its resource name.
+    pub fn function(&self, function: &str) -> Option<(&str, &FunctionEntry)> {
+        let resource = self.resource_of(function)?;
+        let entry = self.resources.get(resource)?;
+        let f = entry.functions.iter().find(|f| f.name == function)?;
+        Some((resource, f))
+    }
+}
