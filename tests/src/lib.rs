@@ -72,7 +72,13 @@ pub fn build_guest(crate_dir: &str) -> Result<PathBuf> {
     }
     let dir = repo_root().join(crate_dir);
     let output = Command::new("cargo")
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--message-format=json-render-diagnostics"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--message-format=json-render-diagnostics",
+        ])
         .current_dir(&dir)
         .env("CARGO_TARGET_DIR", guest_target_dir())
         .stderr(Stdio::inherit())
@@ -118,9 +124,19 @@ pub fn python() -> Result<PathBuf> {
     std::fs::create_dir_all(venv.parent().unwrap_or(&venv))?;
     let _lock = FileLock::acquire(&venv.with_extension("lock"))?;
     if std::fs::read_to_string(&marker).ok().as_deref() != Some(wanted.as_str()) {
-        let host_python = std::env::var("FLASH_TEST_HOST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let host_python =
+            std::env::var("FLASH_TEST_HOST_PYTHON").unwrap_or_else(|_| "python3".into());
         run(Command::new(&host_python).args(["-m", "venv"]).arg(&venv))?;
-        run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&requirements))?;
+        run(Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&requirements))?;
         std::fs::write(&marker, &wanted)?;
     }
     let _ = PYTHON.set(python.clone());
@@ -129,7 +145,10 @@ pub fn python() -> Result<PathBuf> {
 
 /// A directory holding the venv's executables (`componentize-py`, ...).
 pub fn venv_bin_dir() -> Result<PathBuf> {
-    Ok(python()?.parent().context("venv python has a parent")?.to_path_buf())
+    Ok(python()?
+        .parent()
+        .context("venv python has a parent")?
+        .to_path_buf())
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -151,7 +170,8 @@ impl FileLock {
             .write(true)
             .open(path)
             .with_context(|| format!("opening lock file {}", path.display()))?;
-        file.lock().with_context(|| format!("locking {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
         Ok(Self(file))
     }
 }
@@ -179,7 +199,9 @@ pub fn wait_for_http(url: &str, timeout: Duration) -> Result<()> {
     loop {
         match client.get(url).send() {
             Ok(_) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => bail!("{url} did not come up within {timeout:?}: {e}"),
+            Err(e) if Instant::now() >= deadline => {
+                bail!("{url} did not come up within {timeout:?}: {e}")
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
@@ -190,7 +212,9 @@ pub struct ChildGuard(pub Child);
 
 impl ChildGuard {
     pub fn spawn(cmd: &mut Command) -> Result<Self> {
-        Ok(Self(cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?))
+        Ok(Self(
+            cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?,
+        ))
     }
 }
 

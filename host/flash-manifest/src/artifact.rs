@@ -32,7 +32,10 @@ pub struct UnpackLimits {
 
 impl Default for UnpackLimits {
     fn default() -> Self {
-        Self { max_total_bytes: 4 << 30, max_entries: 10_000 }
+        Self {
+            max_total_bytes: 4 << 30,
+            max_entries: 10_000,
+        }
     }
 }
 
@@ -40,7 +43,12 @@ impl Default for UnpackLimits {
 ///
 /// Every artifact path must be relative (`components/x.wasm`); the manifest is written at
 /// the root. `mtime` is the timestamp stored for every entry.
-pub fn pack(out: &Path, manifest: &Manifest, files: &[(String, PathBuf)], mtime: u64) -> Result<()> {
+pub fn pack(
+    out: &Path,
+    manifest: &Manifest,
+    files: &[(String, PathBuf)],
+    mtime: u64,
+) -> Result<()> {
     let mut sorted: Vec<&(String, PathBuf)> = files.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut dirs = BTreeSet::new();
@@ -54,12 +62,20 @@ pub fn pack(out: &Path, manifest: &Manifest, files: &[(String, PathBuf)], mtime:
     }
 
     let tmp = out.with_extension("gz.tmp");
-    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let gz = flate2::GzBuilder::new().mtime(0).write(file, Compression::default());
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(file, Compression::default());
     let mut tar = tar::Builder::new(gz);
     tar.mode(tar::HeaderMode::Deterministic);
 
-    append(&mut tar, MANIFEST_FILE_NAME, &manifest.to_json_pretty(), mtime)?;
+    append(
+        &mut tar,
+        MANIFEST_FILE_NAME,
+        &manifest.to_json_pretty(),
+        mtime,
+    )?;
     for dir in &dirs {
         let mut header = tar::Header::new_ustar();
         header.set_entry_type(tar::EntryType::Directory);
@@ -124,21 +140,31 @@ fn check_entry_path(path: &Path) -> Result<()> {
 pub fn unpack(archive: &Path, dest: &Path, limits: UnpackLimits) -> Result<Manifest> {
     let file = std::fs::File::open(archive)
         .with_context(|| format!("opening artifact {}", archive.display()))?;
-    unpack_from(file, dest, limits).with_context(|| format!("unpacking artifact {}", archive.display()))
+    unpack_from(file, dest, limits)
+        .with_context(|| format!("unpacking artifact {}", archive.display()))
 }
 
 /// Like [`unpack`], from any reader of gzip'd tar bytes.
 pub fn unpack_from(reader: impl Read, dest: &Path, limits: UnpackLimits) -> Result<Manifest> {
     std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
-    let dest = dest.canonicalize().with_context(|| format!("resolving {}", dest.display()))?;
+    let dest = dest
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dest.display()))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(reader));
     let mut total: u64 = 0;
     let mut count = 0usize;
     for entry in tar.entries().context("reading the tar stream")? {
         let mut entry = entry.context("reading a tar entry")?;
         count += 1;
-        ensure!(count <= limits.max_entries, "artifact has more than {} entries", limits.max_entries);
-        let path = entry.path().context("tar entry with an unreadable path")?.into_owned();
+        ensure!(
+            count <= limits.max_entries,
+            "artifact has more than {} entries",
+            limits.max_entries
+        );
+        let path = entry
+            .path()
+            .context("tar entry with an unreadable path")?
+            .into_owned();
         check_entry_path(&path)
             .with_context(|| format!("refusing artifact entry `{}`", path.display()))?;
         let target = dest.join(&path);
@@ -192,7 +218,8 @@ pub fn unpack_from(reader: impl Read, dest: &Path, limits: UnpackLimits) -> Resu
 /// that every function points at a listed component.
 pub fn verify_dir(dir: &Path, manifest: &Manifest) -> Result<()> {
     for (path, entry) in &manifest.components {
-        check_entry_path(Path::new(path)).with_context(|| format!("manifest component `{path}`"))?;
+        check_entry_path(Path::new(path))
+            .with_context(|| format!("manifest component `{path}`"))?;
         let bytes = std::fs::read(dir.join(path)).with_context(|| {
             format!("artifact component `{path}` is missing; rebuild with `flash build`")
         })?;
@@ -206,13 +233,16 @@ pub fn verify_dir(dir: &Path, manifest: &Manifest) -> Result<()> {
     }
     for (resource, entry) in &manifest.resources {
         for function in &entry.functions {
-            let listed = manifest.components.get(&function.component).with_context(|| {
-                format!(
-                    "function `{}` of resource `{resource}` names component `{}`, which the \
+            let listed = manifest
+                .components
+                .get(&function.component)
+                .with_context(|| {
+                    format!(
+                        "function `{}` of resource `{resource}` names component `{}`, which the \
                      manifest does not list",
-                    function.name, function.component
-                )
-            })?;
+                        function.name, function.component
+                    )
+                })?;
             ensure!(
                 listed.sha256 == function.component_sha256,
                 "function `{}` expects component `{}` with sha256 {}, but the artifact holds {}",

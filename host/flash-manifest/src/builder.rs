@@ -46,7 +46,11 @@ pub struct ManifestBuilder {
 impl ManifestBuilder {
     /// `generated_at` is an RFC 3339 UTC timestamp (see [`generated_at_now`]).
     pub fn new(project_name: impl Into<String>, generated_at: impl Into<String>) -> Self {
-        Self { project_name: project_name.into(), generated_at: generated_at.into(), components: vec![] }
+        Self {
+            project_name: project_name.into(),
+            generated_at: generated_at.into(),
+            components: vec![],
+        }
     }
 
     pub fn component(mut self, component: ComponentInput) -> Self {
@@ -92,7 +96,10 @@ impl ManifestBuilder {
         for component in &self.components {
             for spec in &component.description.functions {
                 if !is_valid_name(&spec.name) {
-                    errors.push(ValidationError::InvalidName { what: "function", name: spec.name.clone() });
+                    errors.push(ValidationError::InvalidName {
+                        what: "function",
+                        name: spec.name.clone(),
+                    });
                 }
                 if let Some((first_resource, first_component)) = seen.get(spec.name.as_str()) {
                     errors.push(ValidationError::DuplicateFunction {
@@ -148,22 +155,27 @@ impl ManifestBuilder {
                         resource: spec.resource.clone(),
                     });
                 }
-                by_resource.entry(&spec.resource).or_default().push(FunctionEntry {
-                    name: spec.name.clone(),
-                    module: spec.module.clone(),
-                    is_async: spec.is_async,
-                    is_class: false,
-                    is_load_balanced: load_balanced,
-                    http_method: method.filter(|_| load_balanced),
-                    http_path: path.filter(|_| load_balanced),
-                    component: component.artifact_path(),
-                    component_sha256: component.sha256.clone(),
-                });
+                by_resource
+                    .entry(&spec.resource)
+                    .or_default()
+                    .push(FunctionEntry {
+                        name: spec.name.clone(),
+                        module: spec.module.clone(),
+                        is_async: spec.is_async,
+                        is_class: false,
+                        is_load_balanced: load_balanced,
+                        http_method: method.filter(|_| load_balanced),
+                        http_path: path.filter(|_| load_balanced),
+                        component: component.artifact_path(),
+                        component_sha256: component.sha256.clone(),
+                    });
             }
         }
 
         if seen.is_empty() {
-            errors.push(ValidationError::EmptyApp { project: self.project_name.clone() });
+            errors.push(ValidationError::EmptyApp {
+                project: self.project_name.clone(),
+            });
         }
         if !errors.is_empty() {
             return Err(ValidationErrors(errors));
@@ -184,10 +196,20 @@ impl ManifestBuilder {
         let components: BTreeMap<String, ComponentEntry> = self
             .components
             .iter()
-            .map(|c| (c.artifact_path(), ComponentEntry { sha256: c.sha256.clone(), size: c.size }))
+            .map(|c| {
+                (
+                    c.artifact_path(),
+                    ComponentEntry {
+                        sha256: c.sha256.clone(),
+                        size: c.size,
+                    },
+                )
+            })
             .collect();
-        let fingerprint_input: String =
-            components.iter().map(|(path, c)| format!("{path}\0{}\n", c.sha256)).collect();
+        let fingerprint_input: String = components
+            .iter()
+            .map(|(path, c)| format!("{path}\0{}\n", c.sha256))
+            .collect();
 
         Ok(Manifest {
             version: crate::MANIFEST_VERSION.to_string(),
@@ -216,7 +238,10 @@ fn check_config(config: &ResourceConfig, errors: &mut Vec<ValidationError>) {
     if let Some(seconds) = config.idle_timeout_s
         && !(1..=3600).contains(&seconds)
     {
-        errors.push(ValidationError::IdleTimeoutRange { resource: config.name.clone(), seconds });
+        errors.push(ValidationError::IdleTimeoutRange {
+            resource: config.name.clone(),
+            seconds,
+        });
     }
     if config.kind == EndpointKind::LoadBalanced
         && let Some(scaler @ ScalerType::QueueDelay) = config.scaler_type
@@ -228,7 +253,13 @@ fn check_config(config: &ResourceConfig, errors: &mut Vec<ValidationError>) {
     }
 }
 
-fn check_route(function: &str, resource: &str, method: &str, path: &str, errors: &mut Vec<ValidationError>) {
+fn check_route(
+    function: &str,
+    resource: &str,
+    method: &str,
+    path: &str,
+    errors: &mut Vec<ValidationError>,
+) {
     if !HTTP_METHODS.contains(&method) {
         errors.push(ValidationError::InvalidMethod {
             function: function.to_string(),
@@ -255,19 +286,31 @@ fn resource_entry(config: &ResourceConfig, functions: Vec<FunctionEntry>) -> Res
     let load_balanced = config.kind == EndpointKind::LoadBalanced;
     let (resource_type, gpu_ids, gpu_count, instance_ids) = match &config.compute {
         Compute::Gpu { gpu_ids, gpu_count } => (
-            if load_balanced { ResourceType::LiveLoadBalancer } else { ResourceType::LiveServerless },
+            if load_balanced {
+                ResourceType::LiveLoadBalancer
+            } else {
+                ResourceType::LiveServerless
+            },
             Some(gpu_ids.join(",")),
             Some(*gpu_count),
             None,
         ),
         Compute::Cpu { instance_ids } => (
-            if load_balanced { ResourceType::CpuLiveLoadBalancer } else { ResourceType::CpuLiveServerless },
+            if load_balanced {
+                ResourceType::CpuLiveLoadBalancer
+            } else {
+                ResourceType::CpuLiveServerless
+            },
             None,
             None,
             Some(instance_ids.clone()),
         ),
     };
-    let default_scaler = if load_balanced { ScalerType::RequestCount } else { ScalerType::QueueDelay };
+    let default_scaler = if load_balanced {
+        ScalerType::RequestCount
+    } else {
+        ScalerType::QueueDelay
+    };
     ResourceEntry {
         resource_type,
         functions,
@@ -292,10 +335,9 @@ pub fn generated_at_now() -> anyhow::Result<String> {
     use anyhow::Context;
     let time = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(value) if !value.trim().is_empty() => {
-            let secs: i64 = value
-                .trim()
-                .parse()
-                .with_context(|| format!("SOURCE_DATE_EPOCH=`{value}` is not a number of seconds"))?;
+            let secs: i64 = value.trim().parse().with_context(|| {
+                format!("SOURCE_DATE_EPOCH=`{value}` is not a number of seconds")
+            })?;
             time::OffsetDateTime::from_unix_timestamp(secs)
                 .with_context(|| format!("SOURCE_DATE_EPOCH=`{value}` is out of range"))?
         }

@@ -122,6 +122,9 @@ mod tests {
     #[test]
     fn canonical_json_sorts_nested_keys() {
         let v: Value = serde_json::from_str(r#"{"b":{"y":1,"x":2},"a":[{"d":1,"c":2}]}"#).unwrap();
-        assert_eq!(canonical_json(&v), r#"{"a":[{"c":2,"d":1}],"b":{"x":2,"y":1}}"#);
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":[{"c":2,"d":1}],"b":{"x":2,"y":1}}"#
+        );
     }
 }

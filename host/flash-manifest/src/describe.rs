@@ -17,8 +17,13 @@ pub enum EndpointKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Compute {
-    Gpu { gpu_ids: Vec<String>, gpu_count: u32 },
-    Cpu { instance_ids: Vec<String> },
+    Gpu {
+        gpu_ids: Vec<String>,
+        gpu_count: u32,
+    },
+    Cpu {
+        instance_ids: Vec<String>,
+    },
 }
 
 /// How workers scale (WIT `scaler-type`), spelled as RunPod spells it.

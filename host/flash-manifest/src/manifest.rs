@@ -102,7 +102,11 @@ pub struct ResourceEntry {
     #[serde(rename = "gpuCount", default, skip_serializing_if = "Option::is_none")]
     pub gpu_count: Option<u32>,
     /// CPU instance ids; CPU configs only.
-    #[serde(rename = "instanceIds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceIds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_ids: Option<Vec<String>>,
     #[serde(rename = "workersMin")]
     pub workers_min: u32,
@@ -112,7 +116,11 @@ pub struct ResourceEntry {
     #[serde(rename = "idleTimeout")]
     pub idle_timeout: u32,
     /// Per-job deadline; absent means the host default.
-    #[serde(rename = "executionTimeoutMs", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionTimeoutMs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_timeout_ms: Option<u64>,
     #[serde(rename = "scalerType")]
     pub scaler_type: ScalerType,
@@ -129,7 +137,10 @@ pub struct ResourceEntry {
 impl ResourceEntry {
     /// The component files (artifact paths) that serve this resource's functions.
     pub fn component_files(&self) -> BTreeSet<&str> {
-        self.functions.iter().map(|f| f.component.as_str()).collect()
+        self.functions
+            .iter()
+            .map(|f| f.component.as_str())
+            .collect()
     }
 }
 
@@ -158,8 +169,8 @@ impl Manifest {
 
     /// Reads a manifest file.
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("reading manifest {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading manifest {}", path.display()))?;
         Self::from_slice(&bytes).with_context(|| format!("parsing manifest {}", path.display()))
     }
 

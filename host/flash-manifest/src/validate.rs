@@ -37,13 +37,21 @@ pub enum ValidationError {
         "function `{function}` (component `{component}`) names resource config `{resource}`, \
          which no component declares"
     )]
-    UndeclaredResource { function: String, component: String, resource: String },
+    UndeclaredResource {
+        function: String,
+        component: String,
+        resource: String,
+    },
 
     #[error(
         "resource config `{resource}` is declared differently by components `{first_component}` \
          and `{second_component}`; declare it once or make both declarations identical"
     )]
-    ConflictingResource { resource: String, first_component: String, second_component: String },
+    ConflictingResource {
+        resource: String,
+        first_component: String,
+        second_component: String,
+    },
 
     #[error(
         "function `{function}` on load-balanced resource `{resource}` needs both an HTTP method \
@@ -62,29 +70,48 @@ pub enum ValidationError {
         "function `{function}` on resource `{resource}`: HTTP method `{method}` is not one of \
          GET, POST, PUT, DELETE, PATCH"
     )]
-    InvalidMethod { function: String, resource: String, method: String },
+    InvalidMethod {
+        function: String,
+        resource: String,
+        method: String,
+    },
 
     #[error("function `{function}` on resource `{resource}`: path `{path}` must start with `/`")]
-    PathWithoutSlash { function: String, resource: String, path: String },
+    PathWithoutSlash {
+        function: String,
+        resource: String,
+        path: String,
+    },
 
     #[error(
         "function `{function}` on resource `{resource}`: path `{path}` is reserved by flash-host \
          (`/execute` and `/ping` are built in); choose another path"
     )]
-    ReservedPath { function: String, resource: String, path: String },
+    ReservedPath {
+        function: String,
+        resource: String,
+        path: String,
+    },
 
     #[error("resource `{resource}`: route `{route}` is claimed by both `{first}` and `{second}`")]
-    DuplicateRoute { resource: String, route: String, first: String, second: String },
+    DuplicateRoute {
+        resource: String,
+        route: String,
+        first: String,
+        second: String,
+    },
 
     #[error("resource `{resource}`: workers min ({min}) is greater than workers max ({max})")]
-    WorkersRange { resource: String, min: u32, max: u32 },
+    WorkersRange {
+        resource: String,
+        min: u32,
+        max: u32,
+    },
 
     #[error("resource `{resource}`: idle timeout {seconds} s is outside 1..=3600")]
     IdleTimeoutRange { resource: String, seconds: u32 },
 
-    #[error(
-        "resource `{resource}` is load-balanced and must scale by REQUEST_COUNT, not {scaler}"
-    )]
+    #[error("resource `{resource}` is load-balanced and must scale by REQUEST_COUNT, not {scaler}")]
     LoadBalancedScaler { resource: String, scaler: String },
 
     #[error(
@@ -100,7 +127,11 @@ pub struct ValidationErrors(pub Vec<ValidationError>);
 impl fmt::Display for ValidationErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        writeln!(f, "the app is invalid ({n} problem{}):", if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "the app is invalid ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
         for (i, err) in self.0.iter().enumerate() {
             if i + 1 < n {
                 writeln!(f, "  - {err}")?;
@@ -118,5 +149,7 @@ impl std::error::Error for ValidationErrors {}
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }

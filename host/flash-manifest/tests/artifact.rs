@@ -14,7 +14,9 @@ fn sample(dir: &Path, wasm: &[u8]) -> (Manifest, Vec<(String, PathBuf)>) {
         resources: vec![ResourceConfig {
             name: "cpu".into(),
             kind: EndpointKind::Queue,
-            compute: Compute::Cpu { instance_ids: vec!["cpu3c-1-2".into()] },
+            compute: Compute::Cpu {
+                instance_ids: vec!["cpu3c-1-2".into()],
+            },
             workers_min: 0,
             workers_max: 1,
             idle_timeout_s: None,
@@ -53,7 +55,10 @@ fn round_trip_gives_back_the_manifest_and_verified_components() {
     let out = tmp.path().join("out");
     let unpacked = unpack(&archive, &out, UnpackLimits::default()).unwrap();
     assert_eq!(unpacked, manifest);
-    assert_eq!(std::fs::read(out.join("components/app.wasm")).unwrap(), b"\0asm fake component");
+    assert_eq!(
+        std::fs::read(out.join("components/app.wasm")).unwrap(),
+        b"\0asm fake component"
+    );
 }
 
 #[test]
@@ -121,7 +126,10 @@ fn parent_dir_entries_are_refused() {
     hostile_archive(&archive, "../escape.txt", tar::EntryType::Regular, None);
     let out = tmp.path().join("out");
     let err = unpack(&archive, &out, UnpackLimits::default()).unwrap_err();
-    assert!(format!("{err:#}").contains("refusing artifact entry `../escape.txt`: `..` is not allowed"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("refusing artifact entry `../escape.txt`: `..` is not allowed"),
+        "{err:#}"
+    );
     assert!(!tmp.path().join("escape.txt").exists());
 }
 
@@ -129,18 +137,34 @@ fn parent_dir_entries_are_refused() {
 fn absolute_entries_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let archive = tmp.path().join("evil.tar.gz");
-    hostile_archive(&archive, "/tmp/flash-abs-escape.txt", tar::EntryType::Regular, None);
+    hostile_archive(
+        &archive,
+        "/tmp/flash-abs-escape.txt",
+        tar::EntryType::Regular,
+        None,
+    );
     let err = unpack(&archive, &tmp.path().join("out"), UnpackLimits::default()).unwrap_err();
-    assert!(format!("{err:#}").contains("absolute paths are not allowed"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("absolute paths are not allowed"),
+        "{err:#}"
+    );
 }
 
 #[test]
 fn symlinks_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let archive = tmp.path().join("evil.tar.gz");
-    hostile_archive(&archive, "components", tar::EntryType::Symlink, Some("/etc"));
+    hostile_archive(
+        &archive,
+        "components",
+        tar::EntryType::Symlink,
+        Some("/etc"),
+    );
     let err = unpack(&archive, &tmp.path().join("out"), UnpackLimits::default()).unwrap_err();
-    assert!(format!("{err:#}").contains("links, devices) are not allowed"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("links, devices) are not allowed"),
+        "{err:#}"
+    );
 }
 
 #[test]
@@ -149,7 +173,13 @@ fn oversize_archives_are_refused() {
     let (manifest, files) = sample(tmp.path(), &[7u8; 4096]);
     let archive = tmp.path().join("artifact.tar.gz");
     pack(&archive, &manifest, &files, 0).unwrap();
-    let limits = UnpackLimits { max_total_bytes: 1024, max_entries: 100 };
+    let limits = UnpackLimits {
+        max_total_bytes: 1024,
+        max_entries: 100,
+    };
     let err = unpack(&archive, &tmp.path().join("out"), limits).unwrap_err();
-    assert!(format!("{err:#}").contains("unpacks to more than 1024 bytes"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("unpacks to more than 1024 bytes"),
+        "{err:#}"
+    );
 }

@@ -44,7 +44,11 @@ fn every_rule_reports_its_exact_error() {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     cases.sort();
-    assert!(cases.len() >= 15, "expected one case per rule, found {}", cases.len());
+    assert!(
+        cases.len() >= 15,
+        "expected one case per rule, found {}",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for path in cases {
         let case: Case = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())

@@ -1,1 +1,28 @@
-//! placeholder
+//! The Flash runtime: runs function components with wasmtime.
+//!
+//! This crate is the only place that knows wasmtime's knobs (Spin's `core` idea):
+//!
+//! - [`engine`]: the [`Engine`] with the pooling allocator (probed, with an on-demand
+//!   fallback), epoch interruption for deadlines, and the AOT compilation cache;
+//! - [`bindings`]: host bindings generated from `wit/` (the `function` world);
+//! - [`component`]: a component compiled and pre-linked once ([`FunctionComponentPre`]);
+//! - [`invoke`]: one call = one fresh `Store` + instance, with memory cap and deadline;
+//! - [`scan`]: calls `describe` with no capabilities at all (the build-time scanner);
+//! - [`peer`]: the host side of the WIT `peer` import, routed through a [`PeerRouter`].
+//!
+//! Handlers (queue worker, HTTP) and peer discovery live in `flash-host`.
+
+pub mod bindings;
+pub mod component;
+pub mod engine;
+pub mod error;
+pub mod invoke;
+pub mod peer;
+pub mod scan;
+mod state;
+
+pub use component::FunctionComponentPre;
+pub use engine::{Engine, EngineOptions};
+pub use error::{CallError, ErrorKind};
+pub use invoke::{CallContext, InvokeLimits};
+pub use peer::{NoPeers, PeerRouter};

@@ -1,5 +1,8 @@
 //! Subcommands of `flash`, one module each.
 
+mod build;
+mod init;
+
 use clap::{Parser, Subcommand};
 
 /// Deploy Rust functions as WebAssembly components to serverless endpoints.
@@ -15,11 +18,19 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Create a new Flash project.
+    Init(init::InitArgs),
+    /// Build the app's components, manifest and artifact.
+    Build(build::BuildArgs),
+}
 
 impl Command {
     pub async fn run(self) -> anyhow::Result<()> {
-        match self {}
+        match self {
+            Command::Init(args) => args.run(),
+            Command::Build(args) => args.run().await,
+        }
     }
 }
 

@@ -1,0 +1,177 @@
+//! `flash build`: project → guest components → scan → manifest → artifact.
+//!
+//! 1. [`compile`] builds every component the project declares (cargo for Rust, any
+//!    command for other languages), relying on the toolchain's own incremental builds;
+//! 2. each component is loaded with wasmtime and its `describe` called (the scanner),
+//!    with descriptions cached by component sha256 so unchanged components are not even
+//!    compiled by wasmtime again;
+//! 3. [`ManifestBuilder`] validates and writes `.flash/flash_manifest.json`;
+//! 4. [`flash_manifest::artifact::pack`] writes a reproducible `.flash/artifact.tar.gz`.
+//!
+//! When nothing changed, the previous `generated_at` is kept so the artifact is
+//! byte-identical and reported as up to date.
+
+pub mod compile;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use flash_manifest::artifact::{self, ARTIFACT_FILE_NAME};
+use flash_manifest::describe::Description;
+use flash_manifest::{ComponentInput, MANIFEST_FILE_NAME, Manifest, ManifestBuilder};
+
+use crate::project::Project;
+
+/// Receives progress of a build (the CLI draws it; tests ignore it).
+pub trait Reporter: Send + Sync {
+    /// A component starts building.
+    fn component_started(&self, _name: &str) {}
+    /// A line of the component toolchain's output.
+    fn component_output(&self, _name: &str, _line: &str) {}
+    /// A component finished building.
+    fn component_finished(&self, _name: &str, _elapsed: Duration) {}
+    /// A component is being scanned (loaded and described).
+    fn scanning(&self, _name: &str, _cached: bool) {}
+}
+
+/// A reporter that drops everything.
+pub struct Silent;
+impl Reporter for Silent {}
+
+/// What a build produced.
+#[derive(Debug)]
+pub struct BuildOutput {
+    pub manifest: Manifest,
+    pub manifest_path: PathBuf,
+    pub artifact_path: PathBuf,
+    pub artifact_sha256: String,
+    pub artifact_size: u64,
+    /// The previous build had the same content: the artifact is unchanged.
+    pub up_to_date: bool,
+    pub elapsed: Duration,
+}
+
+/// Builds `project` into `.flash/`.
+pub async fn build(project: &Project, reporter: &dyn Reporter) -> Result<BuildOutput> {
+    let started = Instant::now();
+    let flash_dir = project.flash_dir();
+    std::fs::create_dir_all(&flash_dir)
+        .with_context(|| format!("creating {}", flash_dir.display()))?;
+
+    let mut components = Vec::new();
+    for decl in &project.file.components {
+        reporter.component_started(&decl.name);
+        let t = Instant::now();
+        let wasm_path = compile::compile(project, decl, &|line| {
+            reporter.component_output(&decl.name, line)
+        })
+        .with_context(|| format!("building component `{}`", decl.name))?;
+        reporter.component_finished(&decl.name, t.elapsed());
+        components.push((decl.name.clone(), wasm_path));
+    }
+
+    let engine = scanner_engine()?;
+    let mut inputs = Vec::new();
+    let mut files = Vec::new();
+    for (name, path) in &components {
+        let wasm = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let sha256 = flash_manifest::sha256_hex(&wasm);
+        let description = describe_cached(&engine, project, name, &wasm, &sha256, reporter).await?;
+        let input = ComponentInput {
+            name: name.clone(),
+            sha256,
+            size: wasm.len() as u64,
+            description,
+        };
+        files.push((input.artifact_path(), path.clone()));
+        inputs.push(input);
+    }
+
+    let generated_at = flash_manifest::builder::generated_at_now()?;
+    let mut builder = ManifestBuilder::new(project.name(), generated_at);
+    for input in inputs {
+        builder = builder.component(input);
+    }
+    let mut manifest = builder.build()?;
+
+    let manifest_path = flash_dir.join(MANIFEST_FILE_NAME);
+    let artifact_path = flash_dir.join(ARTIFACT_FILE_NAME);
+    let previous = Manifest::read(&manifest_path).ok();
+    let up_to_date = match &previous {
+        Some(prev)
+            if std::env::var_os("SOURCE_DATE_EPOCH").is_none() && same_content(prev, &manifest) =>
+        {
+            manifest.generated_at = prev.generated_at.clone();
+            artifact_path.is_file()
+        }
+        _ => false,
+    };
+    manifest.write(&manifest_path)?;
+    if !up_to_date {
+        artifact::pack(
+            &artifact_path,
+            &manifest,
+            &files,
+            artifact::source_date_epoch()?,
+        )
+        .with_context(|| format!("writing {}", artifact_path.display()))?;
+    }
+    let bytes = std::fs::read(&artifact_path)
+        .with_context(|| format!("reading {}", artifact_path.display()))?;
+    Ok(BuildOutput {
+        artifact_sha256: flash_manifest::sha256_hex(&bytes),
+        artifact_size: bytes.len() as u64,
+        manifest,
+        manifest_path,
+        artifact_path,
+        up_to_date,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Equal apart from `generated_at`.
+fn same_content(a: &Manifest, b: &Manifest) -> bool {
+    let mut a = a.clone();
+    a.generated_at = b.generated_at.clone();
+    a == *b
+}
+
+fn scanner_engine() -> Result<flash_runtime::Engine> {
+    flash_runtime::Engine::new(flash_runtime::EngineOptions {
+        pooling: false,
+        ..Default::default()
+    })
+}
+
+/// `describe` of a component, cached in `.flash/cache/` by sha256.
+async fn describe_cached(
+    engine: &flash_runtime::Engine,
+    project: &Project,
+    name: &str,
+    wasm: &[u8],
+    sha256: &str,
+    reporter: &dyn Reporter,
+) -> Result<Description> {
+    let cache = project
+        .flash_dir()
+        .join("cache")
+        .join(format!("describe-{sha256}.json"));
+    if let Some(description) = std::fs::read(&cache)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+    {
+        reporter.scanning(name, true);
+        return Ok(description);
+    }
+    reporter.scanning(name, false);
+    let pre =
+        flash_runtime::FunctionComponentPre::from_bytes(engine, name, wasm, sha256.to_string())?;
+    let description = pre.describe().await?;
+    if let Some(parent) = cache.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&cache, serde_json::to_vec_pretty(&description)?)
+        .with_context(|| format!("writing {}", cache.display()))?;
+    Ok(description)
+}

@@ -1,0 +1,165 @@
+//! The project file, `flash.toml`: the app's name and how to build each component.
+//!
+//! ```toml
+//! [app]
+//! name = "quickstart"
+//!
+//! [[component]]
+//! name = "quickstart"   # artifact file: components/quickstart.wasm
+//! kind = "rust"         # cargo build --release --target wasm32-wasip2, in `path`
+//! path = "."
+//!
+//! [[component]]
+//! name = "pyfuncs"
+//! kind = "command"      # any toolchain: run `command`, which writes `output`
+//! command = "componentize-py -d ../../wit -w function componentize app -o {output}"
+//! output = "build/pyfuncs.wasm"
+//! inputs = ["app.py"]   # rebuilt only when one of these is newer than `output`
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::Deserialize;
+
+/// File name of the project file.
+pub const PROJECT_FILE: &str = "flash.toml";
+
+/// A parsed project, with its root directory.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub root: PathBuf,
+    pub file: ProjectFile,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectFile {
+    pub app: App,
+    #[serde(default, rename = "component")]
+    pub components: Vec<ComponentDecl>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct App {
+    pub name: String,
+}
+
+/// How to build one component.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentDecl {
+    pub name: String,
+    #[serde(default)]
+    pub kind: ComponentKind,
+    /// Directory of the component's sources, relative to the project root.
+    #[serde(default = "default_path")]
+    pub path: PathBuf,
+    /// `kind = "command"`: shell command; `{output}` is replaced by the output path.
+    pub command: Option<String>,
+    /// `kind = "command"`: the component file the command writes (relative to `path`).
+    pub output: Option<PathBuf>,
+    /// `kind = "command"`: files whose change triggers a rebuild (relative to `path`).
+    #[serde(default)]
+    pub inputs: Vec<PathBuf>,
+}
+
+fn default_path() -> PathBuf {
+    PathBuf::from(".")
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComponentKind {
+    /// A cargo crate built for `wasm32-wasip2`.
+    #[default]
+    Rust,
+    /// Any command that writes a component (componentize-py, componentize-js, ...).
+    Command,
+}
+
+impl Project {
+    /// Finds `flash.toml` in `start` or its ancestors and parses it.
+    pub fn discover(start: &Path) -> Result<Self> {
+        let start = start
+            .canonicalize()
+            .with_context(|| format!("resolving {}", start.display()))?;
+        let mut dir = Some(start.as_path());
+        while let Some(d) = dir {
+            if d.join(PROJECT_FILE).is_file() {
+                return Self::load(d);
+            }
+            dir = d.parent();
+        }
+        bail!(
+            "no {PROJECT_FILE} found in {} or any parent directory; create a project with \
+             `flash init <name>` or run from a project directory",
+            start.display()
+        )
+    }
+
+    /// Parses `<root>/flash.toml`.
+    pub fn load(root: &Path) -> Result<Self> {
+        let path = root.join(PROJECT_FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let file: ProjectFile =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let project = Self {
+            root: root.to_path_buf(),
+            file,
+        };
+        project
+            .check()
+            .with_context(|| format!("in {}", path.display()))?;
+        Ok(project)
+    }
+
+    fn check(&self) -> Result<()> {
+        ensure!(
+            flash_manifest::validate::is_valid_name(&self.file.app.name),
+            "app name `{}` is invalid: use letters, digits, `_` and `-`",
+            self.file.app.name
+        );
+        ensure!(
+            !self.file.components.is_empty(),
+            "no [[component]] entries: declare at least one component"
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for c in &self.file.components {
+            ensure!(
+                flash_manifest::validate::is_valid_name(&c.name),
+                "component name `{}` is invalid: use letters, digits, `_` and `-`",
+                c.name
+            );
+            ensure!(
+                seen.insert(&c.name),
+                "component `{}` is declared twice",
+                c.name
+            );
+            if c.kind == ComponentKind::Command {
+                ensure!(
+                    c.command.is_some(),
+                    "component `{}` has kind = \"command\" but no `command`",
+                    c.name
+                );
+                ensure!(
+                    c.output.is_some(),
+                    "component `{}` has kind = \"command\" but no `output`",
+                    c.name
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The `.flash/` directory of the project.
+    pub fn flash_dir(&self) -> PathBuf {
+        self.root.join(".flash")
+    }
+
+    pub fn name(&self) -> &str {
+        &self.file.app.name
+    }
+}

@@ -1,0 +1,214 @@
+//! The wasmtime [`Engine`]: every knob Flash turns, in one place, with its reason.
+//!
+//! - **Async calls** (`instantiate_async`/`call_async`): calls are futures on tokio; a guest waiting on `peer.call` parks
+//!   its task, not a thread.
+//! - **Pooling allocator**: instance memory is pre-reserved and recycled, so the fresh
+//!   instance per call costs tens of microseconds instead of an mmap per call. It needs a
+//!   large virtual address space reservation, which some containers (tight `ulimit -v`)
+//!   refuse: we probe by building the engine and fall back to on-demand allocation with a
+//!   warning.
+//! - **Epoch interruption**: a background thread bumps the epoch every
+//!   [`EPOCH_TICK`]; each store's callback yields to the executor on every tick (so a busy
+//!   guest cannot starve other tasks) and traps once the call's deadline has passed.
+//! - **AOT cache**: compiled components are kept on disk, keyed by the component's sha256
+//!   and the engine's compatibility hash; a second boot deserialises instead of compiling.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use wasmtime::component::Component;
+
+/// How often the epoch advances: the granularity of deadlines and of fair yielding.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Tunables of an [`Engine`].
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Largest linear memory one instance may grow to (the per-instance memory cap).
+    pub max_memory_bytes: usize,
+    /// How many instances may be alive at once (concurrent calls, nested peer calls included).
+    pub max_instances: u32,
+    /// Try the pooling allocator (falls back to on-demand if the probe fails).
+    pub pooling: bool,
+    /// Directory of the AOT cache; `None` disables it.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: 256 << 20,
+            max_instances: 128,
+            pooling: true,
+            cache_dir: default_cache_dir(),
+        }
+    }
+}
+
+/// `FLASH_CACHE_DIR`, else `$XDG_CACHE_HOME/flash`, else `~/.cache/flash`, plus `/aot`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("FLASH_CACHE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .filter(|v| !v.is_empty())
+                .map(|v| PathBuf::from(v).join("flash"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("flash"))
+        })?;
+    Some(base.join("aot"))
+}
+
+/// A configured wasmtime engine plus Flash's policies around it. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: wasmtime::Engine,
+    options: Arc<EngineOptions>,
+    pooling: bool,
+    compat_key: Arc<str>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("options", &self.options)
+            .field("pooling", &self.pooling)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Builds the engine (probing the pooling allocator) and starts the epoch ticker.
+    pub fn new(options: EngineOptions) -> Result<Self> {
+        let (inner, pooling) = if options.pooling {
+            match wasmtime::Engine::new(&config(&options, true)) {
+                Ok(engine) => (engine, true),
+                Err(err) => {
+                    tracing::warn!(
+                        "pooling allocator unavailable ({err:#}); falling back to on-demand \
+                         instance allocation, which makes every call slower"
+                    );
+                    (wasmtime::Engine::new(&config(&options, false))?, false)
+                }
+            }
+        } else {
+            (wasmtime::Engine::new(&config(&options, false))?, false)
+        };
+        start_epoch_ticker(&inner);
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        inner.precompile_compatibility_hash().hash(&mut hasher);
+        let compat_key = format!("{:016x}", hasher.finish()).into();
+        Ok(Self {
+            inner,
+            options: Arc::new(options),
+            pooling,
+            compat_key,
+        })
+    }
+
+    /// The underlying wasmtime engine.
+    pub fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// Whether the pooling allocator is in use.
+    pub fn uses_pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// Compiles `wasm` (whose sha256 is `sha256`), through the AOT cache when enabled.
+    ///
+    /// Returns the component and whether it came from the cache.
+    pub fn compile_component(&self, wasm: &[u8], sha256: &str) -> Result<(Component, bool)> {
+        let Some(dir) = &self.options.cache_dir else {
+            return Ok((Component::new(&self.inner, wasm)?, false));
+        };
+        let path = dir.join(format!("{sha256}-{}.cwasm", self.compat_key));
+        if path.is_file() {
+            // SAFETY: files in the cache directory are written only by `store_in_cache`
+            // below from `Engine::precompile_component` output of a compatible engine
+            // (the compatibility hash is part of the name); wasmtime additionally checks
+            // the header of the file. The cache directory belongs to the host user.
+            match unsafe { Component::deserialize_file(&self.inner, &path) } {
+                Ok(component) => return Ok((component, true)),
+                Err(err) => tracing::warn!(
+                    "ignoring unusable AOT cache entry {}: {err:#}",
+                    path.display()
+                ),
+            }
+        }
+        let compiled = self
+            .inner
+            .precompile_component(wasm)
+            .map_err(anyhow::Error::from)
+            .context("compiling the component")?;
+        if let Err(err) = store_in_cache(dir, &path, &compiled) {
+            tracing::warn!(
+                "could not write AOT cache entry {}: {err:#}",
+                path.display()
+            );
+        }
+        // SAFETY: `compiled` was produced just now by this very engine.
+        let component = unsafe { Component::deserialize(&self.inner, &compiled)? };
+        Ok((component, false))
+    }
+}
+
+fn store_in_cache(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn config(options: &EngineOptions, pooling: bool) -> wasmtime::Config {
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    if pooling {
+        let n = options.max_instances;
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(n)
+            // componentize-py components hold a dozen core instances and several memories.
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(16)
+            .max_tables_per_component(32)
+            .total_core_instances(n * 16)
+            .total_memories(n * 4)
+            .total_tables(n * 8)
+            .total_stacks(n)
+            .max_memory_size(options.max_memory_bytes);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Bumps the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
+fn start_epoch_ticker(engine: &wasmtime::Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("flash-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch thread");
+}

@@ -1,0 +1,54 @@
+//! Per-call store state: the WASI context, limits, and the peer router.
+
+use std::sync::Arc;
+
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{flash, types};
+use crate::error::{CallError, ErrorKind};
+use crate::peer::PeerRouter;
+
+pub(crate) struct HostState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limits: StoreLimits,
+    pub peers: Arc<dyn PeerRouter>,
+    /// Depth of the running invocation (0 = invoked by a handler).
+    pub depth: u32,
+    pub max_depth: u32,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl flash::runtime::types::Host for HostState {}
+
+impl flash::runtime::peer::Host for HostState {
+    async fn call(&mut self, function: String, input: String) -> Result<String, types::CallError> {
+        let depth = self.depth + 1;
+        if depth > self.max_depth {
+            return Err(CallError::new(
+                ErrorKind::CallDepthExceeded,
+                format!(
+                    "calling `{function}` would nest {depth} peer calls deep (limit {}); is there a \
+                     call cycle between functions?",
+                    self.max_depth
+                ),
+            )
+            .into());
+        }
+        let peers = Arc::clone(&self.peers);
+        peers
+            .call(&function, input, depth)
+            .await
+            .map_err(Into::into)
+    }
+}
