@@ -1,1 +1,19 @@
-//! placeholder
+//! `flash-host`: the container entrypoint that serves an app's functions.
+//!
+//! One process serves one resource config (`FLASH_RESOURCE_NAME`) of one artifact:
+//!
+//! - [`boot`]: find/fetch the artifact and unpack it safely;
+//! - [`app`]: load this resource's components once ([`app::HostApp`]);
+//! - [`registry`]: route calls locally or to peer endpoints ([`registry::ServiceRegistry`]);
+//! - [`queue`]: the RunPod-compatible queue worker;
+//! - [`lb`]: the load-balanced HTTP server (routes, `/ping`, `/execute`);
+//! - [`job_input`]: how job inputs and `/execute` bodies name functions and arguments;
+//! - [`host`]: wiring them from the environment, as the binary does.
+
+pub mod app;
+pub mod boot;
+pub mod host;
+pub mod job_input;
+pub mod lb;
+pub mod queue;
+pub mod registry;

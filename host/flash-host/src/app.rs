@@ -1,0 +1,215 @@
+//! [`HostApp`]: the functions this host serves, loaded once, invoked many times.
+//!
+//! At boot the host loads the components of its resource config (`FLASH_RESOURCE_NAME`)
+//! from the verified artifact and pre-links each once. Functions of other resource configs
+//! are peers: they are never instantiated here. Without a resource name (the one-shot
+//! debugging mode) every resource is local.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use flash_manifest::Manifest;
+use flash_runtime::{
+    CallContext, CallError, Engine, ErrorKind, FunctionComponentPre, InvokeLimits, PeerRouter,
+};
+
+/// The function table of a host.
+pub struct HostApp {
+    pub manifest: Manifest,
+    /// The resource config served here; `None` = every resource (one-shot mode).
+    pub resource: Option<String>,
+    /// function name → (its component, its resource's limits and env)
+    functions: BTreeMap<String, LocalFunction>,
+    pub max_call_depth: u32,
+}
+
+struct LocalFunction {
+    component: FunctionComponentPre,
+    limits: InvokeLimits,
+    env: Vec<(String, String)>,
+}
+
+/// Knobs of the host app.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// Memory cap of one instance.
+    pub max_memory_bytes: usize,
+    /// Deadline when the resource config sets no `executionTimeoutMs`.
+    pub default_deadline: Duration,
+    pub max_call_depth: u32,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: 256 << 20,
+            default_deadline: flash_runtime::invoke::DEFAULT_DEADLINE,
+            max_call_depth: flash_runtime::invoke::DEFAULT_MAX_CALL_DEPTH,
+        }
+    }
+}
+
+impl HostApp {
+    /// Loads the components serving `resource` (all resources when `None`) from the
+    /// unpacked artifact in `root`.
+    pub fn load(
+        engine: &Engine,
+        manifest: Manifest,
+        root: &Path,
+        resource: Option<&str>,
+        options: &AppOptions,
+    ) -> Result<Self> {
+        if let Some(name) = resource
+            && !manifest.resources.contains_key(name)
+        {
+            bail!(
+                "FLASH_RESOURCE_NAME=`{name}` is not a resource config of app `{}` (it has: {})",
+                manifest.project_name,
+                manifest
+                    .resources
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let mut loaded: BTreeMap<String, FunctionComponentPre> = BTreeMap::new();
+        let mut functions = BTreeMap::new();
+        for (resource_name, entry) in &manifest.resources {
+            if resource.is_some_and(|r| r != resource_name) {
+                continue;
+            }
+            let deadline = match entry.execution_timeout_ms {
+                Some(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => options.default_deadline,
+            };
+            let limits = InvokeLimits {
+                deadline,
+                max_memory_bytes: options.max_memory_bytes,
+            };
+            let mut env: Vec<(String, String)> = entry
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if resource.is_some() {
+                env.push(("FLASH_RESOURCE_NAME".into(), resource_name.clone()));
+            }
+            for f in &entry.functions {
+                let component = match loaded.get(&f.component) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = FunctionComponentPre::load(
+                            engine,
+                            &f.component,
+                            &root.join(&f.component),
+                            Some(&f.component_sha256),
+                        )?;
+                        tracing::info!(
+                            component = %f.component,
+                            cached = c.loaded_from_cache(),
+                            "loaded component"
+                        );
+                        loaded.insert(f.component.clone(), c.clone());
+                        c
+                    }
+                };
+                functions.insert(
+                    f.name.clone(),
+                    LocalFunction {
+                        component,
+                        limits,
+                        env: env.clone(),
+                    },
+                );
+            }
+        }
+        Ok(Self {
+            manifest,
+            resource: resource.map(str::to_string),
+            functions,
+            max_call_depth: options.max_call_depth,
+        })
+    }
+
+    /// Whether `function` runs in this host.
+    pub fn is_local(&self, function: &str) -> bool {
+        self.functions.contains_key(function)
+    }
+
+    /// Names of the functions served here, sorted.
+    pub fn local_functions(&self) -> impl Iterator<Item = &str> {
+        self.functions.keys().map(String::as_str)
+    }
+
+    /// Runs a local function.
+    pub async fn invoke(
+        &self,
+        function: &str,
+        input: &str,
+        depth: u32,
+        peers: Arc<dyn PeerRouter>,
+    ) -> Result<String, CallError> {
+        let Some(local) = self.functions.get(function) else {
+            return Err(self.unknown(function));
+        };
+        let ctx = CallContext {
+            env: local.env.clone(),
+            peers,
+            depth,
+            max_depth: self.max_call_depth,
+        };
+        local
+            .component
+            .invoke(function, input, &ctx, &local.limits)
+            .await
+    }
+
+    /// The error for a function this host does not serve.
+    pub fn unknown(&self, function: &str) -> CallError {
+        let served = self
+            .functions
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        match self.manifest.resource_of(function) {
+            Some(resource) => CallError::new(
+                ErrorKind::UnknownFunction,
+                format!(
+                    "function `{function}` is served by resource `{resource}`, not by this endpoint (which serves: {served})"
+                ),
+            ),
+            None => CallError::new(
+                ErrorKind::UnknownFunction,
+                format!(
+                    "no function `{function}` in app `{}` (this endpoint serves: {served})",
+                    self.manifest.project_name
+                ),
+            ),
+        }
+    }
+
+    /// Reads the resource entry this host serves (`None` in all-local mode).
+    pub fn resource_entry(&self) -> Option<&flash_manifest::ResourceEntry> {
+        self.resource
+            .as_deref()
+            .and_then(|r| self.manifest.resources.get(r))
+    }
+
+    /// Loads the manifest and components from a directory holding an unpacked artifact.
+    pub fn load_dir(
+        engine: &Engine,
+        root: &Path,
+        resource: Option<&str>,
+        options: &AppOptions,
+    ) -> Result<Self> {
+        let manifest = Manifest::read(&root.join(flash_manifest::MANIFEST_FILE_NAME))?;
+        flash_manifest::artifact::verify_dir(root, &manifest)
+            .with_context(|| format!("verifying the artifact in {}", root.display()))?;
+        Self::load(engine, manifest, root, resource, options)
+    }
+}

@@ -1,0 +1,204 @@
+//! Wiring a host from its environment: the env contract of Flash endpoints.
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `FLASH_RESOURCE_NAME` | the resource config served (required except with `--test-input`) |
+//! | `FLASH_ARTIFACT_URL` / `FLASH_BUILD_ARTIFACT_PATH` / `FLASH_MANIFEST_PATH` | where the artifact is (see [`crate::boot`]) |
+//! | `RUNPOD_WEBHOOK_GET_JOB`, `…_POST_OUTPUT`, `…_PING`, `RUNPOD_POD_ID`, `RUNPOD_AI_API_KEY`, `RUNPOD_PING_INTERVAL` | queue worker protocol (see [`crate::queue`]) |
+//! | `FLASH_LISTEN_ADDR` (or `0.0.0.0:$PORT`, default port 80) | load-balanced listen address |
+//! | `RUNPOD_API_KEY` | auth of the load-balanced routes, of peer calls and artifact downloads |
+//! | `FLASH_DISABLE_RP_AUTH=true` | serve load-balanced routes without auth |
+//! | `FLASH_PEER_ENDPOINTS` | JSON `{resource: url}` overriding the manifest's `resources_endpoints` |
+//! | `FLASH_CONCURRENCY` | jobs / requests run at once (default 1 for queue, 64 for load-balanced) |
+//! | `FLASH_MAX_MEMORY_MB` | memory cap per instance (default 256) |
+//! | `FLASH_PEER_TIMEOUT_S` | bound of one peer call (default 300) |
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use flash_runtime::{Engine, EngineOptions};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::app::{AppOptions, HostApp};
+use crate::registry::{EndpointDirectory, PeerOptions, ServiceRegistry, StaticDirectory};
+use crate::{boot, lb, queue};
+
+/// What the binary was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct HostArgs {
+    pub artifact: Option<String>,
+    pub manifest: Option<PathBuf>,
+    pub resource: Option<String>,
+    /// Run this job input once, print the result and exit.
+    pub test_input: Option<Value>,
+}
+
+fn env(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn env_parse<T: std::str::FromStr>(key: &str) -> Result<Option<T>> {
+    match env(key) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("{key}=`{v}` is not a valid number")),
+    }
+}
+
+/// Boots and runs the host until shutdown (or, with a test input, one job).
+pub async fn run(args: HostArgs) -> Result<i32> {
+    let api_key = env("RUNPOD_API_KEY");
+    let resource = args.resource.clone().or_else(|| env("FLASH_RESOURCE_NAME"));
+    if env("FLASH_IS_MOTHERSHIP").is_some_and(|v| v == "true") {
+        bail!(
+            "FLASH_IS_MOTHERSHIP=true: mothership reconciliation is not available in this flash-host yet"
+        );
+    }
+    if resource.is_none() && args.test_input.is_none() {
+        bail!(
+            "FLASH_RESOURCE_NAME is not set: name the resource config this host serves (or use --test-input to run one job with every resource local)"
+        );
+    }
+    let artifact = args.artifact.clone().or_else(|| env("FLASH_ARTIFACT_URL"));
+    let manifest_path = args
+        .manifest
+        .clone()
+        .or_else(|| env("FLASH_MANIFEST_PATH").map(PathBuf::from));
+    let unpacked = boot::locate(
+        artifact.as_deref(),
+        manifest_path.as_deref(),
+        api_key.as_deref(),
+    )
+    .await?;
+
+    let max_memory_mb: usize = env_parse("FLASH_MAX_MEMORY_MB")?.unwrap_or(256);
+    let engine = Engine::new(EngineOptions {
+        max_memory_bytes: max_memory_mb << 20,
+        ..Default::default()
+    })?;
+    let options = AppOptions {
+        max_memory_bytes: max_memory_mb << 20,
+        ..Default::default()
+    };
+    let app = Arc::new(HostApp::load_dir(
+        &engine,
+        &unpacked.root,
+        resource.as_deref(),
+        &options,
+    )?);
+    tracing::info!(
+        app = %app.manifest.project_name,
+        resource = resource.as_deref().unwrap_or("<all>"),
+        functions = ?app.local_functions().collect::<Vec<_>>(),
+        pooling = engine.uses_pooling(),
+        "host ready"
+    );
+
+    let directory = directory(&app)?;
+    let peer_timeout = env_parse::<u64>("FLASH_PEER_TIMEOUT_S")?.unwrap_or(300);
+    let registry = ServiceRegistry::new(
+        Arc::clone(&app),
+        directory,
+        PeerOptions {
+            timeout: Duration::from_secs(peer_timeout),
+            api_key: api_key.clone(),
+        },
+    );
+
+    if let Some(input) = args.test_input {
+        let (ok, body) = queue::run_once(&registry, input).await;
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(if ok { 0 } else { 1 });
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = stop_tx.send(true);
+    });
+
+    let load_balanced = app.resource_entry().is_some_and(|r| r.is_load_balanced);
+    if load_balanced {
+        let listen: SocketAddr = match env("FLASH_LISTEN_ADDR") {
+            Some(addr) => addr
+                .parse()
+                .with_context(|| format!("FLASH_LISTEN_ADDR=`{addr}` is not host:port"))?,
+            None => SocketAddr::from(([0, 0, 0, 0], env_parse::<u16>("PORT")?.unwrap_or(80))),
+        };
+        let auth_disabled =
+            env("FLASH_DISABLE_RP_AUTH").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let key = if auth_disabled {
+            None
+        } else {
+            Some(api_key.clone().context(
+                "RUNPOD_API_KEY is not set and FLASH_DISABLE_RP_AUTH is not `true`: set the key that \
+                 callers must send, or disable auth explicitly",
+            )?)
+        };
+        let concurrency = env_parse("FLASH_CONCURRENCY")?.unwrap_or(64);
+        let mut rx = stop_rx.clone();
+        lb::serve(
+            registry,
+            lb::LbConfig {
+                listen,
+                api_key: key,
+                concurrency,
+            },
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            },
+        )
+        .await?;
+    } else {
+        let Some(config) = queue::WorkerConfig::from_env()? else {
+            bail!(
+                "RUNPOD_WEBHOOK_GET_JOB is not set: a queue endpoint needs a job source (RunPod or \
+                 `flash server`); to run one job locally use `flash-host --test-input '{{...}}'`"
+            );
+        };
+        queue::run(registry, config, stop_rx).await?;
+    }
+    drop(unpacked);
+    Ok(0)
+}
+
+fn directory(app: &HostApp) -> Result<Arc<dyn EndpointDirectory>> {
+    if let Some(json) = env("FLASH_PEER_ENDPOINTS") {
+        let map: BTreeMap<String, String> = serde_json::from_str(&json)
+            .context("FLASH_PEER_ENDPOINTS must be a JSON object {resource: url}")?;
+        return Ok(Arc::new(StaticDirectory(map)));
+    }
+    Ok(Arc::new(StaticDirectory(
+        app.manifest.resources_endpoints.clone().unwrap_or_default(),
+    )))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

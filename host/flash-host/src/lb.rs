@@ -1,0 +1,270 @@
+//! The load-balanced handler: an HTTP server for the resource's routes.
+//!
+//! - every `"METHOD /path"` route of this resource from the manifest; the payload is the
+//!   JSON body (an object of named arguments, or an array) for POST/PUT/PATCH/DELETE, and
+//!   the query string (each value parsed as JSON, else kept as a string) for GET; `{name}`
+//!   path segments become named arguments too;
+//! - `GET /ping`: `200 {"status":"healthy",…}` (never behind auth: it is the platform's
+//!   health check);
+//! - `POST /execute`: runs a function **of the artifact** named in the body
+//!   (`{"function_name", "input"|"args"|"kwargs"}`) — never code sent in the request —
+//!   answering `{"success":true,"result":…}` or a typed error with a matching HTTP status;
+//! - `Authorization: Bearer <RUNPOD_API_KEY>` unless `FLASH_DISABLE_RP_AUTH=true`;
+//! - bodies over 10 MiB → 413; at most `concurrency` requests run at once (others wait);
+//!   graceful shutdown lets running requests finish.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, get, on, post};
+use flash_runtime::{CallError, ErrorKind};
+use serde_json::{Map, Value, json};
+
+use crate::job_input;
+use crate::registry::ServiceRegistry;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 10 << 20;
+
+/// Settings of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct LbConfig {
+    pub listen: SocketAddr,
+    /// `None` disables auth (`FLASH_DISABLE_RP_AUTH=true`).
+    pub api_key: Option<String>,
+    pub concurrency: usize,
+}
+
+#[derive(Clone)]
+struct AppState {
+    registry: Arc<ServiceRegistry>,
+    api_key: Option<Arc<str>>,
+}
+
+/// Builds the router for the resource served by `registry`'s app.
+pub fn router(
+    registry: Arc<ServiceRegistry>,
+    api_key: Option<String>,
+    concurrency: usize,
+) -> Result<Router> {
+    let app = Arc::clone(registry.app());
+    let state = AppState {
+        registry,
+        api_key: api_key.map(Into::into),
+    };
+    let mut routes = Router::new();
+    let resource = app
+        .resource
+        .clone()
+        .context("a load-balanced host serves exactly one resource config")?;
+    let table = app
+        .manifest
+        .routes
+        .get(&resource)
+        .cloned()
+        .unwrap_or_default();
+    for (route, function) in table {
+        let Some((method, path)) = route.split_once(' ') else {
+            bail!("manifest route `{route}` of resource `{resource}` is not `METHOD /path`");
+        };
+        let filter = match method {
+            "GET" => MethodFilter::GET,
+            "POST" => MethodFilter::POST,
+            "PUT" => MethodFilter::PUT,
+            "DELETE" => MethodFilter::DELETE,
+            "PATCH" => MethodFilter::PATCH,
+            other => bail!("manifest route `{route}` has unsupported method `{other}`"),
+        };
+        let function: Arc<str> = function.into();
+        routes = routes.route(
+            path,
+            on(
+                filter,
+                move |State(state): State<AppState>,
+                      method: Method,
+                      params: Option<Path<BTreeMap<String, String>>>,
+                      Query(query): Query<Vec<(String, String)>>,
+                      body: Bytes| {
+                    let function = Arc::clone(&function);
+                    async move {
+                        let params = params.map(|Path(p)| p).unwrap_or_default();
+                        route_call(state, &function, method, params, query, body).await
+                    }
+                },
+            ),
+        );
+    }
+    let protected = routes
+        .route("/execute", post(execute))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Ok(Router::new()
+        .route("/ping", get(ping))
+        .merge(protected)
+        .layer(tower::limit::ConcurrencyLimitLayer::new(concurrency.max(1)))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state))
+}
+
+/// Serves until `shutdown` resolves, then finishes running requests.
+pub async fn serve(
+    registry: Arc<ServiceRegistry>,
+    config: LbConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let router = router(registry, config.api_key, config.concurrency)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {} (FLASH_LISTEN_ADDR / PORT)", config.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "load-balanced handler listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")
+}
+
+async fn auth(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(key) = &state.api_key {
+        let given = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(key) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"error": "missing or invalid API key: send `Authorization: Bearer <RUNPOD_API_KEY>`", "kind": "unauthorized"})),
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn ping(State(state): State<AppState>) -> Response {
+    let app = state.registry.app();
+    axum::Json(json!({
+        "status": "healthy",
+        "resource": app.resource,
+        "functions": app.local_functions().collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+fn error_response(err: &CallError) -> Response {
+    let status =
+        StatusCode::from_u16(err.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        axum::Json(json!({"success": false, "error": err.message, "kind": err.kind})),
+    )
+        .into_response()
+}
+
+async fn execute(State(state): State<AppState>, body: Bytes) -> Response {
+    let input: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error_response(&CallError::new(
+                ErrorKind::InvalidInput,
+                format!("request body is not JSON: {e}"),
+            ));
+        }
+    };
+    if input.get("function_code").is_some() {
+        return error_response(&CallError::new(
+            ErrorKind::InvalidInput,
+            "`function_code` is not accepted: /execute runs only functions built into the deployed artifact",
+        ));
+    }
+    let app = state.registry.app();
+    let served: Vec<&str> = app.local_functions().collect();
+    let call = match job_input::resolve(&input, None, &served) {
+        Ok(call) => call,
+        Err(e) => return error_response(&e),
+    };
+    if !app.is_local(&call.function) {
+        return error_response(&app.unknown(&call.function));
+    }
+    match state
+        .registry
+        .call(&call.function, call.payload, call.depth)
+        .await
+    {
+        Ok(output) => match serde_json::from_str::<Value>(&output) {
+            Ok(result) => axum::Json(json!({"success": true, "result": result})).into_response(),
+            Err(e) => error_response(&CallError::new(
+                ErrorKind::Internal,
+                format!("function returned invalid JSON: {e}"),
+            )),
+        },
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn route_call(
+    state: AppState,
+    function: &str,
+    method: Method,
+    params: BTreeMap<String, String>,
+    query: Vec<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let payload = match route_payload(&method, params, query, &body) {
+        Ok(p) => p,
+        Err(e) => return error_response(&e),
+    };
+    match state.registry.call(function, payload.to_string(), 0).await {
+        Ok(output) => match serde_json::from_str::<Value>(&output) {
+            Ok(result) => axum::Json(result).into_response(),
+            Err(e) => error_response(&CallError::new(
+                ErrorKind::Internal,
+                format!("function returned invalid JSON: {e}"),
+            )),
+        },
+        Err(e) => error_response(&e),
+    }
+}
+
+fn route_payload(
+    method: &Method,
+    params: BTreeMap<String, String>,
+    query: Vec<(String, String)>,
+    body: &[u8],
+) -> Result<Value, CallError> {
+    let invalid = |m: String| CallError::new(ErrorKind::InvalidInput, m);
+    let mut map = Map::new();
+    for (k, v) in query {
+        map.insert(k, serde_json::from_str(&v).unwrap_or(Value::String(v)));
+    }
+    let has_body = !body.iter().all(u8::is_ascii_whitespace);
+    if has_body && *method != Method::GET {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(fields)) => map.extend(fields),
+            Ok(Value::Array(items)) if map.is_empty() && params.is_empty() => {
+                return Ok(Value::Array(items));
+            }
+            Ok(_) => {
+                return Err(invalid(
+                    "the request body must be a JSON object of named arguments".into(),
+                ));
+            }
+            Err(e) => return Err(invalid(format!("request body is not JSON: {e}"))),
+        }
+    }
+    for (k, v) in params {
+        map.insert(k, serde_json::from_str(&v).unwrap_or(Value::String(v)));
+    }
+    Ok(Value::Object(map))
+}

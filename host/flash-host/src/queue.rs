@@ -1,0 +1,386 @@
+//! The queue-based handler: a RunPod-compatible serverless worker.
+//!
+//! It speaks exactly the protocol of the `runpod` Python worker SDK (1.12), so it works
+//! against RunPod itself and against `flash server`'s gateway:
+//!
+//! - **take**: `GET {RUNPOD_WEBHOOK_GET_JOB with $ID = worker id}&job_in_progress=0|1`
+//!   (`/job-take-batch/…&batch_size=N` when several slots are free); `200` = job(s),
+//!   `204`/`400` = none, `429` = back off; the server holds the request (long poll);
+//! - **result**: `POST {RUNPOD_WEBHOOK_POST_OUTPUT with $RUNPOD_POD_ID, $ID}&isStream=false`
+//!   with `{"output": …}` or `{"error": "<JSON: error_type, error_message, …>"}`, retried
+//!   on 5xx and connection errors (a lost result is logged as an error, never silently);
+//! - **heartbeat**: `GET {RUNPOD_WEBHOOK_PING}&job_id=<csv>&runpod_version=…` every
+//!   `RUNPOD_PING_INTERVAL` ms;
+//! - `Authorization: <RUNPOD_AI_API_KEY>` (raw, as the SDK sends it).
+//!
+//! Up to `concurrency` jobs run at once, each in its own task; a guest trap, timeout or
+//! bad input fails that job only.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, watch};
+
+use crate::job_input;
+use crate::registry::ServiceRegistry;
+
+/// The runpod SDK version whose protocol this worker speaks.
+pub const RUNPOD_PROTOCOL_VERSION: &str = "1.12.0";
+
+/// Where and how to take jobs (from the `RUNPOD_*` environment).
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub get_job: String,
+    pub post_output: String,
+    pub post_stream: Option<String>,
+    pub ping: Option<String>,
+    pub worker_id: String,
+    pub ai_key: Option<String>,
+    pub ping_interval: Duration,
+    pub concurrency: usize,
+}
+
+impl WorkerConfig {
+    /// Reads the worker environment; `None` when `RUNPOD_WEBHOOK_GET_JOB` is unset.
+    pub fn from_env() -> Result<Option<Self>> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let Some(get_job) = var("RUNPOD_WEBHOOK_GET_JOB") else {
+            return Ok(None);
+        };
+        let post_output = var("RUNPOD_WEBHOOK_POST_OUTPUT")
+            .context("RUNPOD_WEBHOOK_GET_JOB is set but RUNPOD_WEBHOOK_POST_OUTPUT is not")?;
+        for (name, template) in [
+            ("RUNPOD_WEBHOOK_GET_JOB", &get_job),
+            ("RUNPOD_WEBHOOK_POST_OUTPUT", &post_output),
+        ] {
+            if !template.contains('?') {
+                bail!("{name} must contain `?` (parameters are appended with `&`): {template}");
+            }
+        }
+        let ping_ms: u64 = match var("RUNPOD_PING_INTERVAL") {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("RUNPOD_PING_INTERVAL=`{v}` is not milliseconds"))?,
+            None => 10_000,
+        };
+        let concurrency: usize = match var("FLASH_CONCURRENCY") {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("FLASH_CONCURRENCY=`{v}` is not a number"))?,
+            None => 1,
+        };
+        Ok(Some(Self {
+            get_job,
+            post_output,
+            post_stream: var("RUNPOD_WEBHOOK_POST_STREAM"),
+            ping: var("RUNPOD_WEBHOOK_PING"),
+            worker_id: var("RUNPOD_POD_ID").unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            ai_key: var("RUNPOD_AI_API_KEY"),
+            ping_interval: Duration::from_millis(ping_ms.max(100)),
+            concurrency: concurrency.max(1),
+        }))
+    }
+}
+
+/// The worker loop; returns after `shutdown` flips to true and running jobs finish.
+pub async fn run(
+    registry: Arc<ServiceRegistry>,
+    config: WorkerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .context("building the HTTP client")?;
+    let config = Arc::new(config);
+    let slots = Arc::new(Semaphore::new(config.concurrency));
+    let in_flight: Arc<Mutex<BTreeSet<String>>> = Default::default();
+
+    let pinger = config.ping.clone().map(|url| {
+        tokio::spawn(heartbeat(
+            http.clone(),
+            Arc::clone(&config),
+            url,
+            Arc::clone(&in_flight),
+        ))
+    });
+
+    tracing::info!(worker = %config.worker_id, concurrency = config.concurrency, "queue worker started");
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        // Wait for a free slot (or shutdown).
+        let first = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => permit.context("slots closed")?,
+            _ = shutdown.changed() => break,
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = Arc::clone(&slots).try_acquire_owned() {
+            permits.push(p);
+        }
+        let busy = !in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        let url = take_url(&config, permits.len(), busy);
+        let taken = tokio::select! {
+            r = take(&http, &config, &url) => r,
+            _ = shutdown.changed() => break,
+        };
+        match taken {
+            Ok(Take::Jobs(jobs)) => {
+                backoff = Duration::from_millis(250);
+                for job in jobs {
+                    let Some(permit) = permits.pop() else {
+                        tracing::error!(
+                            "server sent more jobs than free slots; dropping the extra job"
+                        );
+                        break;
+                    };
+                    let id = job
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    in_flight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id.clone());
+                    let (registry, http, config, in_flight) = (
+                        Arc::clone(&registry),
+                        http.clone(),
+                        Arc::clone(&config),
+                        Arc::clone(&in_flight),
+                    );
+                    tokio::spawn(async move {
+                        handle_job(&registry, &http, &config, job).await;
+                        in_flight
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&id);
+                        drop(permit);
+                    });
+                }
+            }
+            Ok(Take::None) => backoff = Duration::from_millis(250),
+            Ok(Take::BackOff) => tokio::time::sleep(Duration::from_secs(5)).await,
+            Err(err) => {
+                tracing::warn!("job take failed: {err:#}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::info!("queue worker stopping: waiting for running jobs");
+    let _all = slots.acquire_many(config.concurrency as u32).await;
+    if let Some(p) = pinger {
+        p.abort();
+    }
+    Ok(())
+}
+
+fn take_url(config: &WorkerConfig, free: usize, busy: bool) -> String {
+    let mut url = config.get_job.replace("$ID", &config.worker_id);
+    if free > 1 {
+        url = url.replace("/job-take/", "/job-take-batch/");
+        url.push_str(&format!("&batch_size={free}"));
+    }
+    url.push_str(if busy {
+        "&job_in_progress=1"
+    } else {
+        "&job_in_progress=0"
+    });
+    url
+}
+
+enum Take {
+    Jobs(Vec<Value>),
+    None,
+    BackOff,
+}
+
+async fn take(http: &reqwest::Client, config: &WorkerConfig, url: &str) -> Result<Take> {
+    let mut request = http.get(url).timeout(Duration::from_secs(90));
+    if let Some(key) = &config.ai_key {
+        request = request.header("Authorization", key);
+    }
+    let response = request.send().await.with_context(|| format!("GET {url}"))?;
+    match response.status().as_u16() {
+        200 => {
+            let bytes = response.bytes().await.context("reading the job")?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Take::None);
+            }
+            let value: Value = serde_json::from_slice(&bytes).context("the job is not JSON")?;
+            let jobs = match value {
+                Value::Array(jobs) => jobs,
+                Value::Null => vec![],
+                job => vec![job],
+            };
+            Ok(if jobs.is_empty() {
+                Take::None
+            } else {
+                Take::Jobs(jobs)
+            })
+        }
+        204 | 400 => Ok(Take::None),
+        429 => Ok(Take::BackOff),
+        status => bail!("job take answered HTTP {status}"),
+    }
+}
+
+/// Runs one job and posts its result.
+async fn handle_job(
+    registry: &ServiceRegistry,
+    http: &reqwest::Client,
+    config: &WorkerConfig,
+    job: Value,
+) {
+    let Some(id) = job.get("id").and_then(Value::as_str).map(str::to_string) else {
+        tracing::error!("job without an id: {job}");
+        return;
+    };
+    let body = match run_job(registry, &job).await {
+        Ok(output) => json!({ "output": output }),
+        Err(err) => {
+            tracing::warn!(job = %id, kind = err.kind.as_str(), "job failed: {}", err.message);
+            json!({ "error": error_string(&err, &config.worker_id) })
+        }
+    };
+    let url = config
+        .post_output
+        .replace("$RUNPOD_POD_ID", &config.worker_id)
+        .replace("$ID", &id)
+        + "&isStream=false";
+    post_result(http, config, &url, &id, &body).await;
+}
+
+async fn run_job(
+    registry: &ServiceRegistry,
+    job: &Value,
+) -> Result<Value, flash_runtime::CallError> {
+    let input = job.get("input").cloned().unwrap_or(Value::Null);
+    let app = registry.app();
+    let served: Vec<&str> = app.local_functions().collect();
+    let single = if served.len() == 1 {
+        Some(served[0])
+    } else {
+        None
+    };
+    let call = job_input::resolve(&input, single, &served)?;
+    if !app.is_local(&call.function) {
+        return Err(app.unknown(&call.function));
+    }
+    let output = registry
+        .call(&call.function, call.payload, call.depth)
+        .await?;
+    serde_json::from_str(&output).map_err(|e| {
+        flash_runtime::CallError::new(
+            flash_runtime::ErrorKind::Internal,
+            format!("function `{}` returned invalid JSON: {e}", call.function),
+        )
+    })
+}
+
+/// The error string the runpod SDK posts: JSON with `error_type`, `error_message`, ….
+pub fn error_string(err: &flash_runtime::CallError, worker_id: &str) -> String {
+    json!({
+        "error_type": err.kind.as_str(),
+        "error_message": err.message,
+        "error_traceback": "",
+        "hostname": hostname(),
+        "worker_id": worker_id,
+        "runpod_version": RUNPOD_PROTOCOL_VERSION,
+    })
+    .to_string()
+}
+
+fn hostname() -> String {
+    std::env::var("RUNPOD_POD_HOSTNAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "flash-host".into())
+}
+
+async fn post_result(
+    http: &reqwest::Client,
+    config: &WorkerConfig,
+    url: &str,
+    id: &str,
+    body: &Value,
+) {
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1..=5 {
+        let mut request = http
+            .post(url)
+            .header("Content-Type", "application/json")
+            .header("X-Request-ID", id)
+            .body(body.to_string())
+            .timeout(Duration::from_secs(30));
+        if let Some(key) = &config.ai_key {
+            request = request.header("Authorization", key);
+        }
+        match request.send().await {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) if r.status().is_client_error() => {
+                // The job is gone (cancelled, timed out, taken over); nothing to retry.
+                tracing::warn!(job = %id, status = %r.status(), "result rejected by the job source");
+                return;
+            }
+            Ok(r) => {
+                tracing::warn!(job = %id, attempt, status = %r.status(), "posting the result failed")
+            }
+            Err(e) => tracing::warn!(job = %id, attempt, "posting the result failed: {e}"),
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+    tracing::error!(job = %id, "result LOST after 5 attempts: the job source will time the job out");
+}
+
+async fn heartbeat(
+    http: reqwest::Client,
+    config: Arc<WorkerConfig>,
+    template: String,
+    in_flight: Arc<Mutex<BTreeSet<String>>>,
+) {
+    let base = template.replace("$RUNPOD_POD_ID", &config.worker_id);
+    let mut ticker = tokio::time::interval(config.ping_interval);
+    loop {
+        ticker.tick().await;
+        let jobs: Vec<String> = in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let mut url = base.clone();
+        if !jobs.is_empty() {
+            url.push_str(&format!("&job_id={}", jobs.join(",")));
+        }
+        url.push_str(&format!("&runpod_version={RUNPOD_PROTOCOL_VERSION}"));
+        let mut request = http.get(&url).timeout(config.ping_interval * 2);
+        if let Some(key) = &config.ai_key {
+            request = request.header("Authorization", key);
+        }
+        if let Err(e) = request.send().await {
+            tracing::debug!("heartbeat failed: {e}");
+        }
+    }
+}
+
+/// Runs one job given on the command line (`--test-input`) and returns its result body.
+pub async fn run_once(registry: &ServiceRegistry, input: Value) -> (bool, Value) {
+    let job = json!({ "id": "test-input", "input": input });
+    match run_job(registry, &job).await {
+        Ok(output) => (true, json!({ "output": output })),
+        Err(err) => (
+            false,
+            json!({ "error": { "kind": err.kind, "message": err.message } }),
+        ),
+    }
+}

@@ -1,0 +1,354 @@
+//! [`ServiceRegistry`]: where each function runs, and the host side of `peer.call`.
+//!
+//! The manifest maps every function to its resource config. A call to a function of
+//! this host's resource config runs here, in a fresh instance; any other goes over HTTP to
+//! the endpoint serving it, whose URL comes from an [`EndpointDirectory`] (the State
+//! Manager's `resources_endpoints` in deployments):
+//!
+//! - queue endpoints: `POST {url}/runsync` with a job input naming the function, then
+//!   `GET {url}/status/{id}` until the job is final;
+//! - load-balanced endpoints: `POST {url}/execute` naming the function.
+//!
+//! Every failure becomes a typed [`CallError`] — `unavailable` (no URL, connection
+//! refused), `timeout`, or the remote function's own error kind — never a hang: each
+//! request has a deadline, and so does the whole call.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use flash_runtime::peer::BoxFuture;
+use flash_runtime::{CallError, ErrorKind, PeerRouter};
+use serde_json::{Value, json};
+
+use crate::app::HostApp;
+use crate::job_input::CALL_DEPTH_KEY;
+
+/// Finds the endpoint URL of a resource config.
+pub trait EndpointDirectory: Send + Sync + 'static {
+    /// The URL of `resource`'s endpoint: `{queue base}/{endpoint id}` for queue endpoints,
+    /// the base URL of a load-balanced endpoint. `Ok(None)` when it is not deployed.
+    fn endpoint_url<'a>(
+        &'a self,
+        resource: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<Option<String>>>;
+
+    /// Forgets cached URLs (after a failed call, the endpoint may have moved).
+    fn invalidate(&self) {}
+}
+
+/// A fixed resource → URL table (tests, `FLASH_PEER_ENDPOINTS`, a manifest's
+/// `resources_endpoints`).
+#[derive(Debug, Default, Clone)]
+pub struct StaticDirectory(pub std::collections::BTreeMap<String, String>);
+
+impl EndpointDirectory for StaticDirectory {
+    fn endpoint_url<'a>(
+        &'a self,
+        resource: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<Option<String>>> {
+        Box::pin(async move { Ok(self.0.get(resource).cloned()) })
+    }
+}
+
+/// Settings of remote calls.
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    /// Bound of one remote call, polling included.
+    pub timeout: Duration,
+    /// API key sent as `Authorization: Bearer` to peers (`RUNPOD_API_KEY`).
+    pub api_key: Option<String>,
+}
+
+impl Default for PeerOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(300),
+            api_key: None,
+        }
+    }
+}
+
+/// Routes calls locally or to peers.
+pub struct ServiceRegistry {
+    app: Arc<HostApp>,
+    directory: Arc<dyn EndpointDirectory>,
+    http: reqwest::Client,
+    options: PeerOptions,
+    this: Weak<ServiceRegistry>,
+}
+
+impl ServiceRegistry {
+    pub fn new(
+        app: Arc<HostApp>,
+        directory: Arc<dyn EndpointDirectory>,
+        options: PeerOptions,
+    ) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("building an HTTP client");
+        Arc::new_cyclic(|this| Self {
+            app,
+            directory,
+            http,
+            options,
+            this: this.clone(),
+        })
+    }
+
+    pub fn app(&self) -> &Arc<HostApp> {
+        &self.app
+    }
+
+    fn router(&self) -> Arc<dyn PeerRouter> {
+        self.this
+            .upgrade()
+            .expect("the registry is alive while it routes")
+    }
+
+    /// Runs `function` at call depth `depth`: here if local, else on its endpoint.
+    pub async fn call(
+        &self,
+        function: &str,
+        input: String,
+        depth: u32,
+    ) -> Result<String, CallError> {
+        if self.app.is_local(function) {
+            return self
+                .app
+                .invoke(function, &input, depth, self.router())
+                .await;
+        }
+        let Some(resource) = self.app.manifest.resource_of(function).map(str::to_string) else {
+            return Err(self.app.unknown(function));
+        };
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            self.options.timeout,
+            self.call_remote(&resource, function, &input, depth),
+        )
+        .await;
+        match result {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(err)) => {
+                if err.kind == ErrorKind::Unavailable {
+                    self.directory.invalidate();
+                }
+                Err(err)
+            }
+            Err(_) => Err(CallError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "peer call to `{function}` on resource `{resource}` did not finish within {:.1} s",
+                    started.elapsed().as_secs_f64()
+                ),
+            )),
+        }
+    }
+
+    async fn call_remote(
+        &self,
+        resource: &str,
+        function: &str,
+        input: &str,
+        depth: u32,
+    ) -> Result<String, CallError> {
+        let unavailable = |msg: String| CallError::new(ErrorKind::Unavailable, msg);
+        let url = self
+            .directory
+            .endpoint_url(resource)
+            .await
+            .map_err(|e| unavailable(format!("cannot look up the endpoint of resource `{resource}` for `{function}`: {e:#}")))?
+            .ok_or_else(|| {
+                unavailable(format!(
+                    "resource `{resource}` (serving `{function}`) has no endpoint URL: is it deployed? \
+                     (no entry in the environment's resources_endpoints)"
+                ))
+            })?;
+        let url = url.trim_end_matches('/').to_string();
+        let payload: Value = serde_json::from_str(input).map_err(|e| {
+            CallError::new(
+                ErrorKind::InvalidInput,
+                format!("peer input for `{function}` is not JSON: {e}"),
+            )
+        })?;
+        let load_balanced = self
+            .app
+            .manifest
+            .resources
+            .get(resource)
+            .is_some_and(|r| r.is_load_balanced);
+        tracing::debug!(%function, %resource, %url, depth, "peer call");
+        if load_balanced {
+            let body =
+                json!({ "function_name": function, "input": payload, CALL_DEPTH_KEY: depth });
+            let response = self
+                .post(&format!("{url}/execute"), &body, function)
+                .await?;
+            match response.get("success").and_then(Value::as_bool) {
+                Some(true) => Ok(response
+                    .get("result")
+                    .cloned()
+                    .unwrap_or(Value::Null)
+                    .to_string()),
+                _ => Err(remote_error(
+                    function,
+                    response.get("error"),
+                    response.get("kind"),
+                )),
+            }
+        } else {
+            let body = json!({ "input": { "function_name": function, "input": payload, CALL_DEPTH_KEY: depth } });
+            let mut status = self
+                .post(&format!("{url}/runsync"), &body, function)
+                .await?;
+            // `/runsync` answers with a non-final status when the job outlives its wait.
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match status.get("status").and_then(Value::as_str) {
+                    Some("COMPLETED") => {
+                        return Ok(status
+                            .get("output")
+                            .cloned()
+                            .unwrap_or(Value::Null)
+                            .to_string());
+                    }
+                    Some("FAILED") => {
+                        return Err(remote_error(function, status.get("error"), None));
+                    }
+                    Some("TIMED_OUT") => {
+                        return Err(CallError::new(
+                            ErrorKind::Timeout,
+                            format!("peer job for `{function}` timed out on resource `{resource}`"),
+                        ));
+                    }
+                    Some("CANCELLED") => {
+                        return Err(CallError::new(
+                            ErrorKind::RemoteFailure,
+                            format!("peer job for `{function}` was cancelled"),
+                        ));
+                    }
+                    Some("IN_QUEUE" | "IN_PROGRESS") => {}
+                    other => {
+                        return Err(CallError::new(
+                            ErrorKind::RemoteFailure,
+                            format!(
+                                "peer endpoint of `{function}` answered an unknown job status {other:?}"
+                            ),
+                        ));
+                    }
+                }
+                let id = status.get("id").and_then(Value::as_str).ok_or_else(|| {
+                    CallError::new(
+                        ErrorKind::RemoteFailure,
+                        format!(
+                            "peer endpoint of `{function}` returned a pending job without an id"
+                        ),
+                    )
+                })?;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+                status = self.get(&format!("{url}/status/{id}"), function).await?;
+            }
+        }
+    }
+
+    async fn post(&self, url: &str, body: &Value, function: &str) -> Result<Value, CallError> {
+        let mut request = self.http.post(url).json(body).timeout(self.options.timeout);
+        if let Some(key) = &self.options.api_key {
+            request = request.bearer_auth(key);
+        }
+        self.send(request, url, function).await
+    }
+
+    async fn get(&self, url: &str, function: &str) -> Result<Value, CallError> {
+        let mut request = self.http.get(url).timeout(Duration::from_secs(30));
+        if let Some(key) = &self.options.api_key {
+            request = request.bearer_auth(key);
+        }
+        self.send(request, url, function).await
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+        function: &str,
+    ) -> Result<Value, CallError> {
+        let response = request.send().await.map_err(|e| {
+            let kind = if e.is_timeout() {
+                ErrorKind::Timeout
+            } else {
+                ErrorKind::Unavailable
+            };
+            CallError::new(
+                kind,
+                format!("peer call to `{function}` at {url} failed: {e}"),
+            )
+        })?;
+        let status = response.status();
+        let body: Value = response.json().await.map_err(|e| {
+            CallError::new(
+                ErrorKind::RemoteFailure,
+                format!("peer endpoint {url} answered {status} with a non-JSON body: {e}"),
+            )
+        })?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        // Load-balanced hosts answer errors with a typed body; keep its kind.
+        if body.get("success").is_some() {
+            return Ok(body);
+        }
+        let kind = match status.as_u16() {
+            401 | 403 => ErrorKind::Unavailable,
+            404 => ErrorKind::Unavailable,
+            _ => ErrorKind::RemoteFailure,
+        };
+        Err(CallError::new(
+            kind,
+            format!("peer endpoint {url} answered {status} for `{function}`: {body}"),
+        ))
+    }
+}
+
+/// Decodes a remote error: the worker's JSON error string (`error_type`,
+/// `error_message`), an `/execute` error body, or any other text.
+fn remote_error(function: &str, error: Option<&Value>, kind: Option<&Value>) -> CallError {
+    let parse_kind =
+        |v: Option<&Value>| v.and_then(|k| serde_json::from_value::<ErrorKind>(k.clone()).ok());
+    if let Some(kind) = parse_kind(kind) {
+        let message = error
+            .and_then(Value::as_str)
+            .unwrap_or("remote call failed")
+            .to_string();
+        return CallError::new(kind, message);
+    }
+    let text = match error {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => format!("peer call to `{function}` failed without an error message"),
+    };
+    if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&text)
+        && let Some(kind) = parse_kind(map.get("error_type"))
+    {
+        let message = map
+            .get("error_message")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        return CallError::new(kind, message);
+    }
+    CallError::new(ErrorKind::RemoteFailure, text)
+}
+
+impl PeerRouter for ServiceRegistry {
+    fn call<'a>(
+        &'a self,
+        function: &'a str,
+        input: String,
+        depth: u32,
+    ) -> BoxFuture<'a, Result<String, CallError>> {
+        Box::pin(ServiceRegistry::call(self, function, input, depth))
+    }
+}
