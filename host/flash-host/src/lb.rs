@@ -109,7 +109,9 @@ pub fn router(
         .route("/ping", get(ping))
         .merge(protected)
         .layer(tower::limit::ConcurrencyLimitLayer::new(concurrency.max(1)))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::disable())
+        // Checks Content-Length up front (413 before reading) and bounds streamed bodies.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .with_state(state))
 }
 
