@@ -14,6 +14,10 @@
 //! The cache sits behind one `tokio::sync::Mutex` held across the fetch, so when the TTL
 //! expires under load, the first caller fetches and the others wait for its result instead of
 //! stampeding the State Manager with one request each.
+//!
+//! A local-file fallback is cached for the TTL like a fetched manifest (the State Manager is
+//! not hammered while it is down); a caller that misses a peer URL can [`ManifestFetcher::invalidate`]
+//! to look again sooner.
 
 use std::collections::BTreeMap;
 use std::io::Write;
