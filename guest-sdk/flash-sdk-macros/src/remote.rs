@@ -20,8 +20,11 @@ use syn::{
     Type,
 };
 
-/// HTTP methods a load-balanced route may use.
-const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+/// HTTP methods a load-balanced route may use (as `flash-manifest` validates them).
+const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "PATCH"];
+
+/// Paths `flash-host` serves itself on load-balanced endpoints.
+const RESERVED_PATHS: &[&str] = &["/execute", "/ping"];
 
 /// `#[remote(CONFIG)]` or `#[remote(CONFIG, method = "POST", path = "/p")]`.
 struct RemoteArgs {
@@ -102,6 +105,14 @@ fn route(args: &RemoteArgs) -> syn::Result<Option<Route>> {
                 return Err(syn::Error::new(
                     p.span(),
                     "`path` must start with `/` and contain no whitespace, query or fragment",
+                ));
+            }
+            if RESERVED_PATHS.contains(&path.as_str()) {
+                return Err(syn::Error::new(
+                    p.span(),
+                    format!(
+                        "`path` `{path}` is reserved by flash-host (`/execute` and `/ping` are built in)"
+                    ),
                 ));
             }
             Ok(Some(Route { method, path }))
@@ -230,6 +241,17 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     } = &func;
     let fn_ident = &sig.ident;
     let fn_name = fn_ident.unraw().to_string();
+    if fn_name.len() > 64
+        || !fn_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(syn::Error::new(
+            fn_ident.span(),
+            "#[remote] function names must be at most 64 ASCII letters, digits and `_` \
+             (they end up in URLs and job payloads)",
+        ));
+    }
     let output = &sig.output;
     let asyncness = &sig.asyncness;
     let is_async = asyncness.is_some();
@@ -351,18 +373,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn expands_sync_and_async_functions() {
-        let out = expand(
-            quote!(GPU),
+    /// The error for `attr` on a well-formed function.
+    fn attr_error(attr: TokenStream) -> String {
+        error(
+            attr,
             quote!(
-                fn embed(text: String, mut dims: u32) -> Result<Vec<f32>> {
-                    Ok(vec![])
+                fn f() -> Result<()> {
+                    Ok(())
                 }
             ),
         )
-        .unwrap()
-        .to_string();
+    }
+
+    /// The error for `item` under a well-formed attribute.
+    fn fn_error(item: TokenStream) -> String {
+        error(quote!(C), item)
+    }
+
+    #[test]
+    fn expands_sync_and_async_functions() {
+        let item = quote!(
+            fn embed(text: String, mut dims: u32) -> Result<Vec<f32>> {
+                Ok(vec![])
+            }
+        );
+        let out = expand(quote!(GPU), item).unwrap().to_string();
         assert!(
             out.contains("fn embed (text : String , dims : u32)"),
             "{out}"
@@ -373,169 +408,151 @@ mod tests {
         );
         assert!(out.contains("is_async : false"), "{out}");
 
-        let out = expand(
-            quote!(API, method = "post", path = "/predict"),
-            quote!(
-                pub async fn predict(r#type: String) -> flash_sdk::Result<f32> {
-                    Ok(1.0)
-                }
-            ),
-        )
-        .unwrap()
-        .to_string();
+        let item = quote!(
+            pub async fn predict(r#type: String) -> flash_sdk::Result<f32> {
+                Ok(1.0)
+            }
+        );
+        let out = expand(quote!(API, method = "post", path = "/predict"), item)
+            .unwrap()
+            .to_string();
         assert!(
             out.contains("pub async fn predict (r#type : String)"),
             "{out}"
         );
         assert!(out.contains("\"type\""), "{out}");
-        assert!(
-            out.contains("Some (\"POST\")") && out.contains("Some (\"/predict\")"),
-            "{out}"
-        );
+        assert!(out.contains("Some (\"POST\")"), "{out}");
+        assert!(out.contains("Some (\"/predict\")"), "{out}");
         assert!(out.contains("block_on"), "{out}");
     }
 
     #[test]
     fn rejects_bad_attributes() {
-        let msg = error(
-            quote!(),
-            quote!(
-                fn f() -> Result<()> {
-                    Ok(())
-                }
-            ),
-        );
-        assert!(msg.contains("expected a resource config"), "{msg}");
-        assert!(
-            error(
-                quote!(C, verb = "GET"),
-                quote!(
-                    fn f() -> Result<()> {
-                        Ok(())
-                    }
-                )
-            )
-            .starts_with("unknown #[remote] option `verb`")
-        );
-        assert_eq!(
-            error(
-                quote!(C, method = "GET"),
-                quote!(
-                    fn f() -> Result<()> {
-                        Ok(())
-                    }
-                )
-            ),
-            "`method` needs a `path` too"
-        );
-        assert!(
-            error(
+        let cases = [
+            (quote!(), "expected a resource config"),
+            (quote!(C, verb = "GET"), "unknown #[remote] option `verb`"),
+            (quote!(C, method = "GET"), "`method` needs a `path` too"),
+            (quote!(C, path = "/x"), "`path` needs a `method` too"),
+            (
                 quote!(C, method = "FETCH", path = "/x"),
-                quote!(
-                    fn f() -> Result<()> {
-                        Ok(())
-                    }
-                )
-            )
-            .starts_with("unsupported HTTP method `FETCH`")
-        );
-        assert!(
-            error(
-                quote!(C, method = "GET", path = "x"),
-                quote!(
-                    fn f() -> Result<()> {
-                        Ok(())
-                    }
-                )
-            )
-            .starts_with("`path` must start with `/`")
-        );
-        assert_eq!(
-            error(
-                quote!(C, path = "/a", path = "/b"),
-                quote!(
-                    fn f() -> Result<()> {
-                        Ok(())
-                    }
-                )
+                "unsupported HTTP method `FETCH`",
             ),
-            "duplicate `path`"
-        );
+            (
+                quote!(C, method = "GET", path = "x"),
+                "`path` must start with `/`",
+            ),
+            (
+                quote!(C, method = "GET", path = "/ping"),
+                "`path` `/ping` is reserved by flash-host",
+            ),
+            (quote!(C, path = "/a", path = "/b"), "duplicate `path`"),
+        ];
+        for (attr, expected) in cases {
+            let msg = attr_error(attr);
+            assert!(
+                msg.contains(expected),
+                "{msg:?} should contain {expected:?}"
+            );
+        }
     }
 
     #[test]
     fn rejects_unsupported_signatures() {
-        let msg = |item| error(quote!(C), item);
-        assert!(
-            msg(quote!(
-                fn f(x: u32) -> u32 {
-                    x
-                }
-            ))
-            .starts_with("#[remote] functions must return `flash_sdk::Result<T>`")
-        );
-        assert!(
-            msg(quote!(
-                fn f() {}
-            ))
-            .contains("this one returns `()`")
-        );
-        assert!(
-            msg(quote!(
-                fn f() -> std::result::Result<u32, String> {
-                    Ok(1)
-                }
-            ))
-            .starts_with("#[remote] functions must return")
-        );
-        assert_eq!(
-            msg(quote!(
-                fn f<T>(x: T) -> Result<()> {
-                    Ok(())
-                }
-            )),
-            "#[remote] functions cannot be generic"
-        );
-        assert_eq!(
-            msg(quote!(
-                unsafe fn f() -> Result<()> {
-                    Ok(())
-                }
-            )),
-            "#[remote] functions cannot be `unsafe`"
-        );
-        assert!(
-            msg(quote!(
-                fn f(x: &str) -> Result<()> {
-                    Ok(())
-                }
-            ))
-            .starts_with("#[remote] parameters must be owned types")
-        );
-        assert!(
-            msg(quote!(
-                fn f(x: impl Into<u8>) -> Result<()> {
-                    Ok(())
-                }
-            ))
-            .contains("not `impl Trait`")
-        );
-        assert!(
-            msg(quote!(
-                fn f((a, b): (u8, u8)) -> Result<()> {
-                    Ok(())
-                }
-            ))
-            .starts_with("#[remote] parameters must be plain identifiers")
-        );
-        assert_eq!(
-            msg(quote!(
-                fn f(&self) -> Result<()> {
-                    Ok(())
-                }
-            )),
-            "#[remote] functions cannot take `self`"
-        );
+        let cases = [
+            (
+                quote!(
+                    fn f(x: u32) -> u32 {
+                        x
+                    }
+                ),
+                "must return `flash_sdk::Result<T>`",
+            ),
+            (
+                quote!(
+                    fn f() {}
+                ),
+                "this one returns `()`",
+            ),
+            (
+                quote!(
+                    fn f() -> std::result::Result<u32, String> {
+                        Ok(1)
+                    }
+                ),
+                "must return",
+            ),
+            (
+                quote!(
+                    fn f<T>(x: T) -> Result<()> {
+                        Ok(())
+                    }
+                ),
+                "cannot be generic",
+            ),
+            (
+                quote!(
+                    unsafe fn f() -> Result<()> {
+                        Ok(())
+                    }
+                ),
+                "cannot be `unsafe`",
+            ),
+            (
+                quote!(
+                    const fn f() -> Result<()> {
+                        Ok(())
+                    }
+                ),
+                "cannot be `const`",
+            ),
+            (
+                quote!(
+                    fn f(x: &str) -> Result<()> {
+                        Ok(())
+                    }
+                ),
+                "must be owned types",
+            ),
+            (
+                quote!(
+                    fn f(x: impl Into<u8>) -> Result<()> {
+                        Ok(())
+                    }
+                ),
+                "not `impl Trait`",
+            ),
+            (
+                quote!(
+                    fn f((a, b): (u8, u8)) -> Result<()> {
+                        Ok(())
+                    }
+                ),
+                "plain identifiers",
+            ),
+            (
+                quote!(
+                    fn f(&self) -> Result<()> {
+                        Ok(())
+                    }
+                ),
+                "cannot take `self`",
+            ),
+            (
+                quote!(
+                    fn é() -> Result<()> {
+                        Ok(())
+                    }
+                ),
+                "ASCII letters, digits and `_`",
+            ),
+        ];
+        for (item, expected) in cases {
+            let msg = fn_error(item);
+            assert!(
+                msg.contains(expected),
+                "{msg:?} should contain {expected:?}"
+            );
+        }
         // `Result<T, E>` is accepted when `E` is (syntactically) an `Error`.
         assert!(
             expand(

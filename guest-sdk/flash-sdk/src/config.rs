@@ -79,6 +79,10 @@ impl ResourceConfig {
     pub const DEFAULT_WORKERS: (u32, u32) = (0, 3);
 
     const fn new(name: &'static str, kind: EndpointKind) -> Self {
+        assert!(
+            is_valid_name(name),
+            "resource config names must be 1-64 characters from letters, digits, `_` and `-`"
+        );
         ResourceConfig {
             name,
             kind,
@@ -143,8 +147,12 @@ impl ResourceConfig {
         self
     }
 
-    /// Seconds an idle worker stays up (platform default: 60).
+    /// Seconds an idle worker stays up, 1 to 3600 (platform default: 60).
     pub const fn idle_timeout_s(mut self, seconds: u32) -> Self {
+        assert!(
+            seconds >= 1 && seconds <= 3600,
+            "ResourceConfig::idle_timeout_s: must be within 1..=3600"
+        );
         self.idle_timeout_s = Some(seconds);
         self
     }
@@ -156,8 +164,16 @@ impl ResourceConfig {
     }
 
     /// Scaling policy and its threshold (default: queue delay for queue endpoints,
-    /// request count for load-balanced ones; value 4).
+    /// request count for load-balanced ones; value 4). Load-balanced endpoints can only
+    /// scale by request count.
     pub const fn scaler(mut self, kind: ScalerType, value: u32) -> Self {
+        assert!(
+            !matches!(
+                (self.kind, kind),
+                (EndpointKind::LoadBalanced, ScalerType::QueueDelay)
+            ),
+            "ResourceConfig::scaler: load-balanced endpoints scale by ScalerType::RequestCount"
+        );
         self.scaler = Some((kind, value));
         self
     }
@@ -244,6 +260,23 @@ impl ResourceConfig {
     }
 }
 
+/// The host's naming rule: names end up in URLs, env vars and file names.
+const fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > 64 {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +341,34 @@ mod tests {
     #[should_panic(expected = "min must not exceed max")]
     fn workers_rejects_an_inverted_range() {
         let _ = std::hint::black_box(ResourceConfig::queue("q")).workers(3, 1);
+    }
+
+    #[test]
+    fn names_follow_the_host_rule() {
+        assert!(is_valid_name("gpu_config-2"));
+        assert!(!is_valid_name(""));
+        assert!(!is_valid_name("a b"));
+        assert!(!is_valid_name("ünï"));
+        assert!(!is_valid_name(&"x".repeat(65)));
+    }
+
+    #[test]
+    #[should_panic(expected = "resource config names must be")]
+    fn constructors_reject_invalid_names() {
+        let _ = ResourceConfig::queue(std::hint::black_box("no spaces"));
+    }
+
+    #[test]
+    #[should_panic(expected = "load-balanced endpoints scale by ScalerType::RequestCount")]
+    fn load_balanced_configs_scale_by_request_count() {
+        let _ = std::hint::black_box(ResourceConfig::load_balanced("api"))
+            .scaler(ScalerType::QueueDelay, 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "must be within 1..=3600")]
+    fn idle_timeout_is_bounded() {
+        let _ = std::hint::black_box(ResourceConfig::queue("q")).idle_timeout_s(0);
     }
 
     #[test]

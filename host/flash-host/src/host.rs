@@ -8,7 +8,9 @@
 //! | `FLASH_LISTEN_ADDR` (or `0.0.0.0:$PORT`, default port 80) | load-balanced listen address |
 //! | `RUNPOD_API_KEY` | auth of the load-balanced routes, of peer calls and artifact downloads |
 //! | `FLASH_DISABLE_RP_AUTH=true` | serve load-balanced routes without auth |
-//! | `FLASH_PEER_ENDPOINTS` | JSON `{resource: url}` overriding the manifest's `resources_endpoints` |
+//! | `FLASH_ENVIRONMENT_ID`, `RUNPOD_API_BASE_URL` | find peers through the State Manager (GraphQL `{base}/graphql`) |
+//! | `FLASH_MANIFEST_TTL_S` | cache time of the fetched manifest (default 300) |
+//! | `FLASH_PEER_ENDPOINTS` | JSON `{resource: url}` overriding both |
 //! | `FLASH_CONCURRENCY` | jobs / requests run at once (default 1 for queue, 64 for load-balanced) |
 //! | `FLASH_MAX_MEMORY_MB` | memory cap per instance (default 256) |
 //! | `FLASH_PEER_TIMEOUT_S` | bound of one peer call (default 300) |
@@ -25,6 +27,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::app::{AppOptions, HostApp};
+use crate::manifest_fetcher::ManifestFetcher;
 use crate::registry::{EndpointDirectory, PeerOptions, ServiceRegistry, StaticDirectory};
 use crate::{boot, lb, queue};
 
@@ -102,7 +105,7 @@ pub async fn run(args: HostArgs) -> Result<i32> {
         "host ready"
     );
 
-    let directory = directory(&app)?;
+    let directory = directory(&app, &unpacked.root)?;
     let peer_timeout = env_parse::<u64>("FLASH_PEER_TIMEOUT_S")?.unwrap_or(300);
     let registry = ServiceRegistry::new(
         Arc::clone(&app),
@@ -171,15 +174,26 @@ pub async fn run(args: HostArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn directory(app: &HostApp) -> Result<Arc<dyn EndpointDirectory>> {
+/// Where peers are found: `FLASH_PEER_ENDPOINTS`, else the State Manager (when
+/// `FLASH_ENVIRONMENT_ID` and `RUNPOD_API_KEY` are set), else the manifest's own
+/// `resources_endpoints`.
+fn directory(app: &HostApp, root: &std::path::Path) -> Result<Arc<dyn EndpointDirectory>> {
     if let Some(json) = env("FLASH_PEER_ENDPOINTS") {
-        let map: BTreeMap<String, String> = serde_json::from_str(&json)
-            .context("FLASH_PEER_ENDPOINTS must be a JSON object {resource: url}")?;
+        let map: BTreeMap<String, String> =
+            serde_json::from_str(&json).context("FLASH_PEER_ENDPOINTS must be a JSON object {resource: url}")?;
         return Ok(Arc::new(StaticDirectory(map)));
     }
-    Ok(Arc::new(StaticDirectory(
-        app.manifest.resources_endpoints.clone().unwrap_or_default(),
-    )))
+    if env("FLASH_ENVIRONMENT_ID").is_some() && env("RUNPOD_API_KEY").is_some() {
+        let mut fetcher = ManifestFetcher::from_env();
+        if env("FLASH_MANIFEST_PATH").is_none() {
+            fetcher = fetcher.with_local_path(root.join(flash_manifest::MANIFEST_FILE_NAME));
+        }
+        if let Some(ttl) = env_parse::<u64>("FLASH_MANIFEST_TTL_S")? {
+            fetcher = fetcher.with_ttl(Duration::from_secs(ttl));
+        }
+        return Ok(Arc::new(fetcher));
+    }
+    Ok(Arc::new(StaticDirectory(app.manifest.resources_endpoints.clone().unwrap_or_default())))
 }
 
 async fn shutdown_signal() {

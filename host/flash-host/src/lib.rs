@@ -5,6 +5,8 @@
 //! - [`boot`]: find/fetch the artifact and unpack it safely;
 //! - [`app`]: load this resource's components once ([`app::HostApp`]);
 //! - [`registry`]: route calls locally or to peer endpoints ([`registry::ServiceRegistry`]);
+//! - [`state_manager`] and [`manifest_fetcher`]: find peers' URLs through the State
+//!   Manager's GraphQL API (with retries, a TTL cache and a local-file fallback);
 //! - [`queue`]: the RunPod-compatible queue worker;
 //! - [`lb`]: the load-balanced HTTP server (routes, `/ping`, `/execute`);
 //! - [`job_input`]: how job inputs and `/execute` bodies name functions and arguments;
@@ -15,5 +17,7 @@ pub mod boot;
 pub mod host;
 pub mod job_input;
 pub mod lb;
+pub mod manifest_fetcher;
 pub mod queue;
 pub mod registry;
+pub mod state_manager;

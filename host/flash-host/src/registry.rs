@@ -33,7 +33,21 @@ pub trait EndpointDirectory: Send + Sync + 'static {
     ) -> BoxFuture<'a, anyhow::Result<Option<String>>>;
 
     /// Forgets cached URLs (after a failed call, the endpoint may have moved).
-    fn invalidate(&self) {}
+    fn invalidate(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// In deployments: the State Manager's `resources_endpoints`, through the TTL-cached
+/// [`ManifestFetcher`] (local manifest as fallback).
+impl EndpointDirectory for crate::manifest_fetcher::ManifestFetcher {
+    fn endpoint_url<'a>(&'a self, resource: &'a str) -> BoxFuture<'a, anyhow::Result<Option<String>>> {
+        Box::pin(async move { Ok(self.resources_endpoints().await?.get(resource).cloned()) })
+    }
+
+    fn invalidate(&self) -> BoxFuture<'_, ()> {
+        Box::pin(crate::manifest_fetcher::ManifestFetcher::invalidate(self))
+    }
 }
 
 /// A fixed resource → URL table (tests, `FLASH_PEER_ENDPOINTS`, a manifest's
@@ -132,7 +146,7 @@ impl ServiceRegistry {
             Ok(Ok(output)) => Ok(output),
             Ok(Err(err)) => {
                 if err.kind == ErrorKind::Unavailable {
-                    self.directory.invalidate();
+                    self.directory.invalidate().await;
                 }
                 Err(err)
             }

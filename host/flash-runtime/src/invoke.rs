@@ -116,7 +116,7 @@ impl FunctionComponentPre {
             let instance = self.pre.instantiate_async(&mut store).await?;
             instance
                 .flash_runtime_invoke()
-                .call_invoke(&mut store, &function.to_string(), &input.to_string())
+                .call_invoke(&mut store, &String::from(function), &String::from(input))
                 .await
         };
         // The epoch callback stops guest code; this also bounds time spent in host calls
