@@ -234,17 +234,27 @@ pub async fn guest_artifact(
     dir: &Path,
     tweak: impl FnOnce(&mut flash_manifest::Manifest),
 ) -> Result<PathBuf> {
-    let wasm = std::fs::read(guest_wasm).with_context(|| format!("reading {}", guest_wasm.display()))?;
+    let wasm =
+        std::fs::read(guest_wasm).with_context(|| format!("reading {}", guest_wasm.display()))?;
     let sha256 = flash_manifest::sha256_hex(&wasm);
-    let engine = flash_runtime::Engine::new(flash_runtime::EngineOptions { pooling: false, ..Default::default() })?;
+    let engine = flash_runtime::Engine::new(flash_runtime::EngineOptions {
+        pooling: false,
+        ..Default::default()
+    })?;
     let name = guest_wasm
         .file_stem()
         .and_then(|s| s.to_str())
         .context("guest file name")?
         .replace('_', "-");
-    let pre = flash_runtime::FunctionComponentPre::from_bytes(&engine, &name, &wasm, sha256.clone())?;
+    let pre =
+        flash_runtime::FunctionComponentPre::from_bytes(&engine, &name, &wasm, sha256.clone())?;
     let description = pre.describe().await?;
-    let input = flash_manifest::ComponentInput { name, sha256, size: wasm.len() as u64, description };
+    let input = flash_manifest::ComponentInput {
+        name,
+        sha256,
+        size: wasm.len() as u64,
+        description,
+    };
     let files = vec![(input.artifact_path(), guest_wasm.to_path_buf())];
     let mut manifest = flash_manifest::ManifestBuilder::new(project, "2026-01-01T00:00:00.000Z")
         .component(input)

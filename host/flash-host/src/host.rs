@@ -179,8 +179,8 @@ pub async fn run(args: HostArgs) -> Result<i32> {
 /// `resources_endpoints`.
 fn directory(app: &HostApp, root: &std::path::Path) -> Result<Arc<dyn EndpointDirectory>> {
     if let Some(json) = env("FLASH_PEER_ENDPOINTS") {
-        let map: BTreeMap<String, String> =
-            serde_json::from_str(&json).context("FLASH_PEER_ENDPOINTS must be a JSON object {resource: url}")?;
+        let map: BTreeMap<String, String> = serde_json::from_str(&json)
+            .context("FLASH_PEER_ENDPOINTS must be a JSON object {resource: url}")?;
         return Ok(Arc::new(StaticDirectory(map)));
     }
     if env("FLASH_ENVIRONMENT_ID").is_some() && env("RUNPOD_API_KEY").is_some() {
@@ -193,7 +193,9 @@ fn directory(app: &HostApp, root: &std::path::Path) -> Result<Arc<dyn EndpointDi
         }
         return Ok(Arc::new(fetcher));
     }
-    Ok(Arc::new(StaticDirectory(app.manifest.resources_endpoints.clone().unwrap_or_default())))
+    Ok(Arc::new(StaticDirectory(
+        app.manifest.resources_endpoints.clone().unwrap_or_default(),
+    )))
 }
 
 async fn shutdown_signal() {

@@ -111,7 +111,9 @@ pub fn router(
         .layer(tower::limit::ConcurrencyLimitLayer::new(concurrency.max(1)))
         .layer(DefaultBodyLimit::disable())
         // Checks Content-Length up front (413 before reading) and bounds streamed bodies.
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_BODY_BYTES,
+        ))
         .with_state(state))
 }
 

@@ -41,7 +41,10 @@ pub trait EndpointDirectory: Send + Sync + 'static {
 /// In deployments: the State Manager's `resources_endpoints`, through the TTL-cached
 /// [`ManifestFetcher`] (local manifest as fallback).
 impl EndpointDirectory for crate::manifest_fetcher::ManifestFetcher {
-    fn endpoint_url<'a>(&'a self, resource: &'a str) -> BoxFuture<'a, anyhow::Result<Option<String>>> {
+    fn endpoint_url<'a>(
+        &'a self,
+        resource: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<Option<String>>> {
         Box::pin(async move { Ok(self.resources_endpoints().await?.get(resource).cloned()) })
     }
 

@@ -9,13 +9,18 @@ use support::*;
 
 fn run_host(env: &[(String, String)]) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flash-host"));
-    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("HOME", std::env::var("HOME").unwrap_or_default());
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", std::env::var("HOME").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd.current_dir(std::env::temp_dir());
     let out = cmd.output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -33,7 +38,10 @@ async fn a_tampered_component_stops_the_boot() {
     ]));
     assert!(!ok);
     assert!(stderr.contains("refusing to start"), "{stderr}");
-    assert!(stderr.contains("sha256 mismatch: expected 0000"), "{stderr}");
+    assert!(
+        stderr.contains("sha256 mismatch: expected 0000"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -47,16 +55,25 @@ fn an_artifact_with_parent_dir_entries_stops_the_boot() {
     header.set_mode(0o644);
     header.set_entry_type(tar::EntryType::Regular);
     header.set_cksum();
-    let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&archive).unwrap(), flate2::Compression::default());
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&archive).unwrap(),
+        flate2::Compression::default(),
+    );
     gz.write_all(header.as_bytes()).unwrap();
     let mut data = [0u8; 512];
     data[..4].copy_from_slice(b"evil");
     gz.write_all(&data).unwrap();
     gz.write_all(&[0u8; 1024]).unwrap();
     gz.finish().unwrap();
-    let (ok, stderr) = run_host(&envs(&[("FLASH_RESOURCE_NAME", "x"), ("FLASH_ARTIFACT_URL", archive.to_str().unwrap())]));
+    let (ok, stderr) = run_host(&envs(&[
+        ("FLASH_RESOURCE_NAME", "x"),
+        ("FLASH_ARTIFACT_URL", archive.to_str().unwrap()),
+    ]));
     assert!(!ok);
-    assert!(stderr.contains("refusing artifact entry `../../escape.wasm`: `..` is not allowed"), "{stderr}");
+    assert!(
+        stderr.contains("refusing artifact entry `../../escape.wasm`: `..` is not allowed"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -79,11 +96,20 @@ async fn test_input_runs_one_job_locally() {
     let tmp = tempfile::tempdir().unwrap();
     let artifact = rust_guest_artifact(tmp.path(), |_| {}).await;
     let out = Command::new(env!("CARGO_BIN_EXE_flash-host"))
-        .args(["--artifact", artifact.to_str().unwrap(), "--test-input", r#"{"function_name":"remote_add","kwargs":{"a":1,"b":2}}"#])
+        .args([
+            "--artifact",
+            artifact.to_str().unwrap(),
+            "--test-input",
+            r#"{"function_name":"remote_add","kwargs":{"a":1,"b":2}}"#,
+        ])
         .env_remove("FLASH_RESOURCE_NAME")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(body, serde_json::json!({"output": 3}));
 }

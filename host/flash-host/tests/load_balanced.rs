@@ -8,7 +8,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::*;
 
-async fn start_lb(dir: &std::path::Path, extra: &[(&str, &str)]) -> (flash_tests::ChildGuard, String) {
+async fn start_lb(
+    dir: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> (flash_tests::ChildGuard, String) {
     let artifact = rust_guest_artifact(dir, |_| {}).await;
     let port = flash_tests::free_port();
     let mut env = envs(&[("FLASH_RESOURCE_NAME", "test_lb")]);
@@ -31,17 +34,33 @@ async fn routes_ping_and_execute_without_auth() {
     let (_host, base) = start_lb(tmp.path(), &[("FLASH_DISABLE_RP_AUTH", "true")]).await;
     let http = reqwest::Client::new();
 
-    let ping: Value = http.get(format!("{base}/ping")).send().await.unwrap().json().await.unwrap();
+    let ping: Value = http
+        .get(format!("{base}/ping"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ping["status"], "healthy");
     assert_eq!(ping["resource"], "test_lb");
 
     // POST route: JSON body → named arguments.
-    let r = http.post(format!("{base}/lb/echo")).json(&json!({"value": {"a": [1, 2]}})).send().await.unwrap();
+    let r = http
+        .post(format!("{base}/lb/echo"))
+        .json(&json!({"value": {"a": [1, 2]}}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"a": [1, 2]}));
 
     // GET route: query → named arguments; optional argument absent.
-    let r = http.get(format!("{base}/lb/hello?name=Ada")).send().await.unwrap();
+    let r = http
+        .get(format!("{base}/lb/hello?name=Ada"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap(), json!("hello, Ada"));
     let r = http.get(format!("{base}/lb/hello")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -54,7 +73,10 @@ async fn routes_ping_and_execute_without_auth() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"success": true, "result": 7}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"success": true, "result": 7})
+    );
 
     // ...and never code sent in the request.
     let r = http
@@ -65,29 +87,70 @@ async fn routes_ping_and_execute_without_auth() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("`function_code` is not accepted"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("`function_code` is not accepted"),
+        "{body}"
+    );
 
     // Unknown function, a function of another resource, bad JSON, bad arguments.
-    let r = http.post(format!("{base}/execute")).json(&json!({"function_name": "nope"})).send().await.unwrap();
+    let r = http
+        .post(format!("{base}/execute"))
+        .json(&json!({"function_name": "nope"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["kind"], "unknown-function");
-    let r = http.post(format!("{base}/execute")).json(&json!({"function_name": "add", "args": [1, 2]})).send().await.unwrap();
+    let r = http
+        .post(format!("{base}/execute"))
+        .json(&json!({"function_name": "add", "args": [1, 2]}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = http.post(format!("{base}/lb/echo")).body("{not json").send().await.unwrap();
+    let r = http
+        .post(format!("{base}/lb/echo"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["kind"], "invalid-input");
-    let r = http.post(format!("{base}/lb/echo")).json(&json!({"wrong": 1})).send().await.unwrap();
+    let r = http
+        .post(format!("{base}/lb/echo"))
+        .json(&json!({"wrong": 1}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 
     // Over 10 MiB → 413, answered from the declared length before the body is read.
-    assert_eq!(raw_status_for_declared_length(&base, "/lb/echo", 11 << 20).await, 413);
-    assert_eq!(raw_status_for_declared_length(&base, "/execute", 11 << 20).await, 413);
+    assert_eq!(
+        raw_status_for_declared_length(&base, "/lb/echo", 11 << 20).await,
+        413
+    );
+    assert_eq!(
+        raw_status_for_declared_length(&base, "/execute", 11 << 20).await,
+        413
+    );
 
     // 16 concurrent requests all answer correctly.
     let calls = (0..16).map(|i| {
         let http = http.clone();
         let url = format!("{base}/lb/echo");
-        async move { http.post(url).json(&json!({"value": i})).send().await.unwrap().json::<Value>().await.unwrap() }
+        async move {
+            http.post(url)
+                .json(&json!({"value": i}))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
     });
     let results = futures::future::join_all(calls).await;
     assert_eq!(results, (0..16).map(|i| json!(i)).collect::<Vec<_>>());
@@ -99,14 +162,43 @@ async fn auth_is_required_unless_disabled() {
     let (_host, base) = start_lb(tmp.path(), &[("RUNPOD_API_KEY", "sekret")]).await;
     let http = reqwest::Client::new();
     // Health checks stay open.
-    assert_eq!(http.get(format!("{base}/ping")).send().await.unwrap().status(), 200);
-    let r = http.post(format!("{base}/lb/echo")).json(&json!({"value": 1})).send().await.unwrap();
+    assert_eq!(
+        http.get(format!("{base}/ping"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = http
+        .post(format!("{base}/lb/echo"))
+        .json(&json!({"value": 1}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = http.post(format!("{base}/lb/echo")).bearer_auth("wrong").json(&json!({"value": 1})).send().await.unwrap();
+    let r = http
+        .post(format!("{base}/lb/echo"))
+        .bearer_auth("wrong")
+        .json(&json!({"value": 1}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = http.post(format!("{base}/execute")).json(&json!({"function_name": "lb_echo", "kwargs": {"value": 1}})).send().await.unwrap();
+    let r = http
+        .post(format!("{base}/execute"))
+        .json(&json!({"function_name": "lb_echo", "kwargs": {"value": 1}}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = http.post(format!("{base}/lb/echo")).bearer_auth("sekret").json(&json!({"value": 1})).send().await.unwrap();
+    let r = http
+        .post(format!("{base}/lb/echo"))
+        .bearer_auth("sekret")
+        .json(&json!({"value": 1}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -120,7 +212,13 @@ async fn raw_status_for_declared_length(base: &str, path: &str, len: usize) -> u
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 256];
-    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&buf[..n]).to_string();
-    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad response: {text}"))
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad response: {text}"))
 }

@@ -9,17 +9,30 @@ use serde_json::{Value, json};
 use support::*;
 
 fn error_of(result: &Value) -> (String, String) {
-    let text = result["error"].as_str().unwrap_or_else(|| panic!("no error string in {result}"));
-    let err: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("error is not JSON ({e}): {text}"));
-    (err["error_type"].as_str().unwrap().to_string(), err["error_message"].as_str().unwrap().to_string())
+    let text = result["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error string in {result}"));
+    let err: Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("error is not JSON ({e}): {text}"));
+    (
+        err["error_type"].as_str().unwrap().to_string(),
+        err["error_message"].as_str().unwrap().to_string(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_jobs_succeed_fail_typed_and_never_kill_the_worker() {
     let tmp = tempfile::tempdir().unwrap();
     let artifact = rust_guest_artifact(tmp.path(), |m| {
-        m.resources.get_mut("test_queue").unwrap().execution_timeout_ms = Some(1500);
-        m.resources.get_mut("test_queue").unwrap().env.insert("GREETING".into(), "hi".into());
+        m.resources
+            .get_mut("test_queue")
+            .unwrap()
+            .execution_timeout_ms = Some(1500);
+        m.resources
+            .get_mut("test_queue")
+            .unwrap()
+            .env
+            .insert("GREETING".into(), "hi".into());
     })
     .await;
     let source = JobSource::start().await;
@@ -34,66 +47,150 @@ async fn queue_jobs_succeed_fail_typed_and_never_kill_the_worker() {
     let _host = spawn_host(tmp.path(), "queue", &env);
 
     // Named and positional arguments, sync and async functions.
-    let r = source.run("ep-queue", json!({"function_name": "add", "kwargs": {"a": 2, "b": 3}})).await;
+    let r = source
+        .run(
+            "ep-queue",
+            json!({"function_name": "add", "kwargs": {"a": 2, "b": 3}}),
+        )
+        .await;
     assert_eq!(r, json!({"output": 5}), "{}", log(tmp.path(), "queue"));
-    let r = source.run("ep-queue", json!({"function_name": "async_add", "args": [40, 2]})).await;
+    let r = source
+        .run(
+            "ep-queue",
+            json!({"function_name": "async_add", "args": [40, 2]}),
+        )
+        .await;
     assert_eq!(r, json!({"output": 42}));
-    let r = source.run("ep-queue", json!({"function_name": "echo", "kwargs": {"value": {"nested": [1, "x"]}}})).await;
+    let r = source
+        .run(
+            "ep-queue",
+            json!({"function_name": "echo", "kwargs": {"value": {"nested": [1, "x"]}}}),
+        )
+        .await;
     assert_eq!(r, json!({"output": {"nested": [1, "x"]}}));
 
     // The guest sees its declared env and FLASH_RESOURCE_NAME, and nothing of the host's.
-    let r = source.run("ep-queue", json!({"function_name": "env_var", "kwargs": {"name": "GREETING"}})).await;
+    let r = source
+        .run(
+            "ep-queue",
+            json!({"function_name": "env_var", "kwargs": {"name": "GREETING"}}),
+        )
+        .await;
     assert_eq!(r, json!({"output": "hi"}));
-    let r = source.run("ep-queue", json!({"function_name": "env_var", "kwargs": {"name": "FLASH_RESOURCE_NAME"}})).await;
+    let r = source
+        .run(
+            "ep-queue",
+            json!({"function_name": "env_var", "kwargs": {"name": "FLASH_RESOURCE_NAME"}}),
+        )
+        .await;
     assert_eq!(r, json!({"output": "test_queue"}));
-    let r = source.run("ep-queue", json!({"function_name": "env_var", "kwargs": {"name": "SECRET_OF_THE_HOST"}})).await;
+    let r = source
+        .run(
+            "ep-queue",
+            json!({"function_name": "env_var", "kwargs": {"name": "SECRET_OF_THE_HOST"}}),
+        )
+        .await;
     assert_eq!(r, json!({"output": null}));
 
     // Typed failures.
-    let r = source.run("ep-queue", json!({"function_name": "nope"})).await;
+    let r = source
+        .run("ep-queue", json!({"function_name": "nope"}))
+        .await;
     let (kind, msg) = error_of(&r);
     assert_eq!(kind, "unknown-function");
     assert!(msg.contains("no function `nope`"), "{msg}");
-    let r = source.run("ep-queue", json!({"function_name": "other_add", "kwargs": {"a": 1, "b": 1}})).await;
+    let r = source
+        .run(
+            "ep-queue",
+            json!({"function_name": "other_add", "kwargs": {"a": 1, "b": 1}}),
+        )
+        .await;
     let (kind, msg) = error_of(&r);
     assert_eq!(kind, "unknown-function");
     assert!(msg.contains("served by resource `test_other`"), "{msg}");
-    let r = source.run("ep-queue", json!({"function_name": "add", "kwargs": {"a": "two", "b": 3}})).await;
+    let r = source
+        .run(
+            "ep-queue",
+            json!({"function_name": "add", "kwargs": {"a": "two", "b": 3}}),
+        )
+        .await;
     assert_eq!(error_of(&r).0, "invalid-input");
     let r = source.run("ep-queue", json!(["not", "an", "object"])).await;
     let (kind, msg) = error_of(&r);
     assert_eq!(kind, "invalid-input");
     assert!(msg.contains("serves several functions"), "{msg}");
-    let r = source.run("ep-queue", json!({"function_name": "fail", "kwargs": {"message": "boom"}})).await;
+    let r = source
+        .run(
+            "ep-queue",
+            json!({"function_name": "fail", "kwargs": {"message": "boom"}}),
+        )
+        .await;
     let (kind, msg) = error_of(&r);
-    assert_eq!((kind.as_str(), msg.contains("boom")), ("user-error", true), "{msg}");
-    let r = source.run("ep-queue", json!({"function_name": "trap"})).await;
+    assert_eq!(
+        (kind.as_str(), msg.contains("boom")),
+        ("user-error", true),
+        "{msg}"
+    );
+    let r = source
+        .run("ep-queue", json!({"function_name": "trap"}))
+        .await;
     let (kind, msg) = error_of(&r);
     assert_eq!(kind, "internal");
     assert!(msg.contains("function `trap` trapped"), "{msg}");
-    let r = source.run("ep-queue", json!({"function_name": "spin"})).await;
+    let r = source
+        .run("ep-queue", json!({"function_name": "spin"}))
+        .await;
     let (kind, msg) = error_of(&r);
     assert_eq!(kind, "timeout");
     assert!(msg.contains("deadline of 1500 ms"), "{msg}");
-    let r = source.run("ep-queue", json!({"function_name": "grow", "kwargs": {"mb": 200}})).await;
+    let r = source
+        .run(
+            "ep-queue",
+            json!({"function_name": "grow", "kwargs": {"mb": 200}}),
+        )
+        .await;
     let (kind, msg) = error_of(&r);
     assert_eq!(kind, "internal");
     assert!(msg.contains("exceeded the memory cap of 64 MiB"), "{msg}");
-    let r = source.run("ep-queue", json!({"function_name": "grow", "kwargs": {"mb": 8}})).await;
-    assert!(r.get("output").is_some(), "a small allocation still works: {r}");
+    let r = source
+        .run(
+            "ep-queue",
+            json!({"function_name": "grow", "kwargs": {"mb": 8}}),
+        )
+        .await;
+    assert!(
+        r.get("output").is_some(),
+        "a small allocation still works: {r}"
+    );
 
     // After all that, the same worker still serves, with two jobs at once.
     let a = source.submit("ep-queue", json!({"function_name": "add", "args": [1, 1]}));
     let b = source.submit("ep-queue", json!({"function_name": "add", "args": [2, 2]}));
-    assert_eq!(source.result(&a, Duration::from_secs(10)).await, json!({"output": 2}));
-    assert_eq!(source.result(&b, Duration::from_secs(10)).await, json!({"output": 4}));
+    assert_eq!(
+        source.result(&a, Duration::from_secs(10)).await,
+        json!({"output": 2})
+    );
+    assert_eq!(
+        source.result(&b, Duration::from_secs(10)).await,
+        json!({"output": 4})
+    );
 
     // Protocol details: raw worker key on takes, heartbeats with the job list and version.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let inner = source.inner.lock().unwrap();
-    assert!(inner.take_auth.iter().all(|a| a.as_deref() == Some("worker-key")));
+    assert!(
+        inner
+            .take_auth
+            .iter()
+            .all(|a| a.as_deref() == Some("worker-key"))
+    );
     assert!(!inner.pings.is_empty(), "no heartbeat");
-    assert!(inner.pings.iter().all(|(w, q)| w == "worker-ep-queue" && q.get("runpod_version").is_some()));
+    assert!(
+        inner
+            .pings
+            .iter()
+            .all(|(w, q)| w == "worker-ep-queue" && q.get("runpod_version").is_some())
+    );
 }
 
 #[tokio::test]

@@ -44,7 +44,11 @@ impl JobSource {
     pub async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let source = Self { inner: Default::default(), notify: Arc::new(Notify::new()), addr };
+        let source = Self {
+            inner: Default::default(),
+            notify: Arc::new(Notify::new()),
+            addr,
+        };
         let app = Router::new()
             .route("/v2/{ep}/job-take/{worker}", get(take))
             .route("/v2/{ep}/job-take-batch/{worker}", get(take_batch))
@@ -65,9 +69,18 @@ impl JobSource {
     pub fn worker_env(&self, ep: &str) -> Vec<(String, String)> {
         let b = self.base();
         vec![
-            ("RUNPOD_WEBHOOK_GET_JOB".into(), format!("{b}/{ep}/job-take/$ID?gpu=test")),
-            ("RUNPOD_WEBHOOK_POST_OUTPUT".into(), format!("{b}/{ep}/job-done/$RUNPOD_POD_ID/$ID?gpu=test")),
-            ("RUNPOD_WEBHOOK_PING".into(), format!("{b}/{ep}/ping/$RUNPOD_POD_ID?gpu=test")),
+            (
+                "RUNPOD_WEBHOOK_GET_JOB".into(),
+                format!("{b}/{ep}/job-take/$ID?gpu=test"),
+            ),
+            (
+                "RUNPOD_WEBHOOK_POST_OUTPUT".into(),
+                format!("{b}/{ep}/job-done/$RUNPOD_POD_ID/$ID?gpu=test"),
+            ),
+            (
+                "RUNPOD_WEBHOOK_PING".into(),
+                format!("{b}/{ep}/ping/$RUNPOD_POD_ID?gpu=test"),
+            ),
             ("RUNPOD_POD_ID".into(), format!("worker-{ep}")),
             ("RUNPOD_AI_API_KEY".into(), "worker-key".into()),
             ("RUNPOD_PING_INTERVAL".into(), "200".into()),
@@ -79,7 +92,11 @@ impl JobSource {
         let mut inner = self.inner.lock().unwrap();
         inner.next_id += 1;
         let id = format!("job-{}", inner.next_id);
-        inner.queues.entry(ep.to_string()).or_default().push_back(json!({"id": id, "input": input}));
+        inner
+            .queues
+            .entry(ep.to_string())
+            .or_default()
+            .push_back(json!({"id": id, "input": input}));
         drop(inner);
         self.notify.notify_waiters();
         id
@@ -92,7 +109,10 @@ impl JobSource {
             if let Some(r) = self.inner.lock().unwrap().results.get(job).cloned() {
                 return r;
             }
-            assert!(Instant::now() < deadline, "no result for {job} within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no result for {job} within {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -116,15 +136,26 @@ impl JobSource {
                     return q.drain(..n).collect();
                 }
             }
-            if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+            if tokio::time::timeout_at(deadline.into(), notified)
+                .await
+                .is_err()
+            {
                 return vec![];
             }
         }
     }
 }
 
-async fn take(State(s): State<JobSource>, UrlPath((ep, _w)): UrlPath<(String, String)>, headers: HeaderMap) -> Response {
-    s.inner.lock().unwrap().take_auth.push(headers.get("authorization").map(|v| v.to_str().unwrap().to_string()));
+async fn take(
+    State(s): State<JobSource>,
+    UrlPath((ep, _w)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    s.inner.lock().unwrap().take_auth.push(
+        headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string()),
+    );
     match s.pop(&ep, 1).await.pop() {
         Some(job) => axum::Json(job).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
@@ -136,18 +167,33 @@ async fn take_batch(
     UrlPath((ep, _w)): UrlPath<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let n = q.get("batch_size").and_then(|v| v.parse().ok()).unwrap_or(1);
+    let n = q
+        .get("batch_size")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let jobs = s.pop(&ep, n).await;
-    if jobs.is_empty() { StatusCode::NO_CONTENT.into_response() } else { axum::Json(jobs).into_response() }
+    if jobs.is_empty() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        axum::Json(jobs).into_response()
+    }
 }
 
-async fn done(State(s): State<JobSource>, UrlPath((_ep, _w, job)): UrlPath<(String, String, String)>, body: String) -> StatusCode {
+async fn done(
+    State(s): State<JobSource>,
+    UrlPath((_ep, _w, job)): UrlPath<(String, String, String)>,
+    body: String,
+) -> StatusCode {
     let value: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
     s.inner.lock().unwrap().results.insert(job, value);
     StatusCode::OK
 }
 
-async fn ping(State(s): State<JobSource>, UrlPath((_ep, w)): UrlPath<(String, String)>, Query(q): Query<HashMap<String, String>>) -> StatusCode {
+async fn ping(
+    State(s): State<JobSource>,
+    UrlPath((_ep, w)): UrlPath<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> StatusCode {
     s.inner.lock().unwrap().pings.push((w, q));
     StatusCode::NO_CONTENT
 }
@@ -155,12 +201,20 @@ async fn ping(State(s): State<JobSource>, UrlPath((_ep, w)): UrlPath<(String, St
 fn status_body(id: &str, result: Option<&Value>) -> Value {
     match result {
         None => json!({"id": id, "status": "IN_PROGRESS"}),
-        Some(r) if r.get("error").is_some() => json!({"id": id, "status": "FAILED", "error": r["error"]}),
-        Some(r) => json!({"id": id, "status": "COMPLETED", "output": r.get("output").cloned().unwrap_or(Value::Null)}),
+        Some(r) if r.get("error").is_some() => {
+            json!({"id": id, "status": "FAILED", "error": r["error"]})
+        }
+        Some(r) => {
+            json!({"id": id, "status": "COMPLETED", "output": r.get("output").cloned().unwrap_or(Value::Null)})
+        }
     }
 }
 
-async fn runsync(State(s): State<JobSource>, UrlPath(ep): UrlPath<String>, axum::Json(body): axum::Json<Value>) -> Response {
+async fn runsync(
+    State(s): State<JobSource>,
+    UrlPath(ep): UrlPath<String>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
     let id = s.submit(&ep, body.get("input").cloned().unwrap_or(Value::Null));
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
@@ -172,7 +226,10 @@ async fn runsync(State(s): State<JobSource>, UrlPath(ep): UrlPath<String>, axum:
     axum::Json(status_body(&id, None)).into_response()
 }
 
-async fn status(State(s): State<JobSource>, UrlPath((_ep, id)): UrlPath<(String, String)>) -> Response {
+async fn status(
+    State(s): State<JobSource>,
+    UrlPath((_ep, id)): UrlPath<(String, String)>,
+) -> Response {
     let r = s.inner.lock().unwrap().results.get(&id).cloned();
     axum::Json(status_body(&id, r.as_ref())).into_response()
 }
@@ -199,15 +256,29 @@ pub fn log(dir: &Path, name: &str) -> String {
 }
 
 pub fn envs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// The rust test guest, packed as an artifact in `dir` after `tweak`.
-pub async fn rust_guest_artifact(dir: &Path, tweak: impl FnOnce(&mut flash_manifest::Manifest)) -> std::path::PathBuf {
-    let wasm = tokio::task::spawn_blocking(|| flash_tests::build_guest("tests/guests/rust-guest")).await.unwrap().unwrap();
-    flash_tests::guest_artifact(&wasm, "testapp", dir, tweak).await.unwrap()
+pub async fn rust_guest_artifact(
+    dir: &Path,
+    tweak: impl FnOnce(&mut flash_manifest::Manifest),
+) -> std::path::PathBuf {
+    let wasm = tokio::task::spawn_blocking(|| flash_tests::build_guest("tests/guests/rust-guest"))
+        .await
+        .unwrap()
+        .unwrap();
+    flash_tests::guest_artifact(&wasm, "testapp", dir, tweak)
+        .await
+        .unwrap()
 }
 
 pub fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }

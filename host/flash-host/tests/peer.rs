@@ -1,0 +1,184 @@
+//! Peer calls between real `flash-host` processes of different resource configs, with
+//! the peer URLs discovered through a State Manager GraphQL endpoint (an in-test stand-in
+//! answering `getFlashEnvironment` and `getFlashBuild`).
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use serde_json::{Value, json};
+use support::*;
+
+/// Answers the two queries of peer discovery with a manifest carrying `endpoints`.
+async fn state_manager(manifest: Value, endpoints: Value) -> (String, Arc<Mutex<usize>>) {
+    let hits = Arc::new(Mutex::new(0usize));
+    let mut manifest = manifest;
+    manifest["resources_endpoints"] = endpoints;
+    let app = Router::new()
+        .route(
+            "/graphql",
+            post(|State((manifest, hits)): State<(Value, Arc<Mutex<usize>>)>, axum::Json(body): axum::Json<Value>| async move {
+                *hits.lock().unwrap() += 1;
+                let query = body["query"].as_str().unwrap_or_default();
+                let data = if query.contains("flashEnvironment") {
+                    json!({"flashEnvironment": {"id": "env-1", "name": "dev", "state": "HEALTHY", "activeBuildId": "build-1", "createdAt": "2026-01-01T00:00:00Z"}})
+                } else if query.contains("flashBuild") {
+                    json!({"flashBuild": {"id": "build-1", "manifest": manifest}})
+                } else {
+                    return axum::Json(json!({"errors": [{"message": format!("unexpected query {query}")}]}));
+                };
+                axum::Json(json!({"data": data}))
+            }),
+        )
+        .with_state((manifest, Arc::clone(&hits)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, hits)
+}
+
+fn error_of(result: &Value) -> (String, String) {
+    let text = result["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {result}"));
+    let err: Value = serde_json::from_str(text).unwrap();
+    (
+        err["error_type"].as_str().unwrap().into(),
+        err["error_message"].as_str().unwrap().into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_are_called_across_processes_through_discovered_urls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let artifact = rust_guest_artifact(tmp.path(), |_| {}).await;
+    let unpacked = tmp.path().join("unpacked");
+    let manifest =
+        flash_manifest::artifact::unpack(&artifact, &unpacked, Default::default()).unwrap();
+    let source = JobSource::start().await;
+    let lb_port = flash_tests::free_port();
+    let (graphql, hits) = state_manager(
+        serde_json::to_value(&manifest).unwrap(),
+        json!({
+            "test_other": format!("{}/ep-other", source.base()),
+            "test_lb": format!("http://127.0.0.1:{lb_port}"),
+            "test_queue": format!("{}/ep-queue", source.base()),
+        }),
+    )
+    .await;
+    let discovery = envs(&[
+        ("FLASH_ENVIRONMENT_ID", "env-1"),
+        ("RUNPOD_API_KEY", "user-key"),
+        ("FLASH_PEER_TIMEOUT_S", "3"),
+    ]);
+    let with = |mut env: Vec<(String, String)>, extra: &[(&str, &str)]| {
+        env.extend(discovery.clone());
+        env.extend(envs(extra));
+        env.push(("RUNPOD_API_BASE_URL".into(), graphql.clone()));
+        env.push(("FLASH_ARTIFACT_URL".into(), artifact.display().to_string()));
+        env
+    };
+    let _a = spawn_host(
+        tmp.path(),
+        "a",
+        &with(
+            source.worker_env("ep-queue"),
+            &[("FLASH_RESOURCE_NAME", "test_queue")],
+        ),
+    );
+    let _c = spawn_host(
+        tmp.path(),
+        "c",
+        &with(
+            vec![("FLASH_LISTEN_ADDR".into(), format!("127.0.0.1:{lb_port}"))],
+            &[("FLASH_RESOURCE_NAME", "test_lb")],
+        ),
+    );
+    let ping = format!("http://127.0.0.1:{lb_port}/ping");
+    tokio::task::spawn_blocking(move || flash_tests::wait_for_http(&ping, Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Queue → queue peer while `test_other` has no worker: a typed timeout, not a hang.
+    let r = source
+        .run(
+            "ep-queue",
+            json!({"function_name": "remote_add", "kwargs": {"a": 1, "b": 2}}),
+        )
+        .await;
+    let (kind, msg) = error_of(&r);
+    assert_eq!(kind, "timeout", "{msg}\n{}", log(tmp.path(), "a"));
+
+    // Start the `test_other` worker: the same call now crosses processes and succeeds.
+    let _b = spawn_host(
+        tmp.path(),
+        "b",
+        &with(
+            source.worker_env("ep-other"),
+            &[("FLASH_RESOURCE_NAME", "test_other")],
+        ),
+    );
+    let r = source
+        .run(
+            "ep-queue",
+            json!({"function_name": "remote_add", "kwargs": {"a": 40, "b": 2}}),
+        )
+        .await;
+    assert_eq!(
+        r,
+        json!({"output": 42}),
+        "{}\n{}",
+        log(tmp.path(), "a"),
+        log(tmp.path(), "b")
+    );
+
+    // Queue → load-balanced peer through `/execute`.
+    let r = source
+        .run("ep-queue", json!({"function_name": "call", "kwargs": {"function": "lb_echo", "input": {"value": "via lb"}}}))
+        .await;
+    assert_eq!(
+        r,
+        json!({"output": "via lb"}),
+        "{}\n{}",
+        log(tmp.path(), "a"),
+        log(tmp.path(), "c")
+    );
+
+    // A remote error arrives typed in the caller.
+    let r = source
+        .run("ep-queue", json!({"function_name": "call", "kwargs": {"function": "lb_echo", "input": {"wrong": 1}}}))
+        .await;
+    assert_eq!(error_of(&r).0, "invalid-input", "{r}");
+    let r = source
+        .run(
+            "ep-queue",
+            json!({"function_name": "call", "kwargs": {"function": "no_such_fn", "input": {}}}),
+        )
+        .await;
+    assert_eq!(error_of(&r).0, "unknown-function", "{r}");
+
+    // A call chain deeper than the limit ends with call-depth-exceeded.
+    let mut nested = json!({"function": "add", "input": {"a": 1, "b": 1}});
+    for _ in 0..10 {
+        nested = json!({"function": "call", "input": nested});
+    }
+    let r = source
+        .run(
+            "ep-queue",
+            json!({"function_name": "call", "kwargs": nested}),
+        )
+        .await;
+    let (kind, msg) = error_of(&r);
+    assert_eq!(kind, "call-depth-exceeded", "{msg}");
+    assert!(msg.contains("limit 8"), "{msg}");
+
+    // Discovery went through the State Manager, and its answers were cached.
+    let n = *hits.lock().unwrap();
+    assert!(n >= 2, "the State Manager was not asked ({n} requests)");
+    assert!(n <= 8, "the manifest was not cached: {n} GraphQL requests");
+}
