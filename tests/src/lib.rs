@@ -267,3 +267,37 @@ pub async fn guest_artifact(
     flash_manifest::artifact::pack(&out, &manifest, &files, 0)?;
     Ok(out)
 }
+
+/// Builds the hand-written Python test guest (`tests/guests/python-guest`) with the
+/// venv's componentize-py; rebuilt only when `app.py` or `wit/` changed.
+pub fn build_python_guest() -> Result<PathBuf> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = repo_root().join("tests/guests/python-guest");
+    let out = guest_target_dir().join("python-guest.wasm");
+    std::fs::create_dir_all(guest_target_dir())?;
+    let _lock = FileLock::acquire(&guest_target_dir().join("python-guest.lock"))?;
+    let newest_input = [dir.join("app.py"), repo_root().join("wit/flash.wit")]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .max();
+    let built = std::fs::metadata(&out).and_then(|m| m.modified()).ok();
+    if let (Some(input), Some(built)) = (newest_input, built)
+        && built >= input
+    {
+        return Ok(out);
+    }
+    let path = format!(
+        "{}:{}",
+        venv_bin_dir()?.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let tmp = out.with_extension("wasm.tmp");
+    run(Command::new("sh")
+        .arg(dir.join("build.sh"))
+        .arg(&tmp)
+        .env("PATH", path)
+        .current_dir(&dir))?;
+    std::fs::rename(&tmp, &out)?;
+    Ok(out)
+}

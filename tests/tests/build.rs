@@ -1,0 +1,191 @@
+//! `flash build` end to end: the real CLI on the real example and test guests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn flash(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(flash_tests::bin("flash"));
+    cmd.args(args)
+        .current_dir(dir)
+        // Guest builds must not wait on the lock the outer `cargo test` holds.
+        .env("CARGO_TARGET_DIR", flash_tests::guest_target_dir())
+        .env_remove("SOURCE_DATE_EPOCH");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running flash")
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "flash failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The manifest without what legitimately changes between toolchains and runs.
+fn redacted(manifest: &Path) -> Value {
+    let mut v: Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                for (k, val) in map.iter_mut() {
+                    if [
+                        "generated_at",
+                        "component_sha256",
+                        "sha256",
+                        "size",
+                        "source_fingerprint",
+                    ]
+                    .contains(&k.as_str())
+                    {
+                        *val = Value::String("<redacted>".into());
+                    } else {
+                        walk(val);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
+}
+
+fn sha256_file(path: &Path) -> String {
+    flash_manifest::sha256_hex(&std::fs::read(path).unwrap())
+}
+
+#[test]
+fn quickstart_builds_a_manifest_matching_the_snapshot_reproducibly() {
+    let example = flash_tests::repo_root().join("examples/quickstart");
+    let flash_dir = example.join(".flash");
+    let _ = std::fs::remove_dir_all(&flash_dir);
+
+    let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let stdout = ok(&flash(&example, &["build"], &epoch));
+    assert!(
+        stdout.contains("POST /predict"),
+        "summary table missing routes:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("Built quickstart (2 resources, 4 functions)"),
+        "{stdout}"
+    );
+    let manifest_path = flash_dir.join("flash_manifest.json");
+    let artifact = flash_dir.join("artifact.tar.gz");
+    let first = sha256_file(&artifact);
+
+    // Snapshot of the manifest (re-bless with FLASH_TEST_BLESS=1).
+    let snapshot = flash_tests::repo_root().join("tests/snapshots/quickstart_manifest.json");
+    let actual = redacted(&manifest_path);
+    if std::env::var_os("FLASH_TEST_BLESS").is_some() {
+        std::fs::write(
+            &snapshot,
+            serde_json::to_string_pretty(&actual).unwrap() + "\n",
+        )
+        .unwrap();
+    }
+    let expected: Value = serde_json::from_slice(&std::fs::read(&snapshot).unwrap()).unwrap();
+    assert_eq!(
+        actual,
+        expected,
+        "manifest differs from {}",
+        snapshot.display()
+    );
+    let manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    assert_eq!(manifest["generated_at"], "2023-11-14T22:13:20.000Z");
+
+    // The artifact round-trips: same manifest, components verified.
+    let out = tempfile::tempdir().unwrap();
+    let unpacked =
+        flash_manifest::artifact::unpack(&artifact, out.path(), Default::default()).unwrap();
+    assert_eq!(serde_json::to_value(&unpacked).unwrap(), manifest);
+
+    // Reproducible: a build from scratch gives the same bytes.
+    std::fs::remove_dir_all(&flash_dir).unwrap();
+    ok(&flash(&example, &["build"], &epoch));
+    assert_eq!(
+        sha256_file(&artifact),
+        first,
+        "two builds gave different artifacts"
+    );
+
+    // Unchanged inputs: up to date, nothing rebuilt, same bytes.
+    let stdout = ok(&flash(&example, &["build"], &[]));
+    assert!(stdout.contains("Up to date: quickstart"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&flash_dir);
+}
+
+#[test]
+fn python_and_rust_components_share_one_manifest() {
+    let project = tempfile::tempdir().unwrap();
+    let repo = flash_tests::repo_root();
+    let toml = format!(
+        "[app]\nname = \"polyglot\"\n\n\
+         [[component]]\nname = \"rust-guest\"\nkind = \"rust\"\npath = {rust:?}\n\n\
+         [[component]]\nname = \"python-guest\"\nkind = \"command\"\npath = {py:?}\n\
+         command = \"componentize-py -d ../../../wit -w function componentize app -o {{output}}\"\n\
+         output = {out:?}\ninputs = [\"app.py\"]\n",
+        rust = repo.join("tests/guests/rust-guest").display().to_string(),
+        py = repo.join("tests/guests/python-guest").display().to_string(),
+        out = project
+            .path()
+            .join("python-guest.wasm")
+            .display()
+            .to_string(),
+    );
+    std::fs::write(project.path().join("flash.toml"), toml).unwrap();
+    let path = format!(
+        "{}:{}",
+        flash_tests::venv_bin_dir().unwrap().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let stdout = ok(&flash(project.path(), &["build"], &[("PATH", &path)]));
+    assert!(stdout.contains("py_config"), "{stdout}");
+    let manifest =
+        flash_manifest::Manifest::read(&project.path().join(".flash/flash_manifest.json")).unwrap();
+    assert_eq!(manifest.resource_of("py_add"), Some("py_config"));
+    assert_eq!(manifest.resource_of("add"), Some("test_queue"));
+    let (_, py_add) = manifest.function("py_add").unwrap();
+    assert_eq!(py_add.component, "components/python-guest.wasm");
+    assert!(
+        manifest
+            .components
+            .contains_key("components/rust-guest.wasm")
+    );
+}
+
+#[test]
+fn build_outside_a_project_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = flash(dir.path(), &["build"], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!(
+        "error: no flash.toml found in {} or any parent directory; create a project with `flash init <name>` or run from a project directory",
+        dir.path().canonicalize().unwrap().display()
+    );
+    assert_eq!(stderr.trim(), expected);
+}
+
+#[test]
+fn init_scaffolds_a_project_that_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&flash(dir.path(), &["init", "hello-app"], &[]));
+    let project: PathBuf = dir.path().join("hello-app");
+    let stdout = ok(&flash(&project, &["build"], &[]));
+    assert!(stdout.contains("POST /score"), "{stdout}");
+    assert!(stdout.contains("gpu_config"), "{stdout}");
+    let out = flash(dir.path(), &["init", "hello-app"], &[]);
+    assert!(
+        !out.status.success(),
+        "init over a non-empty directory must fail"
+    );
+}
