@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod server;
+
 /// Deploy Rust functions as WebAssembly components to serverless endpoints.
 #[derive(Debug, Parser)]
 #[command(name = "flash", version, about, long_about = None)]
@@ -15,11 +17,17 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Run the local control plane: RunPod-compatible GraphQL, artifact store, serverless
+    /// gateway and a provisioner that runs endpoints as local `flash-host` workers.
+    Server(flash_control::cli::ServerArgs),
+}
 
 impl Command {
     pub async fn run(self) -> anyhow::Result<()> {
-        match self {}
+        match self {
+            Command::Server(args) => server::run(args).await,
+        }
     }
 }
 
