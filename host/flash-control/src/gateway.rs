@@ -724,7 +724,8 @@ async fn lb_forward(
     let body = match axum::body::to_bytes(body, state.config.max_lb_body).await {
         Ok(b) => b,
         Err(e) => {
-            return err(StatusCode::PAYLOAD_TOO_LARGE, format!("request body: {e}")).into_response();
+            return err(StatusCode::PAYLOAD_TOO_LARGE, format!("request body: {e}"))
+                .into_response();
         }
     };
     let Some(lease) = state
