@@ -41,6 +41,10 @@ use crate::util::now_ms;
 /// otherwise anyone holding the API key could run arbitrary programs on the host.
 pub const WORKER_COMMAND_ENV: &str = "FLASH_WORKER_COMMAND";
 
+/// Environment marker set on every worker (inherited by its children): the data dir of the
+/// server that started it, so a restarted server can find strays of a killed predecessor.
+pub const HOME_MARKER_ENV: &str = "FLASH_CONTROL_HOME";
+
 /// Settings of the provisioner.
 #[derive(Clone, Debug)]
 pub struct ProvisionerConfig {
@@ -56,6 +60,8 @@ pub struct ProvisionerConfig {
     pub max_backoff: Duration,
     pub stop_grace: Duration,
     pub max_retries: i32,
+    /// The data dir, exported to workers as [`HOME_MARKER_ENV`].
+    pub home: PathBuf,
 }
 
 /// The worker command used when none is configured: `FLASH_HOST_BIN`, else `flash-host`
@@ -831,6 +837,45 @@ impl Provisioner {
             let _ = child.wait().await;
         }
         tracing::info!("all workers stopped");
+    }
+
+    /// Kills processes left by an earlier server on the same data dir: the workers of a
+    /// server killed with `SIGKILL` die with it (parent-death signal), but their own children
+    /// (e.g. the runpod SDK's heartbeat process) do not. They carry [`HOME_MARKER_ENV`].
+    /// Returns how many were killed. Linux only (reads `/proc`); a no-op elsewhere.
+    pub fn sweep_strays(&self) -> usize {
+        let marker = format!("{HOME_MARKER_ENV}={}", self.cfg.home.display());
+        let own = std::process::id();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        let mut killed = 0;
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid as u32 == own {
+                continue;
+            }
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            if environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
+                // SAFETY: kill(2) on a process that carries our marker; no memory involved.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+                killed += 1;
+            }
+        }
+        if killed > 0 {
+            tracing::warn!(killed, "killed stray worker processes of a previous server");
+        }
+        killed
     }
 
     /// The log file of a worker (for messages and tests).

@@ -140,6 +140,7 @@ impl Server {
                 max_backoff: config.max_restart_backoff,
                 stop_grace: config.stop_grace,
                 max_retries: config.max_retries,
+                home: std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.clone()),
             },
             store.clone(),
             signals.clone(),
@@ -190,6 +191,7 @@ impl Server {
     /// Serves until `shutdown` resolves, then stops all workers.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let state = self.state;
+        state.provisioner.sweep_strays();
         let requeued = state
             .store
             .requeue_all_running(now_ms(), state.config.max_retries)?;
@@ -253,6 +255,7 @@ impl Server {
             state.signals.begin_shutdown();
             state.provisioner.shutdown().await;
         }
+        state.provisioner.sweep_strays();
         maintenance.abort();
         reconcile.abort();
         result
