@@ -2,6 +2,7 @@
 
 mod build;
 mod init;
+mod server;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,9 @@ pub enum Command {
     Init(init::InitArgs),
     /// Build the app's components, manifest and artifact.
     Build(build::BuildArgs),
+    /// Run the local control plane: RunPod-compatible GraphQL, artifact store, serverless
+    /// gateway and a provisioner that runs endpoints as local `flash-host` workers.
+    Server(flash_control::cli::ServerArgs),
 }
 
 impl Command {
@@ -30,6 +34,7 @@ impl Command {
         match self {
             Command::Init(args) => args.run(),
             Command::Build(args) => args.run().await,
+            Command::Server(args) => server::run(args).await,
         }
     }
 }

@@ -1,0 +1,263 @@
+//! Assembles the control plane: store, auth, artifact store, gateway, provisioner, HTTP app.
+//!
+//! [`Server::bind`] prepares everything and binds the listener (so callers, tests included,
+//! learn the real port before serving); [`Server::run`] serves until the shutdown future
+//! resolves, then ends long polls, stops every worker process and returns. Jobs that were
+//! running when the previous server died are put back in the queue on start.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use serde_json::json;
+
+use crate::artifacts::{self, ArtifactStore};
+use crate::auth::{self, Auth};
+use crate::provisioner::{Provisioner, ProvisionerConfig};
+use crate::signals::Signals;
+use crate::state::AppState;
+use crate::store::{SqliteStore, Store};
+use crate::util::now_ms;
+use crate::{gateway, graphql};
+
+/// Settings of a server. [`Config::new`] gives production defaults.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// How long `job-take` and `job-stop` hold an empty long poll.
+    pub take_hold: Duration,
+    /// How long `/runsync` waits before answering with a non-final status.
+    pub runsync_wait: Duration,
+    /// Lease of a taken job; heartbeats extend it, expiry requeues the job.
+    pub lease: Duration,
+    /// `RUNPOD_PING_INTERVAL` for workers (ms, at least 1000: the SDK divides by 1000).
+    pub ping_interval_ms: u64,
+    /// Requeues of one job before it is marked `FAILED`.
+    pub max_retries: i32,
+    pub maintenance_interval: Duration,
+    /// Queued jobs per endpoint before `/run` answers 429.
+    pub max_queue: usize,
+    pub max_request_body: usize,
+    pub max_lb_body: usize,
+    /// How long an LB request waits for a ready worker.
+    pub lb_wait: Duration,
+    pub artifact_url_ttl: Duration,
+    pub max_artifact_bytes: u64,
+    pub worker_command: Option<Vec<String>>,
+    pub allow_worker_command_override: bool,
+    pub reconcile_interval: Duration,
+    /// Between `SIGTERM` and `SIGKILL` when stopping a worker.
+    pub stop_grace: Duration,
+    pub max_restart_backoff: Duration,
+}
+
+impl Config {
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        Self {
+            data_dir,
+            listen,
+            take_hold: Duration::from_secs(60),
+            runsync_wait: Duration::from_secs(90),
+            lease: Duration::from_secs(30),
+            ping_interval_ms: 5_000,
+            max_retries: 3,
+            maintenance_interval: Duration::from_millis(250),
+            max_queue: 100_000,
+            max_request_body: 20 * 1024 * 1024,
+            max_lb_body: 100 * 1024 * 1024,
+            lb_wait: Duration::from_secs(60),
+            artifact_url_ttl: Duration::from_secs(3600),
+            max_artifact_bytes: 1500 * 1024 * 1024,
+            worker_command: None,
+            allow_worker_command_override: false,
+            reconcile_interval: Duration::from_millis(250),
+            stop_grace: Duration::from_secs(5),
+            max_restart_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A bound, ready-to-run control plane.
+pub struct Server {
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Opens the data dir (creating the store and the API key on first start) and binds.
+    pub async fn bind(config: Config) -> Result<Self> {
+        let data_dir = &config.data_dir;
+        std::fs::create_dir_all(data_dir).with_context(|| {
+            format!(
+                "creating data dir {} (pass --data-dir to use another)",
+                data_dir.display()
+            )
+        })?;
+        let user_key = auth::load_or_create_secret(&auth::api_key_path(data_dir))?;
+        let url_secret = auth::load_or_create_secret(&data_dir.join(auth::URL_SECRET_FILE))?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("flash.db"))?);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "binding {} (is another flash server running? use --listen)",
+                    config.listen
+                )
+            })?;
+        let addr = listener.local_addr()?;
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        let base_url = format!("http://{host}:{}", addr.port());
+        let artifacts = Arc::new(ArtifactStore::new(
+            data_dir.join("artifacts"),
+            url_secret,
+            base_url.clone(),
+            config.artifact_url_ttl,
+            config.max_artifact_bytes,
+        ));
+        let signals = Arc::new(Signals::default());
+        let provisioner = Arc::new(Provisioner::new(
+            ProvisionerConfig {
+                worker_command: config.worker_command.clone(),
+                allow_command_override: config.allow_worker_command_override,
+                logs_dir: data_dir.join("logs"),
+                base_url,
+                ping_interval_ms: config.ping_interval_ms.max(1000),
+                tick: config.reconcile_interval,
+                max_backoff: config.max_restart_backoff,
+                stop_grace: config.stop_grace,
+                max_retries: config.max_retries,
+                home: std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.clone()),
+            },
+            store.clone(),
+            signals.clone(),
+            artifacts.clone(),
+            user_key.clone(),
+        ));
+        let state = AppState {
+            store,
+            auth: Auth::new(user_key),
+            config: Arc::new(config),
+            artifacts,
+            signals,
+            provisioner,
+            http: reqwest::Client::new(),
+        };
+        Ok(Self {
+            state,
+            listener,
+            addr,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://host:port` of this server.
+    pub fn url(&self) -> String {
+        let host = if self.addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            self.addr.ip().to_string()
+        };
+        format!("http://{host}:{}", self.addr.port())
+    }
+
+    /// The user API key.
+    pub fn api_key(&self) -> &str {
+        self.state.auth.user_key()
+    }
+
+    /// The provisioner (worker pids and states, for diagnostics and tests).
+    pub fn provisioner(&self) -> Arc<Provisioner> {
+        self.state.provisioner.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops all workers.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let state = self.state;
+        state.provisioner.sweep_strays();
+        let requeued = state
+            .store
+            .requeue_all_running(now_ms(), state.config.max_retries)?;
+        if !requeued.requeued.is_empty() {
+            tracing::warn!(
+                jobs = requeued.requeued.len(),
+                "jobs that were running when the server stopped were requeued"
+            );
+        }
+        let schema = graphql::schema(state.clone());
+        let app = Router::new()
+            .route("/graphql", post(graphql::handler))
+            .route("/artifacts/{*key}", put(artifacts::put).get(artifacts::get))
+            .route(
+                "/ping",
+                get(|| async { axum::Json(json!({ "status": "healthy" })) }),
+            )
+            .merge(gateway::router())
+            .fallback(|| async {
+                (
+                    StatusCode::NOT_FOUND,
+                    axum::Json(json!({ "error": "no such route" })),
+                )
+                    .into_response()
+            })
+            .layer(axum::Extension(schema))
+            .layer(DefaultBodyLimit::max(state.config.max_request_body))
+            .layer(tower_http::trace::TraceLayer::new_for_http())
+            .with_state(state.clone());
+
+        let maintenance = tokio::spawn(gateway::maintenance(state.clone()));
+        let reconcile = tokio::spawn(state.provisioner.clone().run());
+        let signals = state.signals.clone();
+        let provisioner = state.provisioner.clone();
+        let stopper = tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: stopping workers");
+            signals.begin_shutdown();
+            provisioner.shutdown().await;
+        });
+        let mut shutdown_rx = state.signals.shutdown();
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown_rx.wait_for(|s| *s).await;
+            })
+            .into_future();
+        // Connections still open 10 s after shutdown began are cut.
+        let mut shutdown_rx = state.signals.shutdown();
+        let result = tokio::select! {
+            r = served => r.context("serving HTTP"),
+            _ = async {
+                let _ = shutdown_rx.wait_for(|s| *s).await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            } => Ok(()),
+        };
+        if state.signals.is_shutting_down() {
+            let _ = stopper.await;
+        } else {
+            // The server ended by itself (an error): still no orphans.
+            stopper.abort();
+            state.signals.begin_shutdown();
+            state.provisioner.shutdown().await;
+        }
+        state.provisioner.sweep_strays();
+        maintenance.abort();
+        reconcile.abort();
+        result
+    }
+}

@@ -1,0 +1,99 @@
+//! In-process wake-ups between request handlers, the maintenance loop and the provisioner.
+//!
+//! The queue itself is durable in the store; these only shorten waits: a long-polling
+//! `job-take` sleeps on its endpoint's [`Notify`] instead of polling the database, `/runsync`
+//! waits on the `finished` counter, and the stop channel waits on `stop`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, watch};
+
+/// See the module docs.
+pub struct Signals {
+    available: Mutex<HashMap<String, Arc<Notify>>>,
+    finished: watch::Sender<u64>,
+    stops: Mutex<HashMap<String, Vec<String>>>,
+    stop: Notify,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self {
+            available: Mutex::default(),
+            finished: watch::channel(0).0,
+            stops: Mutex::default(),
+            stop: Notify::new(),
+            shutdown: watch::channel(false).0,
+        }
+    }
+}
+
+impl Signals {
+    /// The notifier woken when jobs become available on an endpoint.
+    pub fn endpoint(&self, endpoint_id: &str) -> Arc<Notify> {
+        let mut map = self.available.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(endpoint_id.to_string()).or_default().clone()
+    }
+
+    /// Wakes the takers of an endpoint (new or requeued jobs, draining workers).
+    pub fn jobs_available(&self, endpoint_id: &str) {
+        self.endpoint(endpoint_id).notify_waiters();
+    }
+
+    /// Wakes the takers of every endpoint.
+    pub fn wake_all(&self) {
+        let map = self.available.lock().unwrap_or_else(|e| e.into_inner());
+        for n in map.values() {
+            n.notify_waiters();
+        }
+    }
+
+    /// Subscribes to job completions (the counter changes on each).
+    pub fn finished(&self) -> watch::Receiver<u64> {
+        self.finished.subscribe()
+    }
+
+    /// Announces that some job reached a final state.
+    pub fn job_finished(&self) {
+        self.finished.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Asks `worker_id` to stop running `job_id` (served on its stop channel).
+    pub fn request_stop(&self, worker_id: &str, job_id: &str) {
+        let mut map = self.stops.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(worker_id.to_string())
+            .or_default()
+            .push(job_id.to_string());
+        drop(map);
+        self.stop.notify_waiters();
+    }
+
+    /// Takes the pending stop requests of a worker.
+    pub fn take_stops(&self, worker_id: &str) -> Vec<String> {
+        let mut map = self.stops.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(worker_id).unwrap_or_default()
+    }
+
+    /// The notifier of the stop channel.
+    pub fn stop_notify(&self) -> &Notify {
+        &self.stop
+    }
+
+    /// Tells long polls to answer now: the server is shutting down.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+        self.wake_all();
+        self.stop.notify_waiters();
+    }
+
+    /// A receiver that sees `true` once shutdown began.
+    pub fn shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}

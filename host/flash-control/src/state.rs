@@ -1,0 +1,23 @@
+//! The handles every request handler shares, cloned into each axum handler.
+
+use std::sync::Arc;
+
+use crate::artifacts::ArtifactStore;
+use crate::auth::Auth;
+use crate::provisioner::Provisioner;
+use crate::server::Config;
+use crate::signals::Signals;
+use crate::store::Store;
+
+/// Shared state of the running server.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub auth: Auth,
+    pub config: Arc<Config>,
+    pub artifacts: Arc<ArtifactStore>,
+    pub signals: Arc<Signals>,
+    pub provisioner: Arc<Provisioner>,
+    /// Client for webhooks and the load-balancer proxy.
+    pub http: reqwest::Client,
+}

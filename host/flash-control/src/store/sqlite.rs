@@ -1,0 +1,844 @@
+//! The embedded [`Store`]: one SQLite file in WAL mode.
+//!
+//! A single connection behind a mutex serialises writers, which makes every trait method
+//! one atomic transaction without retry loops (SQLite allows one writer at a time anyway).
+//! WAL mode with `synchronous=NORMAL` survives a killed process: a job is durable once
+//! `enqueue_job` returned, which is before `/run` answers.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use anyhow::Context;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::Value;
+
+use super::*;
+use crate::util::{new_id, now_ms};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS apps (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS environments (
+    id TEXT PRIMARY KEY, app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    name TEXT NOT NULL, active_build_id TEXT, created_at INTEGER NOT NULL,
+    UNIQUE (app_id, name));
+CREATE TABLE IF NOT EXISTS artifacts (
+    object_key TEXT PRIMARY KEY, app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    declared_size INTEGER NOT NULL, sha256 TEXT, size INTEGER, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS builds (
+    id TEXT PRIMARY KEY, app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    object_key TEXT NOT NULL, manifest TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS templates (id TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS endpoints (
+    id TEXT PRIMARY KEY, data TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE, endpoint_id TEXT NOT NULL, request TEXT NOT NULL, webhook TEXT,
+    status TEXT NOT NULL, worker_id TEXT, output TEXT, error TEXT,
+    retries INTEGER NOT NULL DEFAULT 0, timeout_ms INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL, started_at INTEGER, completed_at INTEGER,
+    lease_expires_at INTEGER, stream_cursor INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (endpoint_id, status, seq);
+CREATE INDEX IF NOT EXISTS jobs_worker ON jobs (worker_id, status);
+CREATE TABLE IF NOT EXISTS stream_chunks (
+    job_id TEXT NOT NULL, n INTEGER NOT NULL, chunk TEXT NOT NULL, PRIMARY KEY (job_id, n));
+"#;
+
+const JOB_COLUMNS: &str = "id, endpoint_id, request, webhook, status, worker_id, output, error, \
+    retries, timeout_ms, created_at, started_at, completed_at, lease_expires_at";
+
+/// The SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(anyhow::Error::new(e))
+}
+
+fn json_text(v: &Value) -> String {
+    v.to_string()
+}
+
+fn parse_json(text: Option<String>) -> Option<Value> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+fn app_row(r: &Row) -> rusqlite::Result<App> {
+    Ok(App {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created_at: r.get(2)?,
+    })
+}
+
+fn env_row(r: &Row) -> rusqlite::Result<Environment> {
+    Ok(Environment {
+        id: r.get(0)?,
+        app_id: r.get(1)?,
+        name: r.get(2)?,
+        active_build_id: r.get(3)?,
+        created_at: r.get(4)?,
+    })
+}
+
+fn build_row(r: &Row) -> rusqlite::Result<Build> {
+    let manifest: String = r.get(3)?;
+    Ok(Build {
+        id: r.get(0)?,
+        app_id: r.get(1)?,
+        object_key: r.get(2)?,
+        manifest: serde_json::from_str(&manifest).unwrap_or(Value::Null),
+        created_at: r.get(4)?,
+    })
+}
+
+fn artifact_row(r: &Row) -> rusqlite::Result<Artifact> {
+    Ok(Artifact {
+        object_key: r.get(0)?,
+        app_id: r.get(1)?,
+        declared_size: r.get(2)?,
+        sha256: r.get(3)?,
+        size: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+fn job_row(r: &Row) -> rusqlite::Result<Job> {
+    let request: String = r.get(2)?;
+    let status: String = r.get(4)?;
+    Ok(Job {
+        id: r.get(0)?,
+        endpoint_id: r.get(1)?,
+        request: serde_json::from_str(&request).unwrap_or(Value::Null),
+        webhook: r.get(3)?,
+        status: JobStatus::parse(&status).unwrap_or(JobStatus::Failed),
+        worker_id: r.get(5)?,
+        output: parse_json(r.get(6)?),
+        error: r.get(7)?,
+        retries: r.get(8)?,
+        timeout_ms: r.get(9)?,
+        created_at: r.get(10)?,
+        started_at: r.get(11)?,
+        completed_at: r.get(12)?,
+        lease_expires_at: r.get(13)?,
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and migrates its schema.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("opening the SQLite store {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .context("switching the store to WAL mode")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)
+            .with_context(|| format!("creating the schema in {}", path.display()))?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn requeue_where(
+        conn: &mut Connection,
+        filter: &str,
+        args: &[&dyn rusqlite::ToSql],
+        now: i64,
+        max_retries: i32,
+    ) -> StoreResult<Requeued> {
+        let tx = conn.transaction().map_err(backend)?;
+        let ids: Vec<(String, i32)> = {
+            let mut stmt = tx
+                .prepare(&format!(
+                    "SELECT id, retries FROM jobs WHERE status = 'IN_PROGRESS' AND {filter}"
+                ))
+                .map_err(backend)?;
+            stmt.query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(backend)?
+                .collect::<Result<_, _>>()
+                .map_err(backend)?
+        };
+        let mut out = Requeued::default();
+        for (id, retries) in ids {
+            if retries >= max_retries {
+                tx.execute(
+                    "UPDATE jobs SET status = 'FAILED', completed_at = ?2, lease_expires_at = NULL,
+                     error = ?3 WHERE id = ?1",
+                    params![
+                        id,
+                        now,
+                        format!(
+                            "job lost its worker {} times (retry limit {max_retries}); see the worker logs",
+                            retries + 1
+                        )
+                    ],
+                )
+                .map_err(backend)?;
+                let job = tx
+                    .query_row(
+                        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                        [&id],
+                        job_row,
+                    )
+                    .map_err(backend)?;
+                out.failed.push(job);
+            } else {
+                tx.execute(
+                    "UPDATE jobs SET status = 'IN_QUEUE', worker_id = NULL, started_at = NULL,
+                     lease_expires_at = NULL, retries = retries + 1, output = NULL WHERE id = ?1",
+                    [&id],
+                )
+                .map_err(backend)?;
+                out.requeued.push(id);
+            }
+        }
+        tx.commit().map_err(backend)?;
+        Ok(out)
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_app(&self, name: &str) -> StoreResult<App> {
+        let app = App {
+            id: new_id("app-"),
+            name: name.to_string(),
+            created_at: now_ms(),
+        };
+        let conn = self.conn();
+        match conn.execute(
+            "INSERT INTO apps (id, name, created_at) VALUES (?1, ?2, ?3)",
+            params![app.id, app.name, app.created_at],
+        ) {
+            Ok(_) => Ok(app),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Conflict(format!("app `{name}`")))
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    fn get_app(&self, id: &str) -> StoreResult<Option<App>> {
+        self.conn()
+            .query_row(
+                "SELECT id, name, created_at FROM apps WHERE id = ?1",
+                [id],
+                app_row,
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn get_app_by_name(&self, name: &str) -> StoreResult<Option<App>> {
+        self.conn()
+            .query_row(
+                "SELECT id, name, created_at FROM apps WHERE name = ?1",
+                [name],
+                app_row,
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn list_apps(&self) -> StoreResult<Vec<App>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT id, name, created_at FROM apps ORDER BY created_at, id")
+            .map_err(backend)?;
+        stmt.query_map([], app_row)
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)
+    }
+
+    fn delete_app(&self, id: &str) -> StoreResult<bool> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM apps WHERE id = ?1", [id])
+            .map_err(backend)?;
+        Ok(n > 0)
+    }
+
+    fn create_environment(&self, app_id: &str, name: &str) -> StoreResult<Environment> {
+        let env = Environment {
+            id: new_id("env-"),
+            app_id: app_id.to_string(),
+            name: name.to_string(),
+            active_build_id: None,
+            created_at: now_ms(),
+        };
+        let conn = self.conn();
+        let exists: Option<String> = conn
+            .query_row("SELECT id FROM apps WHERE id = ?1", [app_id], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("app `{app_id}`")));
+        }
+        match conn.execute(
+            "INSERT INTO environments (id, app_id, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![env.id, env.app_id, env.name, env.created_at],
+        ) {
+            Ok(_) => Ok(env),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Conflict(format!("environment `{name}`")))
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    fn get_environment(&self, id: &str) -> StoreResult<Option<Environment>> {
+        self.conn()
+            .query_row(
+                "SELECT id, app_id, name, active_build_id, created_at FROM environments WHERE id = ?1",
+                [id],
+                env_row,
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn get_environment_by_name(
+        &self,
+        app_id: &str,
+        name: &str,
+    ) -> StoreResult<Option<Environment>> {
+        self.conn()
+            .query_row(
+                "SELECT id, app_id, name, active_build_id, created_at FROM environments
+                 WHERE app_id = ?1 AND name = ?2",
+                [app_id, name],
+                env_row,
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn list_environments(&self, app_id: &str) -> StoreResult<Vec<Environment>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, app_id, name, active_build_id, created_at FROM environments
+                 WHERE app_id = ?1 ORDER BY created_at, id",
+            )
+            .map_err(backend)?;
+        stmt.query_map([app_id], env_row)
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)
+    }
+
+    fn delete_environment(&self, id: &str) -> StoreResult<bool> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM environments WHERE id = ?1", [id])
+            .map_err(backend)?;
+        Ok(n > 0)
+    }
+
+    fn set_active_build(&self, env_id: &str, build_id: &str) -> StoreResult<Environment> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        let env = tx
+            .query_row(
+                "SELECT id, app_id, name, active_build_id, created_at FROM environments WHERE id = ?1",
+                [env_id],
+                env_row,
+            )
+            .optional()
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::NotFound(format!("environment `{env_id}`")))?;
+        let build_app: Option<String> = tx
+            .query_row("SELECT app_id FROM builds WHERE id = ?1", [build_id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(backend)?;
+        match build_app {
+            None => return Err(StoreError::NotFound(format!("build `{build_id}`"))),
+            Some(app) if app != env.app_id => {
+                return Err(StoreError::Invalid(format!(
+                    "build `{build_id}` belongs to another app than environment `{env_id}`"
+                )));
+            }
+            Some(_) => {}
+        }
+        tx.execute(
+            "UPDATE environments SET active_build_id = ?2 WHERE id = ?1",
+            [env_id, build_id],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(Environment {
+            active_build_id: Some(build_id.to_string()),
+            ..env
+        })
+    }
+
+    fn create_artifact(&self, a: &Artifact) -> StoreResult<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO artifacts (object_key, app_id, declared_size, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![a.object_key, a.app_id, a.declared_size, a.created_at],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn get_artifact(&self, object_key: &str) -> StoreResult<Option<Artifact>> {
+        self.conn()
+            .query_row(
+                "SELECT object_key, app_id, declared_size, sha256, size, created_at FROM artifacts
+                 WHERE object_key = ?1",
+                [object_key],
+                artifact_row,
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn record_upload(&self, object_key: &str, sha256: &str, size: i64) -> StoreResult<()> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE artifacts SET sha256 = ?2, size = ?3 WHERE object_key = ?1 AND sha256 IS NULL",
+                params![object_key, sha256, size],
+            )
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "upload of artifact `{object_key}`"
+            )));
+        }
+        Ok(())
+    }
+
+    fn create_build(&self, app_id: &str, object_key: &str, manifest: &Value) -> StoreResult<Build> {
+        let build = Build {
+            id: new_id("build-"),
+            app_id: app_id.to_string(),
+            object_key: object_key.to_string(),
+            manifest: manifest.clone(),
+            created_at: now_ms(),
+        };
+        self.conn()
+            .execute(
+                "INSERT INTO builds (id, app_id, object_key, manifest, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![build.id, build.app_id, build.object_key, json_text(manifest), build.created_at],
+            )
+            .map_err(backend)?;
+        Ok(build)
+    }
+
+    fn get_build(&self, id: &str) -> StoreResult<Option<Build>> {
+        self.conn()
+            .query_row(
+                "SELECT id, app_id, object_key, manifest, created_at FROM builds WHERE id = ?1",
+                [id],
+                build_row,
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn list_builds(&self, app_id: &str) -> StoreResult<Vec<Build>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, app_id, object_key, manifest, created_at FROM builds WHERE app_id = ?1
+                 ORDER BY created_at, id",
+            )
+            .map_err(backend)?;
+        stmt.query_map([app_id], build_row)
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)
+    }
+
+    fn update_manifest(
+        &self,
+        build_id: &str,
+        update: &mut dyn FnMut(&Value) -> StoreResult<Value>,
+    ) -> StoreResult<Build> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        let build = tx
+            .query_row(
+                "SELECT id, app_id, object_key, manifest, created_at FROM builds WHERE id = ?1",
+                [build_id],
+                build_row,
+            )
+            .optional()
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::NotFound(format!("build `{build_id}`")))?;
+        let manifest = update(&build.manifest)?;
+        tx.execute(
+            "UPDATE builds SET manifest = ?2 WHERE id = ?1",
+            params![build_id, json_text(&manifest)],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(Build { manifest, ..build })
+    }
+
+    fn save_template(&self, template: &Template) -> StoreResult<()> {
+        let data = serde_json::to_string(template).map_err(|e| StoreError::Backend(e.into()))?;
+        self.conn()
+            .execute(
+                "INSERT INTO templates (id, data) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+                params![template.id, data],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn get_template(&self, id: &str) -> StoreResult<Option<Template>> {
+        let data: Option<String> = self
+            .conn()
+            .query_row("SELECT data FROM templates WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(backend)?;
+        data.map(|d| serde_json::from_str(&d).map_err(|e| StoreError::Backend(e.into())))
+            .transpose()
+    }
+
+    fn save_endpoint(&self, endpoint: &Endpoint) -> StoreResult<()> {
+        let data = serde_json::to_string(endpoint).map_err(|e| StoreError::Backend(e.into()))?;
+        self.conn()
+            .execute(
+                "INSERT INTO endpoints (id, data, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+                params![endpoint.id, data, now_ms()],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn get_endpoint(&self, id: &str) -> StoreResult<Option<Endpoint>> {
+        let data: Option<String> = self
+            .conn()
+            .query_row("SELECT data FROM endpoints WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(backend)?;
+        data.map(|d| serde_json::from_str(&d).map_err(|e| StoreError::Backend(e.into())))
+            .transpose()
+    }
+
+    fn list_endpoints(&self) -> StoreResult<Vec<Endpoint>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT data FROM endpoints ORDER BY created_at, id")
+            .map_err(backend)?;
+        let rows: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        rows.iter()
+            .map(|d| serde_json::from_str(d).map_err(|e| StoreError::Backend(e.into())))
+            .collect()
+    }
+
+    fn delete_endpoint(&self, id: &str) -> StoreResult<bool> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM endpoints WHERE id = ?1", [id])
+            .map_err(backend)?;
+        Ok(n > 0)
+    }
+
+    fn enqueue_job(&self, job: &Job) -> StoreResult<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO jobs (id, endpoint_id, request, webhook, status, retries, timeout_ms, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)",
+                params![
+                    job.id,
+                    job.endpoint_id,
+                    json_text(&job.request),
+                    job.webhook,
+                    job.status.as_str(),
+                    job.timeout_ms,
+                    job.created_at
+                ],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                [id],
+                job_row,
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn claim_jobs(
+        &self,
+        endpoint_id: &str,
+        worker_id: &str,
+        max: usize,
+        now: i64,
+        lease_until: i64,
+    ) -> StoreResult<Vec<Job>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "UPDATE jobs SET status = 'IN_PROGRESS', worker_id = ?2, started_at = ?3,
+                 lease_expires_at = ?4
+                 WHERE seq IN (SELECT seq FROM jobs WHERE endpoint_id = ?1 AND status = 'IN_QUEUE'
+                               ORDER BY seq LIMIT ?5)
+                 RETURNING {JOB_COLUMNS}"
+            ))
+            .map_err(backend)?;
+        let mut jobs: Vec<Job> = stmt
+            .query_map(
+                params![endpoint_id, worker_id, now, lease_until, max as i64],
+                job_row,
+            )
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        jobs.sort_by_key(|j| j.created_at);
+        Ok(jobs)
+    }
+
+    fn finish_job(
+        &self,
+        job_id: &str,
+        worker_id: &str,
+        outcome: &JobOutcome,
+        now: i64,
+    ) -> StoreResult<Option<Job>> {
+        let conn = self.conn();
+        let n = match outcome {
+            JobOutcome::Progress(p) => conn.execute(
+                "UPDATE jobs SET output = ?3 WHERE id = ?1 AND worker_id = ?2 AND status = 'IN_PROGRESS'",
+                params![job_id, worker_id, json_text(p)],
+            ),
+            JobOutcome::Completed(output) => conn.execute(
+                "UPDATE jobs SET status = 'COMPLETED', output = ?3, completed_at = ?4, lease_expires_at = NULL
+                 WHERE id = ?1 AND worker_id = ?2 AND status = 'IN_PROGRESS'",
+                params![job_id, worker_id, output.as_ref().map(json_text), now],
+            ),
+            JobOutcome::Failed { error, output } => conn.execute(
+                "UPDATE jobs SET status = 'FAILED', error = ?3, output = ?4, completed_at = ?5,
+                 lease_expires_at = NULL
+                 WHERE id = ?1 AND worker_id = ?2 AND status = 'IN_PROGRESS'",
+                params![job_id, worker_id, error, output.as_ref().map(json_text), now],
+            ),
+        }
+        .map_err(backend)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        conn.query_row(
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+            [job_id],
+            job_row,
+        )
+        .optional()
+        .map_err(backend)
+    }
+
+    fn extend_leases(&self, worker_id: &str, job_ids: &[String], until: i64) -> StoreResult<()> {
+        let conn = self.conn();
+        for id in job_ids {
+            conn.execute(
+                "UPDATE jobs SET lease_expires_at = MAX(COALESCE(lease_expires_at, 0), ?3)
+                 WHERE id = ?1 AND worker_id = ?2 AND status = 'IN_PROGRESS'",
+                params![id, worker_id, until],
+            )
+            .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    fn requeue_expired(&self, now: i64, max_retries: i32) -> StoreResult<Requeued> {
+        Self::requeue_where(
+            &mut self.conn(),
+            "lease_expires_at < ?1",
+            &[&now],
+            now,
+            max_retries,
+        )
+    }
+
+    fn requeue_worker(&self, worker_id: &str, now: i64, max_retries: i32) -> StoreResult<Requeued> {
+        Self::requeue_where(
+            &mut self.conn(),
+            "worker_id = ?1",
+            &[&worker_id],
+            now,
+            max_retries,
+        )
+    }
+
+    fn requeue_all_running(&self, now: i64, max_retries: i32) -> StoreResult<Requeued> {
+        Self::requeue_where(&mut self.conn(), "1 = 1", &[], now, max_retries)
+    }
+
+    fn time_out_jobs(&self, now: i64) -> StoreResult<Vec<Job>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "UPDATE jobs SET status = 'TIMED_OUT', completed_at = ?1, lease_expires_at = NULL,
+                 error = 'execution timeout exceeded'
+                 WHERE status = 'IN_PROGRESS' AND timeout_ms > 0 AND started_at + timeout_ms < ?1
+                 RETURNING {JOB_COLUMNS}"
+            ))
+            .map_err(backend)?;
+        stmt.query_map([now], job_row)
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)
+    }
+
+    fn cancel_job(&self, id: &str, now: i64) -> StoreResult<Option<Job>> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE jobs SET status = 'CANCELLED', completed_at = ?2, lease_expires_at = NULL
+             WHERE id = ?1 AND status IN ('IN_QUEUE', 'IN_PROGRESS')",
+            params![id, now],
+        )
+        .map_err(backend)?;
+        conn.query_row(
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+            [id],
+            job_row,
+        )
+        .optional()
+        .map_err(backend)
+    }
+
+    fn purge_queue(&self, endpoint_id: &str, now: i64) -> StoreResult<usize> {
+        self.conn()
+            .execute(
+                "UPDATE jobs SET status = 'CANCELLED', completed_at = ?2
+                 WHERE endpoint_id = ?1 AND status = 'IN_QUEUE'",
+                params![endpoint_id, now],
+            )
+            .map_err(backend)
+    }
+
+    fn job_counts(&self, endpoint_id: &str) -> StoreResult<JobCounts> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT
+                   COALESCE(SUM(status = 'IN_QUEUE'), 0), COALESCE(SUM(status = 'IN_PROGRESS'), 0),
+                   COALESCE(SUM(status = 'COMPLETED'), 0),
+                   COALESCE(SUM(status IN ('FAILED', 'TIMED_OUT')), 0),
+                   COALESCE(SUM(retries > 0), 0),
+                   MIN(CASE WHEN status = 'IN_QUEUE' THEN created_at END)
+                 FROM jobs WHERE endpoint_id = ?1",
+            )
+            .map_err(backend)?;
+        stmt.query_row([endpoint_id], |r| {
+            Ok(JobCounts {
+                in_queue: r.get(0)?,
+                in_progress: r.get(1)?,
+                completed: r.get(2)?,
+                failed: r.get(3)?,
+                retried: r.get(4)?,
+                oldest_queued_at: r.get(5)?,
+            })
+        })
+        .map_err(backend)
+    }
+
+    fn worker_jobs(&self, worker_id: &str) -> StoreResult<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT id FROM jobs WHERE worker_id = ?1 AND status = 'IN_PROGRESS'")
+            .map_err(backend)?;
+        stmt.query_map([worker_id], |r| r.get(0))
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)
+    }
+
+    fn push_chunk(&self, job_id: &str, worker_id: &str, chunk: &Value) -> StoreResult<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        let running: Option<String> = tx
+            .query_row(
+                "SELECT id FROM jobs WHERE id = ?1 AND worker_id = ?2 AND status = 'IN_PROGRESS'",
+                [job_id, worker_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
+        if running.is_none() {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO stream_chunks (job_id, n, chunk)
+             VALUES (?1, (SELECT COALESCE(MAX(n), 0) + 1 FROM stream_chunks WHERE job_id = ?1), ?2)",
+            params![job_id, json_text(chunk)],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(true)
+    }
+
+    fn take_chunks(&self, job_id: &str) -> StoreResult<Option<(Job, Vec<Value>)>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        let Some((job, cursor)) = tx
+            .query_row(
+                &format!("SELECT {JOB_COLUMNS}, stream_cursor FROM jobs WHERE id = ?1"),
+                [job_id],
+                |r| Ok((job_row(r)?, r.get::<_, i64>(14)?)),
+            )
+            .optional()
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let chunks: Vec<(i64, String)> = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT n, chunk FROM stream_chunks WHERE job_id = ?1 AND n > ?2 ORDER BY n",
+                )
+                .map_err(backend)?;
+            stmt.query_map(params![job_id, cursor], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(backend)?
+                .collect::<Result<_, _>>()
+                .map_err(backend)?
+        };
+        if let Some((last, _)) = chunks.last() {
+            tx.execute(
+                "UPDATE jobs SET stream_cursor = ?2 WHERE id = ?1",
+                params![job_id, last],
+            )
+            .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)?;
+        let values = chunks
+            .into_iter()
+            .map(|(_, c)| serde_json::from_str(&c).unwrap_or(Value::Null))
+            .collect();
+        Ok(Some((job, values)))
+    }
+}
