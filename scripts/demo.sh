@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: build examples/quickstart, serve it on a local
+# `flash server` (which runs one `flash-host` worker per resource config), call every
+# function — the queue ones through the RunPod-compatible gateway, the HTTP routes through
+# the load-balanced proxy, including `predict`'s cross-config peer call — then clean up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+
+rustup target add wasm32-wasip2 >/dev/null
+echo "==> building flash and flash-host"
+cargo build --quiet -p flash-cli -p flash-host --bins
+flash="$CARGO_TARGET_DIR/debug/flash"
+
+echo "==> flash build (examples/quickstart)"
+(cd examples/quickstart && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/guests" "$flash" build)
+
+data="$(mktemp -d)"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+echo "==> flash server on 127.0.0.1:$port (data: $data)"
+"$flash" server --data-dir "$data" --listen "127.0.0.1:$port" >"$data/server.log" 2>&1 &
+server=$!
+cleanup() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+    [ -s "$data/api_key" ] && curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+    sleep 0.2
+done
+
+echo "==> deploy and call"
+python3 scripts/demo_deploy.py --server "http://127.0.0.1:$port" --key-file "$data/api_key" \
+    --artifact examples/quickstart/.flash/artifact.tar.gz --manifest examples/quickstart/.flash/flash_manifest.json \
+    || { echo "--- server log"; tail -50 "$data/server.log"; exit 1; }
