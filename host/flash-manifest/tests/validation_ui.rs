@@ -54,7 +54,7 @@ fn every_rule_reports_its_exact_error() {
         let case: Case = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let actual = match build(&case) {
-            Ok(_) => format!("<built without error>\n"),
+            Ok(_) => "<built without error>\n".to_string(),
             Err(errors) => format!("{errors}\n"),
         };
         let expected_path = path.with_extension("err");
