@@ -9,6 +9,8 @@
 //! - **result**: `POST {RUNPOD_WEBHOOK_POST_OUTPUT with $RUNPOD_POD_ID, $ID}&isStream=false`
 //!   with `{"output": …}` or `{"error": "<JSON: error_type, error_message, …>"}`, retried
 //!   on 5xx and connection errors (a lost result is logged as an error, never silently);
+//! - **stop**: `GET …/job-stop/{worker}` (long poll) → `{"jobsToStop": [ids]}` aborts
+//!   those jobs without posting a result;
 //! - **heartbeat**: `GET {RUNPOD_WEBHOOK_PING}&job_id=<csv>&runpod_version=…` every
 //!   `RUNPOD_PING_INTERVAL` ms;
 //! - `Authorization: <RUNPOD_AI_API_KEY>` (raw, as the SDK sends it).
@@ -16,11 +18,12 @@
 //! Up to `concurrency` jobs run at once, each in its own task; a guest trap, timeout or
 //! bad input fails that job only.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use futures::future::{AbortHandle, Abortable};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
@@ -97,13 +100,21 @@ pub async fn run(
         .context("building the HTTP client")?;
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.concurrency));
-    let in_flight: Arc<Mutex<BTreeSet<String>>> = Default::default();
+    let in_flight: InFlight = Default::default();
 
     let pinger = config.ping.clone().map(|url| {
         tokio::spawn(heartbeat(
             http.clone(),
             Arc::clone(&config),
             url,
+            Arc::clone(&in_flight),
+        ))
+    });
+
+    let stopper = config.get_job.contains("/job-take/").then(|| {
+        tokio::spawn(stop_channel(
+            http.clone(),
+            Arc::clone(&config),
             Arc::clone(&in_flight),
         ))
     });
@@ -147,22 +158,28 @@ pub async fn run(
                         .and_then(Value::as_str)
                         .unwrap_or_default()
                         .to_string();
+                    let (abort, registration) = AbortHandle::new_pair();
                     in_flight
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(id.clone());
-                    let (registry, http, config, in_flight) = (
-                        Arc::clone(&registry),
-                        http.clone(),
-                        Arc::clone(&config),
-                        Arc::clone(&in_flight),
-                    );
+                        .insert(id.clone(), abort);
+                    let (registry, http, config) =
+                        (Arc::clone(&registry), http.clone(), Arc::clone(&config));
+                    let done = InFlightGuard {
+                        in_flight: Arc::clone(&in_flight),
+                        id,
+                    };
                     tokio::spawn(async move {
-                        handle_job(&registry, &http, &config, job).await;
-                        in_flight
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&id);
+                        // A stop request aborts the job: its instance is dropped and, as
+                        // the runpod SDK does, no result is posted.
+                        let job = Abortable::new(
+                            handle_job(&registry, &http, &config, job),
+                            registration,
+                        );
+                        if job.await.is_err() {
+                            tracing::info!(job = %done.id, "job stopped by the job source");
+                        }
+                        drop(done);
                         drop(permit);
                     });
                 }
@@ -178,10 +195,67 @@ pub async fn run(
     }
     tracing::info!("queue worker stopping: waiting for running jobs");
     let _all = slots.acquire_many(config.concurrency as u32).await;
-    if let Some(p) = pinger {
-        p.abort();
+    for task in [pinger, stopper].into_iter().flatten() {
+        task.abort();
     }
     Ok(())
+}
+
+/// Jobs running now, with the handle that stops each.
+type InFlight = Arc<Mutex<BTreeMap<String, AbortHandle>>>;
+
+/// Removes a job from [`InFlight`] when its task ends, however it ends.
+struct InFlightGuard {
+    in_flight: InFlight,
+    id: String,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// The stop channel: `GET …/job-stop/{worker}` (long poll); `200 {"jobsToStop": [ids]}`
+/// aborts those jobs, `204` means none.
+async fn stop_channel(http: reqwest::Client, config: Arc<WorkerConfig>, in_flight: InFlight) {
+    let url = config
+        .get_job
+        .replace("/job-take/", "/job-stop/")
+        .replace("$ID", &config.worker_id);
+    loop {
+        let mut request = http.get(&url).timeout(Duration::from_secs(90));
+        if let Some(key) = &config.ai_key {
+            request = request.header("Authorization", key);
+        }
+        let pause = match request.send().await {
+            Ok(r) if r.status().as_u16() == 200 => {
+                let ids: Vec<String> = r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| serde_json::from_value(v.get("jobsToStop")?.clone()).ok())
+                    .unwrap_or_default();
+                let running = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                for id in ids {
+                    if let Some(handle) = running.get(&id) {
+                        handle.abort();
+                    }
+                }
+                Duration::ZERO
+            }
+            Ok(r) if r.status().as_u16() == 429 => Duration::from_secs(5),
+            Ok(_) => Duration::from_secs(1),
+            Err(e) => {
+                tracing::debug!("stop channel: {e}");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::time::sleep(pause).await;
+    }
 }
 
 fn take_url(config: &WorkerConfig, free: usize, busy: bool) -> String {
@@ -346,7 +420,7 @@ async fn heartbeat(
     http: reqwest::Client,
     config: Arc<WorkerConfig>,
     template: String,
-    in_flight: Arc<Mutex<BTreeSet<String>>>,
+    in_flight: InFlight,
 ) {
     let base = template.replace("$RUNPOD_POD_ID", &config.worker_id);
     let mut ticker = tokio::time::interval(config.ping_interval);
@@ -355,7 +429,7 @@ async fn heartbeat(
         let jobs: Vec<String> = in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
+            .keys()
             .cloned()
             .collect();
         let mut url = base.clone();

@@ -205,3 +205,51 @@ async fn a_single_function_resource_takes_the_bare_input() {
     let r = source.run("ep-other", json!({"a": 20, "b": 22})).await;
     assert_eq!(r, json!({"output": 42}), "{}", log(tmp.path(), "other"));
 }
+
+#[tokio::test]
+async fn a_stop_request_aborts_the_running_job_and_frees_its_slot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let artifact = rust_guest_artifact(tmp.path(), |_| {}).await;
+    let source = JobSource::start().await;
+    let mut env = source.worker_env("ep-stop");
+    env.extend(envs(&[
+        ("FLASH_RESOURCE_NAME", "test_queue"),
+        ("FLASH_CONCURRENCY", "1"),
+    ]));
+    env.push(("FLASH_ARTIFACT_URL".into(), artifact.display().to_string()));
+    let _host = spawn_host(tmp.path(), "stop", &env);
+
+    // `spin` never returns on its own (the default deadline is minutes away).
+    let spinning = source.submit("ep-stop", json!({"function_name": "spin"}));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let running = source
+            .inner
+            .lock()
+            .unwrap()
+            .pings
+            .iter()
+            .any(|(_, q)| q.get("job_id") == Some(&spinning));
+        if running {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never showed up in a heartbeat\n{}",
+            log(tmp.path(), "stop")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    source.inner.lock().unwrap().to_stop.push(spinning.clone());
+
+    // The only slot is free again: the next job completes, and the stopped one posted nothing.
+    let r = source
+        .run("ep-stop", json!({"function_name": "add", "args": [1, 2]}))
+        .await;
+    assert_eq!(r, json!({"output": 3}), "{}", log(tmp.path(), "stop"));
+    assert!(
+        !source.inner.lock().unwrap().has_result(&spinning),
+        "a stopped job must not post a result"
+    );
+    assert!(log(tmp.path(), "stop").contains("job stopped by the job source"));
+}

@@ -27,7 +27,15 @@ pub struct Inner {
     pub takes: usize,
     pub pings: Vec<(String, HashMap<String, String>)>,
     pub take_auth: Vec<Option<String>>,
+    /// Job ids the next `job-stop` poll hands out.
+    pub to_stop: Vec<String>,
     next_id: u64,
+}
+
+impl Inner {
+    pub fn has_result(&self, job: &str) -> bool {
+        self.results.contains_key(job)
+    }
 }
 
 /// A RunPod-style job source: `/v2/{ep}/job-take/{worker}` (held up to 1 s),
@@ -54,6 +62,7 @@ impl JobSource {
             .route("/v2/{ep}/job-take-batch/{worker}", get(take_batch))
             .route("/v2/{ep}/job-done/{worker}/{job}", post(done))
             .route("/v2/{ep}/ping/{worker}", get(ping))
+            .route("/v2/{ep}/job-stop/{worker}", get(job_stop))
             .route("/v2/{ep}/runsync", post(runsync))
             .route("/v2/{ep}/status/{job}", get(status))
             .with_state(source.clone());
@@ -187,6 +196,17 @@ async fn done(
     let value: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
     s.inner.lock().unwrap().results.insert(job, value);
     StatusCode::OK
+}
+
+async fn job_stop(State(s): State<JobSource>) -> Response {
+    for _ in 0..20 {
+        let ids: Vec<String> = std::mem::take(&mut s.inner.lock().unwrap().to_stop);
+        if !ids.is_empty() {
+            return axum::Json(json!({"jobsToStop": ids})).into_response();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn ping(
