@@ -63,6 +63,7 @@ mod error;
 mod executor;
 mod exports;
 mod peer;
+mod progress;
 mod registry;
 
 /// Bindings generated from `wit/flash.wit` (world `function`).
@@ -82,6 +83,7 @@ pub use error::{Context, Error, ErrorKind, Result};
 pub use executor::block_on;
 pub use flash_sdk_macros::remote;
 pub use peer::{RESOURCE_NAME_VAR, current_resource, peer_call};
+pub use progress::emit;
 
 /// Exports this crate's `#[remote]` functions as the component's `describe` and
 /// `invoke`. Invoke it exactly once, at the root of a `cdylib` crate.

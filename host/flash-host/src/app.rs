@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use flash_manifest::Manifest;
 use flash_runtime::{
     CallContext, CallError, Engine, ErrorKind, FunctionComponentPre, InvokeLimits, PeerRouter,
+    ProgressSink,
 };
 
 /// The function table of a host.
@@ -145,13 +146,14 @@ impl HostApp {
         self.functions.keys().map(String::as_str)
     }
 
-    /// Runs a local function.
+    /// Runs a local function; its `progress.emit` chunks go to `progress`, if any.
     pub async fn invoke(
         &self,
         function: &str,
         input: &str,
         depth: u32,
         peers: Arc<dyn PeerRouter>,
+        progress: Option<ProgressSink>,
     ) -> Result<String, CallError> {
         let Some(local) = self.functions.get(function) else {
             return Err(self.unknown(function));
@@ -161,6 +163,7 @@ impl HostApp {
             peers,
             depth,
             max_depth: self.max_call_depth,
+            progress,
         };
         local
             .component

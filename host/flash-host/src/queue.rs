@@ -11,6 +11,9 @@
 //!   on 5xx and connection errors (a lost result is logged as an error, never silently);
 //! - **stop**: `GET …/job-stop/{worker}` (long poll) → `{"jobsToStop": [ids]}` aborts
 //!   those jobs without posting a result;
+//! - **stream**: each `progress.emit` chunk of the running function is posted to
+//!   `{RUNPOD_WEBHOOK_POST_STREAM}&isStream=false` as `{"output": chunk}`, in order, before
+//!   the result;
 //! - **heartbeat**: `GET {RUNPOD_WEBHOOK_PING}&job_id=<csv>&runpod_version=…` every
 //!   `RUNPOD_PING_INTERVAL` ms;
 //! - `Authorization: <RUNPOD_AI_API_KEY>` (raw, as the SDK sends it).
@@ -319,7 +322,27 @@ async fn handle_job(
         tracing::error!("job without an id: {job}");
         return;
     };
-    let body = match run_job(registry, &job).await {
+    // Partial output goes to the job's stream as it is emitted, in order; the result is
+    // posted only after every chunk has been.
+    let (sink, mut chunks) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let streamer = config.post_stream.clone().map(|template| {
+        let url = template
+            .replace("$RUNPOD_POD_ID", &config.worker_id)
+            .replace("$ID", &id)
+            + "&isStream=false";
+        let (http, config, id) = (http.clone(), config.clone(), id.clone());
+        tokio::spawn(async move {
+            while let Some(chunk) = chunks.recv().await {
+                let output = serde_json::from_str::<Value>(&chunk).unwrap_or(Value::String(chunk));
+                post_result(&http, &config, &url, &id, &json!({ "output": output })).await;
+            }
+        })
+    });
+    let result = run_job(registry, &job, streamer.is_some().then_some(sink)).await;
+    if let Some(streamer) = streamer {
+        let _ = streamer.await;
+    }
+    let body = match result {
         Ok(output) => json!({ "output": output }),
         Err(err) => {
             tracing::warn!(job = %id, kind = err.kind.as_str(), "job failed: {}", err.message);
@@ -337,6 +360,7 @@ async fn handle_job(
 async fn run_job(
     registry: &ServiceRegistry,
     job: &Value,
+    progress: Option<flash_runtime::ProgressSink>,
 ) -> Result<Value, flash_runtime::CallError> {
     let input = job.get("input").cloned().unwrap_or(Value::Null);
     let app = registry.app();
@@ -350,8 +374,14 @@ async fn run_job(
     if !app.is_local(&call.function) {
         return Err(app.unknown(&call.function));
     }
-    let output = registry
-        .call(&call.function, call.payload, call.depth)
+    let output = app
+        .invoke(
+            &call.function,
+            &call.payload,
+            call.depth,
+            registry.router(),
+            progress,
+        )
         .await?;
     serde_json::from_str(&output).map_err(|e| {
         flash_runtime::CallError::new(
@@ -450,11 +480,18 @@ async fn heartbeat(
 /// Runs one job given on the command line (`--test-input`) and returns its result body.
 pub async fn run_once(registry: &ServiceRegistry, input: Value) -> (bool, Value) {
     let job = json!({ "id": "test-input", "input": input });
-    match run_job(registry, &job).await {
-        Ok(output) => (true, json!({ "output": output })),
-        Err(err) => (
-            false,
-            json!({ "error": { "kind": err.kind, "message": err.message } }),
-        ),
+    let (sink, mut chunks) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let result = run_job(registry, &job, Some(sink)).await;
+    let mut stream = Vec::new();
+    while let Ok(chunk) = chunks.try_recv() {
+        stream.push(serde_json::from_str::<Value>(&chunk).unwrap_or(Value::String(chunk)));
     }
+    let mut body = match result {
+        Ok(output) => json!({ "output": output }),
+        Err(err) => json!({ "error": { "kind": err.kind, "message": err.message } }),
+    };
+    if !stream.is_empty() {
+        body["stream"] = Value::Array(stream);
+    }
+    (body.get("output").is_some(), body)
 }

@@ -117,7 +117,8 @@ impl ServiceRegistry {
         &self.app
     }
 
-    fn router(&self) -> Arc<dyn PeerRouter> {
+    /// This registry as the router handed to guests.
+    pub fn router(&self) -> Arc<dyn PeerRouter> {
         self.this
             .upgrade()
             .expect("the registry is alive while it routes")
@@ -133,7 +134,7 @@ impl ServiceRegistry {
         if self.app.is_local(function) {
             return self
                 .app
-                .invoke(function, &input, depth, self.router())
+                .invoke(function, &input, depth, self.router(), None)
                 .await;
         }
         let Some(resource) = self.app.manifest.resource_of(function).map(str::to_string) else {

@@ -92,6 +92,32 @@ async fn queue_jobs_succeed_fail_typed_and_never_kill_the_worker() {
         .await;
     assert_eq!(r, json!({"output": null}));
 
+    // Partial output reaches the job's stream in order, before the result.
+    let id = source.submit(
+        "ep-queue",
+        json!({"function_name": "count", "kwargs": {"n": 3}}),
+    );
+    assert_eq!(
+        source.result(&id, Duration::from_secs(10)).await,
+        json!({"output": 3})
+    );
+    let chunks = source
+        .inner
+        .lock()
+        .unwrap()
+        .streams
+        .get(&id)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        chunks,
+        vec![
+            json!({"output": {"i": 0}}),
+            json!({"output": {"i": 1}}),
+            json!({"output": {"i": 2}})
+        ]
+    );
+
     // Typed failures.
     let r = source
         .run("ep-queue", json!({"function_name": "nope"}))

@@ -41,6 +41,9 @@ impl Default for InvokeLimits {
     }
 }
 
+/// Receives the chunks a call emits through `progress.emit` (JSON text), in order.
+pub type ProgressSink = tokio::sync::mpsc::UnboundedSender<String>;
+
 /// What a call may see and reach.
 #[derive(Clone)]
 pub struct CallContext {
@@ -50,6 +53,8 @@ pub struct CallContext {
     /// Depth of this call in a peer-call chain (0 for a handler's call).
     pub depth: u32,
     pub max_depth: u32,
+    /// Partial output of this call; nested peer calls get none.
+    pub progress: Option<ProgressSink>,
 }
 
 /// Marker error returned by the epoch callback once the deadline has passed.
@@ -83,6 +88,7 @@ impl FunctionComponentPre {
                 .unwrap_or_else(|| Arc::new(crate::peer::NoPeers)),
             depth: ctx.map_or(0, |c| c.depth),
             max_depth: ctx.map_or(0, |c| c.max_depth),
+            progress: ctx.and_then(|c| c.progress.clone()),
         };
         let mut store = Store::new(self.engine.wasmtime(), state);
         store.limiter(|state| &mut state.limits);

@@ -8,7 +8,8 @@
 //! - [`component`]: a component compiled and pre-linked once ([`FunctionComponentPre`]);
 //! - [`invoke`]: one call = one fresh `Store` + instance, with memory cap and deadline;
 //! - [`scan`]: calls `describe` with no capabilities at all (the build-time scanner);
-//! - [`peer`]: the host side of the WIT `peer` import, routed through a [`PeerRouter`].
+//! - [`peer`]: the host side of the WIT `peer` import, routed through a [`PeerRouter`];
+//!   `progress.emit` chunks go to the call's [`ProgressSink`].
 //!
 //! Handlers (queue worker, HTTP) and peer discovery live in `flash-host`.
 
@@ -24,5 +25,5 @@ mod state;
 pub use component::FunctionComponentPre;
 pub use engine::{Engine, EngineOptions};
 pub use error::{CallError, ErrorKind};
-pub use invoke::{CallContext, InvokeLimits};
+pub use invoke::{CallContext, InvokeLimits, ProgressSink};
 pub use peer::{NoPeers, PeerRouter};

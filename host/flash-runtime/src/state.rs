@@ -18,6 +18,8 @@ pub(crate) struct HostState {
     /// Depth of the running invocation (0 = invoked by a handler).
     pub depth: u32,
     pub max_depth: u32,
+    /// Where `progress.emit` chunks go; `None` drops them.
+    pub progress: Option<crate::invoke::ProgressSink>,
 }
 
 impl WasiView for HostState {
@@ -50,5 +52,14 @@ impl flash::runtime::peer::Host for HostState {
             .call(&function, input, depth)
             .await
             .map_err(Into::into)
+    }
+}
+
+impl flash::runtime::progress::Host for HostState {
+    async fn emit(&mut self, chunk: String) {
+        if let Some(sink) = &self.progress {
+            // A receiver that went away (caller finished) just means nobody listens.
+            let _ = sink.send(chunk);
+        }
     }
 }

@@ -27,6 +27,8 @@ pub struct Inner {
     pub takes: usize,
     pub pings: Vec<(String, HashMap<String, String>)>,
     pub take_auth: Vec<Option<String>>,
+    /// Chunks posted to `job-stream`, per job, in arrival order.
+    pub streams: HashMap<String, Vec<Value>>,
     /// Job ids the next `job-stop` poll hands out.
     pub to_stop: Vec<String>,
     next_id: u64,
@@ -61,6 +63,7 @@ impl JobSource {
             .route("/v2/{ep}/job-take/{worker}", get(take))
             .route("/v2/{ep}/job-take-batch/{worker}", get(take_batch))
             .route("/v2/{ep}/job-done/{worker}/{job}", post(done))
+            .route("/v2/{ep}/job-stream/{worker}/{job}", post(stream))
             .route("/v2/{ep}/ping/{worker}", get(ping))
             .route("/v2/{ep}/job-stop/{worker}", get(job_stop))
             .route("/v2/{ep}/runsync", post(runsync))
@@ -85,6 +88,10 @@ impl JobSource {
             (
                 "RUNPOD_WEBHOOK_POST_OUTPUT".into(),
                 format!("{b}/{ep}/job-done/$RUNPOD_POD_ID/$ID?gpu=test"),
+            ),
+            (
+                "RUNPOD_WEBHOOK_POST_STREAM".into(),
+                format!("{b}/{ep}/job-stream/$RUNPOD_POD_ID/$ID?gpu=test"),
             ),
             (
                 "RUNPOD_WEBHOOK_PING".into(),
@@ -195,6 +202,21 @@ async fn done(
 ) -> StatusCode {
     let value: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
     s.inner.lock().unwrap().results.insert(job, value);
+    StatusCode::OK
+}
+
+async fn stream(
+    State(s): State<JobSource>,
+    UrlPath((_ep, _w, job)): UrlPath<(String, String, String)>,
+    body: String,
+) -> StatusCode {
+    let value: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    let mut inner = s.inner.lock().unwrap();
+    assert!(
+        !inner.results.contains_key(&job),
+        "a chunk arrived after the result of {job}"
+    );
+    inner.streams.entry(job).or_default().push(value);
     StatusCode::OK
 }
 

@@ -87,6 +87,15 @@ fn env_var(name: String) -> Result<Option<String>> {
     Ok(std::env::var(name).ok())
 }
 
+/// Emits `n` chunks of partial output (`{"i": 0}`, `{"i": 1}`, ...), then returns `n`.
+#[remote(TEST_QUEUE)]
+fn count(n: u32) -> Result<u32> {
+    for i in 0..n {
+        flash_sdk::emit(&serde_json::json!({ "i": i }))?;
+    }
+    Ok(n)
+}
+
 /// A raw peer call: `function` with `input` as its JSON payload.
 #[remote(TEST_QUEUE)]
 fn call(function: String, input: Value) -> Result<Value> {
