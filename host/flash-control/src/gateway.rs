@@ -245,7 +245,11 @@ async fn submit(state: &AppState, ep: &Endpoint, body: Bytes) -> Result<Job, Api
     };
     state.store.enqueue_job(&job).map_err(store_err)?;
     state.signals.jobs_available(&ep.id);
-    state.provisioner.kick();
+    // Scaling from zero should not wait for the next tick; otherwise the tick suffices and
+    // a reconcile pass per request would cost more than the request.
+    if state.provisioner.worker_counts(&ep.id).ready == 0 {
+        state.provisioner.kick();
+    }
     Ok(job)
 }
 
