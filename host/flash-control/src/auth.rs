@@ -92,3 +92,48 @@ impl Auth {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            value.parse().expect("header"),
+        );
+        h
+    }
+
+    #[test]
+    fn bearer_and_raw_keys_are_accepted() {
+        let auth = Auth::new("k1".into());
+        assert!(auth.is_user(&headers("Bearer k1")));
+        assert!(auth.is_user(&headers("bearer k1")));
+        assert!(
+            auth.is_user(&headers("k1")),
+            "the worker SDK sends the raw key"
+        );
+        assert!(!auth.is_user(&headers("Bearer k2")));
+        assert!(!auth.is_user(&HeaderMap::new()));
+        assert!(auth.is_user_or(&headers("ai"), "ai"));
+        assert!(!auth.is_user_or(&headers(""), ""));
+    }
+
+    #[test]
+    fn key_file_is_created_once_with_0600() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = api_key_path(dir.path());
+        let first = load_or_create_secret(&path).expect("create");
+        assert_eq!(load_or_create_secret(&path).expect("read"), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+                0o600
+            );
+        }
+    }
+}

@@ -156,6 +156,7 @@ pub fn status_body(job: &Job) -> Value {
 
 /// Bookkeeping once a job reached a final state: wake `/runsync` waiters, fire its webhook.
 pub fn job_finished(state: &AppState, job: &Job) {
+    state.signals.notify_job(&job.id);
     state.signals.job_finished();
     let Some(url) = job
         .webhook
@@ -245,7 +246,11 @@ async fn submit(state: &AppState, ep: &Endpoint, body: Bytes) -> Result<Job, Api
     };
     state.store.enqueue_job(&job).map_err(store_err)?;
     state.signals.jobs_available(&ep.id);
-    state.provisioner.kick();
+    // Scaling from zero should not wait for the next tick; otherwise the tick suffices and
+    // a reconcile pass per request would cost more than the request.
+    if state.provisioner.worker_counts(&ep.id).ready == 0 {
+        state.provisioner.kick();
+    }
     Ok(job)
 }
 
@@ -274,7 +279,6 @@ async fn runsync(
     body: Bytes,
 ) -> Reply {
     let ep = authorized(&state, &headers, &ep, false)?;
-    let mut finished = state.signals.finished();
     let job = submit(&state, &ep, body).await?;
     let wait = q
         .wait
@@ -283,21 +287,28 @@ async fn runsync(
         .min(Duration::from_secs(300));
     let deadline = tokio::time::Instant::now() + wait;
     let mut shutdown = state.signals.shutdown();
-    loop {
-        let current = state
-            .store
-            .get_job(&job.id)
-            .map_err(store_err)?
-            .unwrap_or(job.clone());
+    let notify = state.signals.job_waiter(&job.id);
+    let result = loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let current = match state.store.get_job(&job.id) {
+            Ok(j) => j.unwrap_or_else(|| job.clone()),
+            Err(e) => break Err(store_err(e)),
+        };
         if current.status.is_terminal() {
-            return ok(status_body(&current));
+            break ok(status_body(&current));
         }
         tokio::select! {
-            changed = finished.changed() => { if changed.is_err() { return ok(status_body(&current)); } }
-            _ = tokio::time::sleep_until(deadline) => return ok(status_body(&current)),
-            _ = shutdown.wait_for(|s| *s) => return ok(status_body(&current)),
+            _ = &mut notified => {}
+            // Transitions that do not notify (purge, retries exhausted) are seen on this poll.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep_until(deadline) => break ok(status_body(&current)),
+            _ = shutdown.wait_for(|s| *s) => break ok(status_body(&current)),
         }
-    }
+    };
+    state.signals.forget_job(&job.id);
+    result
 }
 
 async fn status(

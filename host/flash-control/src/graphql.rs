@@ -1048,3 +1048,25 @@ impl Mutation {
         approved_auth_request(st(ctx), new_id("auth-"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::merge_patch;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc_7386() {
+        let mut doc = json!({ "a": "b", "c": { "d": "e", "f": "g" }, "keep": [1] });
+        merge_patch(
+            &mut doc,
+            &json!({ "a": "z", "c": { "f": null, "n": 1 }, "new": [2] }),
+        );
+        assert_eq!(
+            doc,
+            json!({ "a": "z", "c": { "d": "e", "n": 1 }, "keep": [1], "new": [2] })
+        );
+        let mut scalar = json!("x");
+        merge_patch(&mut scalar, &json!({ "k": 1 }));
+        assert_eq!(scalar, json!({ "k": 1 }));
+    }
+}

@@ -2,7 +2,8 @@
 //!
 //! The queue itself is durable in the store; these only shorten waits: a long-polling
 //! `job-take` sleeps on its endpoint's [`Notify`] instead of polling the database, `/runsync`
-//! waits on the `finished` counter, and the stop channel waits on `stop`.
+//! waits on its job's notifier (and a slow poll for transitions that bypass it), and the stop
+//! channel waits on `stop`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,7 @@ use tokio::sync::{Notify, watch};
 pub struct Signals {
     available: Mutex<HashMap<String, Arc<Notify>>>,
     finished: watch::Sender<u64>,
+    jobs: Mutex<HashMap<String, Arc<Notify>>>,
     stops: Mutex<HashMap<String, Vec<String>>>,
     stop: Notify,
     shutdown: watch::Sender<bool>,
@@ -23,6 +25,7 @@ impl Default for Signals {
         Self {
             available: Mutex::default(),
             finished: watch::channel(0).0,
+            jobs: Mutex::default(),
             stops: Mutex::default(),
             stop: Notify::new(),
             shutdown: watch::channel(false).0,
@@ -58,6 +61,27 @@ impl Signals {
     /// Announces that some job reached a final state.
     pub fn job_finished(&self) {
         self.finished.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The notifier woken when this job reaches a final state (for `/runsync`); pair with
+    /// [`Signals::forget_job`] when done waiting.
+    pub fn job_waiter(&self, job_id: &str) -> Arc<Notify> {
+        let mut map = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(job_id.to_string()).or_default().clone()
+    }
+
+    /// Wakes the waiters of one job.
+    pub fn notify_job(&self, job_id: &str) {
+        let map = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get(job_id) {
+            n.notify_waiters();
+        }
+    }
+
+    /// Drops the notifier of a job nobody waits for any more.
+    pub fn forget_job(&self, job_id: &str) {
+        let mut map = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(job_id);
     }
 
     /// Asks `worker_id` to stop running `job_id` (served on its stop channel).

@@ -251,3 +251,40 @@ async fn load_balanced_endpoint_is_proxied_from_zero_workers() {
     assert_eq!(health["workers"]["ready"], 1, "{health}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhook_receives_the_final_status() {
+    let s = TestServer::start().await;
+    let ep = s.python_endpoint("hooked", "echo", json!({})).await;
+    let ep_id = ep["id"].as_str().expect("id").to_string();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<serde_json::Value>(4);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(body).await;
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (_, job) = s
+        .post(
+            &format!("/v2/{ep_id}/run"),
+            json!({ "input": { "w": 1 }, "webhook": hook }),
+        )
+        .await;
+    let got = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .expect("webhook within 60 s")
+        .expect("body");
+    assert_eq!(got["id"], job["id"]);
+    assert_eq!(got["status"], "COMPLETED");
+    assert_eq!(got["output"]["echo"], json!({ "w": 1 }));
+    s.stop().await;
+}

@@ -842,3 +842,147 @@ impl Store for SqliteStore {
         Ok(Some((job, values)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job(id: &str, ep: &str) -> Job {
+        Job {
+            id: id.into(),
+            endpoint_id: ep.into(),
+            request: json!({ "input": {} }),
+            webhook: None,
+            status: JobStatus::InQueue,
+            worker_id: None,
+            output: None,
+            error: None,
+            retries: 0,
+            timeout_ms: 0,
+            created_at: now_ms(),
+            started_at: None,
+            completed_at: None,
+            lease_expires_at: None,
+        }
+    }
+
+    #[test]
+    fn jobs_are_claimed_once_in_order_and_requeued_on_lost_leases() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("db")).expect("open");
+        for id in ["a", "b", "c"] {
+            store.enqueue_job(&job(id, "ep")).expect("enqueue");
+        }
+        let now = now_ms();
+        let got = store
+            .claim_jobs("ep", "w1", 2, now, now + 1000)
+            .expect("claim");
+        assert_eq!(
+            got.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let got = store
+            .claim_jobs("ep", "w2", 5, now, now + 1000)
+            .expect("claim");
+        assert_eq!(got.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["c"]);
+        assert!(
+            store
+                .claim_jobs("ep", "w3", 5, now, now + 1000)
+                .expect("claim")
+                .is_empty()
+        );
+
+        // w1 heartbeats "a" only; "b" expires and goes back to the queue.
+        store
+            .extend_leases("w1", &["a".into()], now + 10_000)
+            .expect("extend");
+        store
+            .extend_leases("w2", &["c".into()], now + 10_000)
+            .expect("extend");
+        // A heartbeat naming another worker's job changes nothing.
+        store
+            .extend_leases("w2", &["b".into()], now + 10_000)
+            .expect("extend");
+        let r = store.requeue_expired(now + 2000, 3).expect("requeue");
+        assert_eq!(r.requeued, ["b"]);
+        let b = store.get_job("b").expect("get").expect("b");
+        assert_eq!(
+            (b.status, b.retries, b.worker_id),
+            (JobStatus::InQueue, 1, None)
+        );
+        // A late result from the lost worker is ignored.
+        let late = store
+            .finish_job("b", "w1", &JobOutcome::Completed(None), now)
+            .expect("finish");
+        assert!(late.is_none());
+        // Out of retries: FAILED.
+        let r = store.requeue_worker("w2", now, 0).expect("requeue");
+        assert_eq!(r.failed.len(), 1);
+        assert_eq!(
+            store.get_job("c").expect("get").expect("c").status,
+            JobStatus::Failed
+        );
+        // Durable across reopen.
+        drop(store);
+        let store = SqliteStore::open(&dir.path().join("db")).expect("reopen");
+        assert_eq!(store.job_counts("ep").expect("counts").in_queue, 1);
+    }
+
+    #[test]
+    fn stream_chunks_are_returned_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("db")).expect("open");
+        store.enqueue_job(&job("s", "ep")).expect("enqueue");
+        let now = now_ms();
+        store
+            .claim_jobs("ep", "w", 1, now, now + 1000)
+            .expect("claim");
+        assert!(store.push_chunk("s", "w", &json!(1)).expect("push"));
+        assert!(store.push_chunk("s", "w", &json!(2)).expect("push"));
+        assert!(
+            !store.push_chunk("s", "other", &json!(3)).expect("push"),
+            "not this worker's job"
+        );
+        assert_eq!(
+            store.take_chunks("s").expect("take").expect("job").1,
+            [json!(1), json!(2)]
+        );
+        assert!(
+            store
+                .take_chunks("s")
+                .expect("take")
+                .expect("job")
+                .1
+                .is_empty()
+        );
+        assert!(store.push_chunk("s", "w", &json!(3)).expect("push"));
+        assert_eq!(
+            store.take_chunks("s").expect("take").expect("job").1,
+            [json!(3)]
+        );
+    }
+
+    #[test]
+    fn manifest_updates_are_atomic_and_names_unique() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("db")).expect("open");
+        let app = store.create_app("a").expect("app");
+        assert!(matches!(
+            store.create_app("a"),
+            Err(StoreError::Conflict(_))
+        ));
+        let build = store
+            .create_build(&app.id, "k", &json!({ "n": 0 }))
+            .expect("build");
+        let failed =
+            store.update_manifest(&build.id, &mut |_| Err(StoreError::Invalid("no".into())));
+        assert!(failed.is_err());
+        let b = store
+            .update_manifest(&build.id, &mut |m| {
+                Ok(json!({ "n": m["n"].as_i64().unwrap_or(0) + 1 }))
+            })
+            .expect("update");
+        assert_eq!(b.manifest, json!({ "n": 1 }));
+    }
+}
