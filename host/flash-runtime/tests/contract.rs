@@ -21,6 +21,7 @@ fn ctx() -> CallContext {
         peers: Arc::new(NoPeers),
         depth: 0,
         max_depth: 8,
+        progress: None,
     }
 }
 
