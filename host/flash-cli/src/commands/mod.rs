@@ -1,6 +1,8 @@
 //! Subcommands of `flash`, one module each.
 
 mod build;
+mod call;
+mod deploy;
 mod init;
 mod server;
 
@@ -27,6 +29,11 @@ pub enum Command {
     /// Run the local control plane: RunPod-compatible GraphQL, artifact store, serverless
     /// gateway and a provisioner that runs endpoints as local `flash-host` workers.
     Server(flash_control::cli::ServerArgs),
+    /// Deploy to an environment (`new`, `send`) and manage environments (`list`, `info`,
+    /// `delete`).
+    Deploy(deploy::DeployArgs),
+    /// Call a deployed function and print its result as JSON.
+    Call(call::CallArgs),
 }
 
 impl Command {
@@ -35,6 +42,8 @@ impl Command {
             Command::Init(args) => args.run(),
             Command::Build(args) => args.run().await,
             Command::Server(args) => server::run(args).await,
+            Command::Deploy(args) => args.run().await,
+            Command::Call(args) => args.run().await,
         }
     }
 }
