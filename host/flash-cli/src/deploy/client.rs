@@ -63,7 +63,7 @@ pub fn discover_api_key() -> Result<(String, KeySource)> {
 pub enum ApiError {
     #[error(
         "cannot reach the Flash server at {url}: start it with `flash server` (or point \
-         --server / FLASH_SERVER_URL at a running one): {source}"
+         --server / FLASH_SERVER_URL at a running one)"
     )]
     Unreachable {
         url: String,
@@ -83,7 +83,7 @@ pub enum ApiError {
     },
     #[error("{what} failed: {message}")]
     GraphQl { what: String, message: String },
-    #[error("{what} failed: {source}")]
+    #[error("{what} failed")]
     Transport {
         what: String,
         #[source]
