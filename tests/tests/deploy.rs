@@ -267,6 +267,36 @@ fn deploy_lifecycle_on_the_embedded_server() {
     let out = run(&["deploy", "list"]);
     assert!(out.contains("dev") && out.contains("build-"), "{out}");
 
+    // An environment created with --require-auth: its HTTP endpoint wants the key.
+    run(&["deploy", "new", "secure", "--require-auth"]);
+    run(&["deploy", "send", "secure"]);
+    let secure = std::fs::read_to_string(dir.join(".flash/resources.json")).unwrap();
+    let secure: Value = serde_json::from_str(&secure).unwrap();
+    let secure_api = secure["environments"]["secure"]["resources"]["api"]["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status = reqwest::blocking::Client::new()
+        .get(format!("{secure_api}/stats"))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(
+        status, 401,
+        "an unauthenticated call to {secure_api} got {status}"
+    );
+    let out = run(&["call", "stats", "--env", "secure"]);
+    assert!(out.contains("\"served_by\": \"api\""), "{out}");
+    let err = fails(&flash(dir, &server.url, &home, &["call", "stats"]));
+    assert!(
+        err.contains(
+            "app `quickstart` has several environments (dev, secure): pick one with --env"
+        ),
+        "{err}"
+    );
+    run(&["deploy", "delete", "secure", "--yes"]);
+
     // Same build again: nothing is saved.
     let out = run(&["deploy", "send", "dev"]);
     assert_eq!(change_of(&out, "api"), "unchanged", "{out}");

@@ -49,6 +49,9 @@ pub const ARTIFACT_FILE: &str = "artifact.tar.gz";
 pub const SOURCE_FINGERPRINT_ENV: &str = "_FLASH_SOURCE_FINGERPRINT";
 /// Image name of Flash endpoints (the worker entrypoint is `flash-host`).
 pub const IMAGE_NAME: &str = "flash-host";
+/// Top-level key of the published manifest with deploy settings (`require_auth`), so a
+/// deploy without local state keeps them.
+pub const DEPLOY_KEY: &str = "flash_deploy";
 /// Name reserved for the environment's mothership endpoint.
 pub const MOTHERSHIP: &str = "mothership";
 
@@ -316,11 +319,13 @@ async fn previous_deployment(
     sm: &StateManager,
     env: &Value,
     local: Option<&EnvironmentState>,
-) -> Result<BTreeMap<String, DeployedResource>> {
+) -> Result<Previous> {
     let env_id = str_field(env, "id")?;
     let mut prev: BTreeMap<String, DeployedResource> = BTreeMap::new();
+    let mut require_auth = None;
     if let Some(build) = env.get("activeBuildId").and_then(Value::as_str) {
         let manifest = sm.build_manifest(build).await?;
+        require_auth = manifest[DEPLOY_KEY]["require_auth"].as_bool();
         if let Some(resources) = manifest.get("resources").and_then(Value::as_object) {
             for (name, r) in resources {
                 let Some(id) = r.get("endpoint_id").and_then(Value::as_str) else {
@@ -351,8 +356,19 @@ async fn previous_deployment(
         for (name, r) in &local.resources {
             prev.insert(name.clone(), r.clone());
         }
+        require_auth = Some(local.require_auth);
     }
-    Ok(prev)
+    Ok(Previous {
+        resources: prev,
+        require_auth: require_auth.unwrap_or(false),
+    })
+}
+
+/// What was deployed to an environment before this send.
+struct Previous {
+    resources: BTreeMap<String, DeployedResource>,
+    /// `deploy new --require-auth`, from local state or the active build's manifest.
+    require_auth: bool,
 }
 
 /// Uploads the artifact with progress; returns its object key.
@@ -461,8 +477,10 @@ pub async fn send(
     let local = rm
         .environment(env_name)?
         .filter(|l| l.environment_id == env_id);
-    let require_auth = local.as_ref().is_some_and(|l| l.require_auth);
-    let previous = previous_deployment(sm, &env, local.as_ref()).await?;
+    let Previous {
+        resources: previous,
+        require_auth,
+    } = previous_deployment(sm, &env, local.as_ref()).await?;
 
     // Plan: reuse, update or create each resource's endpoint.
     let mut plans = Vec::new();
@@ -588,6 +606,7 @@ pub async fn send(
         }
     }
     published["resources_endpoints"] = Value::Object(endpoints);
+    published[DEPLOY_KEY] = json!({ "environment": env_name, "require_auth": require_auth });
     sm.update_manifest(&build_id, &published).await?;
 
     rm.update(|s| {
@@ -884,6 +903,7 @@ pub async fn delete(
     };
     let mut ids: BTreeSet<String> = previous_deployment(sm, &env, local.as_ref())
         .await?
+        .resources
         .into_values()
         .map(|d| d.endpoint_id)
         .collect();
