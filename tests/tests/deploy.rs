@@ -490,3 +490,88 @@ fn deploy_errors_say_what_to_do() {
     ));
     assert!(err.contains("are not JSON"), "{err}");
 }
+
+#[test]
+fn flash_run_builds_serves_deploys_and_stops_on_sigterm() {
+    let project = quickstart_copy();
+    let dir = project.path();
+    let data = tempfile::tempdir().unwrap();
+    let port = flash_tests::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut guard = ChildGuard::spawn(
+        Command::new(flash_tests::bin("flash"))
+            .args([
+                "run",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(data.path())
+            .current_dir(dir)
+            .env_remove("RUNPOD_API_KEY")
+            .env("CARGO_TARGET_DIR", flash_tests::guest_target_dir())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null()),
+    )
+    .unwrap();
+    let stdout = guard.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut seen = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.starts_with("Ready.") {
+                    break;
+                }
+            }
+            Err(e) => panic!("`flash run` not ready ({e}):\n{seen}"),
+        }
+    }
+    assert!(seen.contains(&format!("POST {url}/lb/")), "{seen}");
+    assert!(seen.contains("flash call embed"), "{seen}");
+
+    let out = flash(
+        dir,
+        &url,
+        data.path(),
+        &["call", "predict", r#"{"text": "great"}"#],
+    );
+    let p: Value = serde_json::from_str(&ok(&out, None)).unwrap();
+    assert_eq!(p["label"], "positive", "{p}");
+
+    let pid = guard.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`flash run` ignored SIGTERM for 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "`flash run` exited with {status}");
+}

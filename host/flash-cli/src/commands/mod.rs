@@ -4,6 +4,7 @@ mod build;
 mod call;
 mod deploy;
 mod init;
+mod run;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,8 @@ pub enum Command {
     Deploy(deploy::DeployArgs),
     /// Call a deployed function and print its result as JSON.
     Call(call::CallArgs),
+    /// Dev loop: build, start a local server, deploy to it, serve until Ctrl+C.
+    Run(run::RunArgs),
 }
 
 impl Command {
@@ -44,6 +47,7 @@ impl Command {
             Command::Server(args) => server::run(args).await,
             Command::Deploy(args) => args.run().await,
             Command::Call(args) => args.run().await,
+            Command::Run(args) => args.run().await,
         }
     }
 }
