@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: build examples/quickstart, serve it on a local
-# `flash server` (which runs one `flash-host` worker per resource config), call every
-# function — the queue ones through the RunPod-compatible gateway, the HTTP routes through
-# the load-balanced proxy, including `predict`'s cross-config peer call — then clean up.
+# The main job on the embedded default: build examples/quickstart, start a local
+# `flash server` (which runs one `flash-host` worker per resource config), `flash deploy
+# new/send` to it, `flash call` every function — the queue ones through the
+# RunPod-compatible gateway, the HTTP routes through the load-balanced proxy, including
+# `predict`'s cross-config peer call — then `flash deploy delete` and clean up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -27,7 +28,20 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 
-echo "==> deploy and call"
-python3 scripts/demo_deploy.py --server "http://127.0.0.1:$port" --key-file "$data/api_key" \
-    --artifact examples/quickstart/.flash/artifact.tar.gz --manifest examples/quickstart/.flash/flash_manifest.json \
-    || { echo "--- server log"; tail -50 "$data/server.log"; exit 1; }
+export FLASH_SERVER_URL="http://127.0.0.1:$port" FLASH_HOME="$data"
+unset RUNPOD_API_KEY
+fail() { echo "--- server log"; tail -50 "$data/server.log"; exit 1; }
+cd examples/quickstart
+echo "==> flash deploy new demo && flash deploy send demo"
+"$flash" deploy new demo || fail
+"$flash" deploy send demo || fail
+echo "==> flash call (queue: embed, similarity; load-balanced: predict -> peer call to embed, stats)"
+for call in 'embed {"text":"hello flash","dims":8}' 'similarity {"a":"good day","b":"great day"}' \
+            'predict {"text":"what a great day"}' 'stats {}'; do
+    fn="${call%% *}"; args="${call#* }"
+    echo "--- $fn $args"
+    "$flash" call "$fn" "$args" --env demo || fail
+done
+"$flash" deploy info demo || fail
+echo "==> flash deploy delete demo"
+"$flash" deploy delete demo --yes || fail

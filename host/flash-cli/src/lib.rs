@@ -2,4 +2,5 @@
 //! embed (the project file, the build pipeline), kept out of the thin `commands/` layer.
 
 pub mod build;
+pub mod deploy;
 pub mod project;

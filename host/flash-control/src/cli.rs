@@ -116,7 +116,8 @@ pub async fn serve(args: ServerArgs) -> Result<()> {
     server.run(shutdown_signal()).await
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or `SIGTERM` (also used by `flash run`).
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

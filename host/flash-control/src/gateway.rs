@@ -764,6 +764,12 @@ async fn lb_forward(
             req = req.header(name, value);
         }
     }
+    // The caller's credential was checked above (user key or this endpoint's aiKey); a
+    // worker that enforces auth (no `FLASH_DISABLE_RP_AUTH`) checks `RUNPOD_API_KEY`, the
+    // user key, so that is what it is handed.
+    if !open {
+        req = req.bearer_auth(state.auth.user_key());
+    }
     match req.send().await {
         Ok(resp) => {
             let status = resp.status();

@@ -1,7 +1,10 @@
 //! Subcommands of `flash`, one module each.
 
 mod build;
+mod call;
+mod deploy;
 mod init;
+mod run;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +30,13 @@ pub enum Command {
     /// Run the local control plane: RunPod-compatible GraphQL, artifact store, serverless
     /// gateway and a provisioner that runs endpoints as local `flash-host` workers.
     Server(flash_control::cli::ServerArgs),
+    /// Deploy to an environment (`new`, `send`) and manage environments (`list`, `info`,
+    /// `delete`).
+    Deploy(deploy::DeployArgs),
+    /// Call a deployed function and print its result as JSON.
+    Call(call::CallArgs),
+    /// Dev loop: build, start a local server, deploy to it, serve until Ctrl+C.
+    Run(run::RunArgs),
 }
 
 impl Command {
@@ -35,6 +45,9 @@ impl Command {
             Command::Init(args) => args.run(),
             Command::Build(args) => args.run().await,
             Command::Server(args) => server::run(args).await,
+            Command::Deploy(args) => args.run().await,
+            Command::Call(args) => args.run().await,
+            Command::Run(args) => args.run().await,
         }
     }
 }

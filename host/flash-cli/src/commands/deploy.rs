@@ -1,0 +1,327 @@
+//! `flash deploy new/send/list/info/delete`: thin wrappers over [`flash::deploy`].
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use flash::deploy::resource_manager::ResourceManager;
+use flash::deploy::{self, SendOptions, SendProgress, StateManager};
+use flash::project::Project;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Where the control plane is (shared by `deploy` and `call`).
+#[derive(Debug, Clone, Args)]
+pub struct ServerOpts {
+    /// Control plane URL (`flash server`, or RunPod's API base). The API key comes from
+    /// RUNPOD_API_KEY, else from the local server's `<data dir>/api_key`.
+    #[arg(long, global = true, env = "FLASH_SERVER_URL", default_value = deploy::DEFAULT_SERVER_URL, value_name = "URL")]
+    pub server: String,
+
+    /// Project directory (default: the nearest directory with a flash.toml).
+    #[arg(long, short = 'C', global = true, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+}
+
+impl ServerOpts {
+    pub fn connect(&self) -> Result<StateManager> {
+        deploy::connect(&self.server)
+    }
+
+    fn start(&self) -> PathBuf {
+        self.project.clone().unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// The project (required).
+    pub fn project(&self) -> Result<Project> {
+        Project::discover(&self.start())
+    }
+
+    /// The app name: `--app-name`, else the project's.
+    pub fn app_name(&self, explicit: Option<&str>) -> Result<String> {
+        match explicit {
+            Some(name) => Ok(name.to_string()),
+            None => Ok(self
+                .project()
+                .context("pass --app-name, or run inside a Flash project")?
+                .name()
+                .to_string()),
+        }
+    }
+
+    /// Local deploy state, when inside a project.
+    pub fn state(&self) -> Option<ResourceManager> {
+        deploy::project_flash_dir(&self.start()).map(|(dir, _)| ResourceManager::new(&dir))
+    }
+}
+
+/// Deploy the app to an environment, and manage environments.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub server: ServerOpts,
+
+    #[command(subcommand)]
+    pub command: DeployCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// Create an environment (and the app, if it does not exist yet).
+    New {
+        /// Environment name, e.g. `dev` or `production`.
+        env: String,
+        /// App name [default: the project's name from flash.toml].
+        #[arg(long)]
+        app_name: Option<String>,
+        /// Load-balanced endpoints require `Authorization: Bearer <key>`.
+        #[arg(long)]
+        require_auth: bool,
+    },
+    /// Upload `.flash/artifact.tar.gz`, provision every endpoint, then activate the build.
+    Send {
+        env: String,
+        /// `saveEndpoint` calls in flight at once.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=32))]
+        concurrency: u32,
+    },
+    /// List environments: name, id, active build, created.
+    List {
+        /// App name [default: the project's; every app outside a project].
+        #[arg(long)]
+        app_name: Option<String>,
+    },
+    /// Show an environment: status, active build, endpoints with URLs and workers.
+    Info {
+        env: String,
+        #[arg(long)]
+        app_name: Option<String>,
+    },
+    /// Delete an environment and every endpoint in it.
+    Delete {
+        env: String,
+        #[arg(long)]
+        app_name: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+impl DeployArgs {
+    pub async fn run(self) -> Result<()> {
+        let opts = self.server;
+        match self.command {
+            DeployCommand::New {
+                env,
+                app_name,
+                require_auth,
+            } => {
+                let app = opts.app_name(app_name.as_deref())?;
+                let sm = opts.connect()?;
+                let state = opts.state();
+                let out =
+                    deploy::new_environment(&sm, state.as_ref(), &app, &env, require_auth).await?;
+                if out.app_created {
+                    println!("Created app `{app}` ({})", out.app_id);
+                }
+                if out.environment_created {
+                    println!("Created environment `{env}`: {}", out.environment_id);
+                } else {
+                    println!("Environment `{env}` already exists: {}", out.environment_id);
+                }
+                if require_auth {
+                    println!("  load-balanced endpoints will require the API key");
+                }
+                println!("Next: flash deploy send {env}");
+                Ok(())
+            }
+            DeployCommand::Send { env, concurrency } => {
+                let project = opts.project()?;
+                let sm = opts.connect()?;
+                let progress = BarProgress::new();
+                let options = SendOptions {
+                    concurrency: concurrency as usize,
+                    ..Default::default()
+                };
+                let report =
+                    deploy::send(&sm, &project.flash_dir(), &env, &options, &progress).await;
+                drop(progress);
+                let report = report?;
+                let mut table = Table::new();
+                table.load_preset(UTF8_FULL_CONDENSED);
+                table.set_header(vec!["resource", "type", "endpoint", "url", "change"]);
+                for r in &report.resources {
+                    table.add_row(vec![
+                        r.resource.clone(),
+                        if r.load_balanced { "LB" } else { "QB" }.to_string(),
+                        r.endpoint_id.clone(),
+                        r.url.clone(),
+                        r.action.as_str().to_string(),
+                    ]);
+                }
+                println!("{table}");
+                println!(
+                    "Deployed build {} to `{env}` ({}, {:.1} KiB)",
+                    report.build_id,
+                    report.environment_id,
+                    report.artifact_size as f64 / 1024.0
+                );
+                println!("Call a function: flash call <function> '<json kwargs>' --env {env}");
+                Ok(())
+            }
+            DeployCommand::List { app_name } => {
+                let app = match app_name {
+                    Some(a) => Some(a),
+                    None => opts.project().ok().map(|p| p.name().to_string()),
+                };
+                let sm = opts.connect()?;
+                let rows = deploy::list(&sm, app.as_deref()).await?;
+                if rows.is_empty() {
+                    println!("No environments: create one with `flash deploy new <env>`");
+                    return Ok(());
+                }
+                let mut table = Table::new();
+                table.load_preset(UTF8_FULL_CONDENSED);
+                table.set_header(vec!["app", "env", "id", "active build", "created"]);
+                for r in rows {
+                    table.add_row(vec![
+                        r.app,
+                        r.name,
+                        r.id,
+                        r.active_build.unwrap_or_else(|| "-".into()),
+                        r.created_at.unwrap_or_default(),
+                    ]);
+                }
+                println!("{table}");
+                Ok(())
+            }
+            DeployCommand::Info { env, app_name } => {
+                let app = opts.app_name(app_name.as_deref())?;
+                let sm = opts.connect()?;
+                let info = deploy::info(&sm, &app, &env).await?;
+                println!("environment  {} ({})", info.name, info.id);
+                println!("app          {}", info.app);
+                println!("status       {}", info.state.as_deref().unwrap_or("-"));
+                println!(
+                    "active build {}",
+                    info.active_build
+                        .as_deref()
+                        .unwrap_or("- (nothing deployed yet)")
+                );
+                println!("created      {}", info.created_at.as_deref().unwrap_or("-"));
+                println!("volumes      none");
+                let mut table = Table::new();
+                table.load_preset(UTF8_FULL_CONDENSED);
+                table.set_header(vec!["resource", "type", "endpoint", "url", "workers"]);
+                for ep in &info.endpoints {
+                    let workers = match &ep.workers {
+                        Some(w) => {
+                            let n = |k: &str| w.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+                            format!(
+                                "{} ready, {} running, {} idle, {} initializing",
+                                n("ready"),
+                                n("running"),
+                                n("idle"),
+                                n("initializing")
+                            )
+                        }
+                        None => "unknown".into(),
+                    };
+                    table.add_row(vec![
+                        ep.resource.clone(),
+                        if ep.load_balanced { "LB" } else { "QB" }.to_string(),
+                        ep.endpoint_id.clone(),
+                        ep.url.clone(),
+                        workers,
+                    ]);
+                }
+                println!("{table}");
+                Ok(())
+            }
+            DeployCommand::Delete { env, app_name, yes } => {
+                let app = opts.app_name(app_name.as_deref())?;
+                if !yes {
+                    confirm_twice(&app, &env)?;
+                }
+                let sm = opts.connect()?;
+                let state = opts.state();
+                let deleted = deploy::delete(&sm, state.as_ref(), &app, &env).await?;
+                println!(
+                    "Deleted environment `{env}` of `{app}` and {} endpoint(s)",
+                    deleted.len()
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+fn confirm_twice(app: &str, env: &str) -> Result<()> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!("refusing to delete `{env}` without confirmation: pass --yes");
+    }
+    let ask = |question: &str, expected: &str| -> Result<bool> {
+        print!("{question}");
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        Ok(line.trim() == expected)
+    };
+    if !ask(
+        &format!("Delete environment `{env}` of `{app}` and all its endpoints? [y/N] "),
+        "y",
+    )? {
+        bail!("aborted: nothing was deleted");
+    }
+    if !ask(
+        &format!("Type the environment name (`{env}`) to confirm: "),
+        env,
+    )? {
+        bail!("aborted: the name did not match, nothing was deleted");
+    }
+    Ok(())
+}
+
+/// An upload progress bar plus step lines.
+struct BarProgress {
+    bar: ProgressBar,
+}
+
+impl BarProgress {
+    fn new() -> Self {
+        let bar = ProgressBar::hidden();
+        Self { bar }
+    }
+}
+
+impl SendProgress for BarProgress {
+    fn upload_started(&self, bytes: u64) {
+        self.bar
+            .set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        self.bar.set_length(bytes);
+        self.bar.set_position(0);
+        if let Ok(style) = ProgressStyle::with_template(
+            "  uploading {bar:30.cyan} {bytes}/{total_bytes} {elapsed}",
+        ) {
+            self.bar.set_style(style);
+        }
+    }
+    fn uploaded(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+    fn upload_finished(&self) {
+        self.bar.finish_and_clear();
+    }
+    fn step(&self, message: &str) {
+        eprintln!("{message}…");
+    }
+}
+
+impl Drop for BarProgress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,577 @@
+//! `flash deploy` and `flash call` end to end: the real CLI, a real `flash server` (spawned
+//! on a free port with a temporary data dir) and real `flash-host` workers.
+//!
+//! The quickstart is copied to a temp dir (its `flash-sdk` path rewritten to the repo) so
+//! this test can edit it — change a resource config, remove a resource — without touching
+//! the example or racing `tests/tests/build.rs`, which builds it in place.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use flash_tests::ChildGuard;
+use serde_json::{Value, json};
+
+/// A `flash server` on a free port with its own data dir.
+struct Server {
+    url: String,
+    data_dir: tempfile::TempDir,
+    child: ChildGuard,
+}
+
+impl Server {
+    fn start() -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let port = flash_tests::free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let log = std::fs::File::create(data_dir.path().join("server.log")).unwrap();
+        let child = ChildGuard::spawn(
+            Command::new(flash_tests::bin("flash"))
+                .args(["server", "--data-dir"])
+                .arg(data_dir.path())
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .env_remove("RUNPOD_API_KEY")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        )
+        .unwrap();
+        flash_tests::wait_for_http(&format!("{url}/graphql"), Duration::from_secs(60)).unwrap();
+        Self {
+            url,
+            data_dir,
+            child,
+        }
+    }
+
+    fn key(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("api_key"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn graphql(&self, query: &str, variables: Value) -> Value {
+        let body: Value = reqwest::blocking::Client::new()
+            .post(format!("{}/graphql", self.url))
+            .bearer_auth(self.key())
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert!(body.get("errors").is_none(), "{body}");
+        body["data"].clone()
+    }
+
+    fn endpoint(&self, id: &str) -> Value {
+        self.graphql(
+            "query($id: String!) { myself { endpoint(id: $id) { id name workersMax } } }",
+            json!({ "id": id }),
+        )["myself"]["endpoint"]
+            .clone()
+    }
+
+    fn endpoint_count(&self) -> usize {
+        self.graphql("{ myself { endpoints { id } } }", json!({}))["myself"]["endpoints"]
+            .as_array()
+            .unwrap()
+            .len()
+    }
+
+    /// Worker processes the server has started and not yet reaped.
+    fn children(&self) -> usize {
+        let pid = self.child.0.id();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .map(|c| c.split_whitespace().count())
+            .sum()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+/// Runs `flash` in `dir` against `server_url`, with the key of `flash_home` (if any).
+fn flash(dir: &Path, server_url: &str, flash_home: &Path, args: &[&str]) -> Output {
+    flash_env(dir, server_url, flash_home, args, &[])
+}
+
+fn flash_env(
+    dir: &Path,
+    server_url: &str,
+    flash_home: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> Output {
+    let mut cmd = Command::new(flash_tests::bin("flash"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env("FLASH_SERVER_URL", server_url)
+        .env("FLASH_HOME", flash_home)
+        .env_remove("RUNPOD_API_KEY")
+        // Guest builds must not wait on the lock the outer `cargo test` holds.
+        .env("CARGO_TARGET_DIR", flash_tests::guest_target_dir())
+        .env_remove("SOURCE_DATE_EPOCH");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running flash")
+}
+
+fn ok(out: &Output, server: Option<&Server>) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "flash failed:\n{stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.map(Server::log).unwrap_or_default()
+    );
+    stdout
+}
+
+fn fails(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "flash should have failed:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A copy of the quickstart whose `flash-sdk` dependency points at this repo.
+fn quickstart_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let example = flash_tests::repo_root().join("examples/quickstart");
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    std::fs::copy(example.join("flash.toml"), dir.path().join("flash.toml")).unwrap();
+    std::fs::copy(example.join("src/lib.rs"), dir.path().join("src/lib.rs")).unwrap();
+    if example.join("Cargo.lock").is_file() {
+        std::fs::copy(example.join("Cargo.lock"), dir.path().join("Cargo.lock")).unwrap();
+    }
+    let sdk = flash_tests::repo_root().join("guest-sdk/flash-sdk");
+    let cargo = std::fs::read_to_string(example.join("Cargo.toml"))
+        .unwrap()
+        .replace(
+            "path = \"../../guest-sdk/flash-sdk\"",
+            &format!("path = {:?}", sdk.display().to_string()),
+        );
+    assert!(cargo.contains(&sdk.display().to_string()), "{cargo}");
+    std::fs::write(dir.path().join("Cargo.toml"), cargo).unwrap();
+    dir
+}
+
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "`{from}` not in {}", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// The `change` cell of `resource`'s row in the `deploy send` table.
+fn change_of(table: &str, resource: &str) -> String {
+    table
+        .lines()
+        .find(|l| {
+            l.trim_start_matches('│')
+                .trim()
+                .starts_with(&format!("{resource} "))
+        })
+        .and_then(|l| {
+            l.trim_end()
+                .trim_end_matches('│')
+                .rsplit('┆')
+                .next()
+                .map(|c| c.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no row for {resource} in:\n{table}"))
+}
+
+fn deployed(project: &Path) -> Value {
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(project.join(".flash/resources.json")).unwrap())
+            .unwrap();
+    state["environments"]["dev"]["resources"].clone()
+}
+
+fn call(project: &Path, server: &Server, function: &str, args: &str) -> Value {
+    let out = flash(
+        project,
+        &server.url,
+        server.data_dir.path(),
+        &["call", function, args, "--env", "dev", "--timeout", "120"],
+    );
+    serde_json::from_str(&ok(&out, Some(server))).unwrap()
+}
+
+#[test]
+fn deploy_lifecycle_on_the_embedded_server() {
+    let project = quickstart_copy();
+    let dir = project.path();
+    let server = Server::start();
+    let home = server.data_dir.path().to_path_buf();
+    let run = |args: &[&str]| ok(&flash(dir, &server.url, &home, args), Some(&server));
+
+    run(&["build"]);
+    let out = run(&["deploy", "new", "dev"]);
+    assert!(out.contains("Created app `quickstart`"), "{out}");
+    assert!(out.contains("Created environment `dev`: env-"), "{out}");
+    assert!(out.contains("Next: flash deploy send dev"), "{out}");
+
+    // First send: both endpoints created, published, callable.
+    let out = run(&["deploy", "send", "dev"]);
+    assert_eq!(change_of(&out, "api"), "created", "{out}");
+    assert_eq!(change_of(&out, "gpu_config"), "created", "{out}");
+    let first = deployed(dir);
+    let api_id = first["api"]["endpoint_id"].as_str().unwrap().to_string();
+    let gpu_id = first["gpu_config"]["endpoint_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        out.contains(&format!("{}/lb/{api_id}", server.url)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{}/v2/{gpu_id}", server.url)),
+        "{out}"
+    );
+
+    let v = call(
+        dir,
+        &server,
+        "embed",
+        r#"{"text": "hello flash", "dims": 8}"#,
+    );
+    assert_eq!(v.as_array().map(Vec::len), Some(8), "{v}");
+    let s = call(
+        dir,
+        &server,
+        "similarity",
+        r#"{"a": "good day", "b": "great day"}"#,
+    );
+    assert!(s.as_f64().is_some_and(|s| s > 0.0), "{s}");
+    // Load-balanced route whose function calls `embed` on the queue endpoint (peer call).
+    let p = call(dir, &server, "predict", r#"{"text": "what a great day"}"#);
+    assert_eq!(p["label"], "positive", "{p}");
+    assert_eq!(p["dims"], 64, "{p}");
+    let st = call(dir, &server, "stats", "{}");
+    assert_eq!(st["served_by"], "api", "{st}");
+
+    let out = run(&["deploy", "info", "dev"]);
+    assert!(out.contains("active build build-"), "{out}");
+    assert!(out.contains(&api_id) && out.contains(&gpu_id), "{out}");
+    let out = run(&["deploy", "list"]);
+    assert!(out.contains("dev") && out.contains("build-"), "{out}");
+
+    // An environment created with --require-auth: its HTTP endpoint wants the key.
+    run(&["deploy", "new", "secure", "--require-auth"]);
+    run(&["deploy", "send", "secure"]);
+    let secure = std::fs::read_to_string(dir.join(".flash/resources.json")).unwrap();
+    let secure: Value = serde_json::from_str(&secure).unwrap();
+    let secure_api = secure["environments"]["secure"]["resources"]["api"]["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status = reqwest::blocking::Client::new()
+        .get(format!("{secure_api}/stats"))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(
+        status, 401,
+        "an unauthenticated call to {secure_api} got {status}"
+    );
+    let out = run(&["call", "stats", "--env", "secure"]);
+    assert!(out.contains("\"served_by\": \"api\""), "{out}");
+    let err = fails(&flash(dir, &server.url, &home, &["call", "stats"]));
+    assert!(
+        err.contains(
+            "app `quickstart` has several environments (dev, secure): pick one with --env"
+        ),
+        "{err}"
+    );
+    run(&["deploy", "delete", "secure", "--yes"]);
+
+    // Same build again: nothing is saved.
+    let out = run(&["deploy", "send", "dev"]);
+    assert_eq!(change_of(&out, "api"), "unchanged", "{out}");
+    assert_eq!(change_of(&out, "gpu_config"), "unchanged", "{out}");
+
+    // Change the GPU config's workers: its endpoint is updated in place (same id, new
+    // config hash); `api` keeps its config hash and is re-saved only because it shares the
+    // changed component (its code changed too).
+    edit(
+        &dir.join("src/lib.rs"),
+        ".workers(0, 3);",
+        ".workers(0, 2);",
+    );
+    run(&["build"]);
+    let out = run(&["deploy", "send", "dev"]);
+    assert_eq!(change_of(&out, "gpu_config"), "updated (config)", "{out}");
+    assert_eq!(change_of(&out, "api"), "updated (code)", "{out}");
+    let second = deployed(dir);
+    assert_eq!(second["gpu_config"]["endpoint_id"], gpu_id.as_str());
+    assert_eq!(second["api"]["endpoint_id"], api_id.as_str());
+    assert_ne!(
+        second["gpu_config"]["config_hash"],
+        first["gpu_config"]["config_hash"]
+    );
+    assert_eq!(second["api"]["config_hash"], first["api"]["config_hash"]);
+    assert_eq!(server.endpoint(&gpu_id)["workersMax"], 2);
+    let p = call(dir, &server, "predict", r#"{"text": "an awful sad day"}"#);
+    assert_eq!(p["label"], "negative", "{p}");
+
+    // Remove the `api` resource (its two functions and its config): its endpoint goes.
+    let src = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+    let start = src.find("/// The answer of `POST /predict`.").unwrap();
+    let end = src.find("/// 64-bit FNV-1a").unwrap();
+    let mut src = format!("{}{}", &src[..start], &src[end..]);
+    let api_start = src.find("/// CPU HTTP endpoint").unwrap();
+    let api_end = api_start + src[api_start..].find(";\n").unwrap() + 2;
+    src.replace_range(api_start..api_end, "");
+    std::fs::write(dir.join("src/lib.rs"), src).unwrap();
+    run(&["build"]);
+    let out = run(&["deploy", "send", "dev"]);
+    assert_eq!(change_of(&out, "api"), "deleted", "{out}");
+    assert_eq!(server.endpoint(&api_id), Value::Null);
+    assert_eq!(deployed(dir)["api"], Value::Null);
+    let v = call(
+        dir,
+        &server,
+        "embed",
+        r#"{"text": "still here", "dims": 4}"#,
+    );
+    assert_eq!(v.as_array().map(Vec::len), Some(4), "{v}");
+    let err = fails(&flash(
+        dir,
+        &server.url,
+        &home,
+        &["call", "stats", "--env", "dev"],
+    ));
+    assert!(
+        err.contains("function `stats` is not in the active build of `dev`"),
+        "{err}"
+    );
+
+    // Delete: no endpoints, no environment, no worker processes left.
+    let err = fails(&flash(
+        dir,
+        &server.url,
+        &home,
+        &["deploy", "delete", "dev"],
+    ));
+    assert!(err.contains("pass --yes"), "{err}");
+    let out = run(&["deploy", "delete", "dev", "--yes"]);
+    assert!(out.contains("Deleted environment `dev`"), "{out}");
+    assert_eq!(server.endpoint_count(), 0);
+    let out = run(&["deploy", "list"]);
+    assert!(out.contains("No environments"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.children() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "worker processes still running 60 s after `deploy delete`"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A project with a flash.toml and nothing built.
+fn bare_project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("flash.toml"),
+        "[app]\nname = \"errs\"\n\n[[component]]\nname = \"errs\"\nkind = \"rust\"\npath = \".\"\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn deploy_errors_say_what_to_do() {
+    let project = bare_project();
+    let dir = project.path();
+    let server = Server::start();
+    let home = server.data_dir.path().to_path_buf();
+
+    // Server down.
+    let port = flash_tests::free_port();
+    let down = format!("http://127.0.0.1:{port}");
+    let err = fails(&flash(dir, &down, &home, &["deploy", "list"]));
+    assert!(
+        err.contains(&format!(
+            "error: cannot reach the Flash server at {down}: start it with `flash server`"
+        )),
+        "{err}"
+    );
+
+    // Bad key.
+    let err = fails(&flash_env(
+        dir,
+        &server.url,
+        &home,
+        &["deploy", "list"],
+        &[("RUNPOD_API_KEY", "not-the-key")],
+    ));
+    assert!(
+        err.contains(&format!(
+            "error: the server at {} rejected the API key from RUNPOD_API_KEY",
+            server.url
+        )),
+        "{err}"
+    );
+
+    // No key anywhere.
+    let empty = tempfile::tempdir().unwrap();
+    let err = fails(&flash(dir, &server.url, empty.path(), &["deploy", "list"]));
+    assert!(
+        err.contains("error: no API key: set RUNPOD_API_KEY, or start `flash server`"),
+        "{err}"
+    );
+
+    // Unknown app, then unknown environment.
+    let err = fails(&flash(dir, &server.url, &home, &["deploy", "info", "dev"]));
+    assert!(err.contains("error: app `errs` not found on"), "{err}");
+    ok(
+        &flash(dir, &server.url, &home, &["deploy", "new", "dev"]),
+        Some(&server),
+    );
+    let err = fails(&flash(dir, &server.url, &home, &["deploy", "info", "nope"]));
+    assert!(
+        err.contains(
+            "error: environment `nope` not found in app `errs`: create it with `flash deploy new nope`"
+        ),
+        "{err}"
+    );
+    let err = fails(&flash(
+        dir,
+        &server.url,
+        &home,
+        &["call", "f", "--env", "nope"],
+    ));
+    assert!(err.contains("environment `nope` not found"), "{err}");
+
+    // No artifact.
+    let err = fails(&flash(dir, &server.url, &home, &["deploy", "send", "dev"]));
+    let artifact: PathBuf = dir.join(".flash/artifact.tar.gz");
+    assert!(
+        err.contains(&format!(
+            "error: no artifact at {}: run `flash build` first",
+            artifact.display()
+        )),
+        "{err}"
+    );
+
+    // Nothing deployed yet.
+    let err = fails(&flash(
+        dir,
+        &server.url,
+        &home,
+        &["call", "f", "--env", "dev"],
+    ));
+    assert!(
+        err.contains(
+            "environment `dev` has no active build: deploy one with `flash deploy send dev`"
+        ),
+        "{err}"
+    );
+
+    // Bad arguments.
+    let err = fails(&flash(
+        dir,
+        &server.url,
+        &home,
+        &["call", "f", "{nope", "--env", "dev"],
+    ));
+    assert!(err.contains("are not JSON"), "{err}");
+}
+
+#[test]
+fn flash_run_builds_serves_deploys_and_stops_on_sigterm() {
+    let project = quickstart_copy();
+    let dir = project.path();
+    let data = tempfile::tempdir().unwrap();
+    let port = flash_tests::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut guard = ChildGuard::spawn(
+        Command::new(flash_tests::bin("flash"))
+            .args([
+                "run",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(data.path())
+            .current_dir(dir)
+            .env_remove("RUNPOD_API_KEY")
+            .env("CARGO_TARGET_DIR", flash_tests::guest_target_dir())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null()),
+    )
+    .unwrap();
+    let stdout = guard.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut seen = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.starts_with("Ready.") {
+                    break;
+                }
+            }
+            Err(e) => panic!("`flash run` not ready ({e}):\n{seen}"),
+        }
+    }
+    assert!(seen.contains(&format!("POST {url}/lb/")), "{seen}");
+    assert!(seen.contains("flash call embed"), "{seen}");
+
+    let out = flash(
+        dir,
+        &url,
+        data.path(),
+        &["call", "predict", r#"{"text": "great"}"#],
+    );
+    let p: Value = serde_json::from_str(&ok(&out, None)).unwrap();
+    assert_eq!(p["label"], "positive", "{p}");
+
+    let pid = guard.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`flash run` ignored SIGTERM for 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "`flash run` exited with {status}");
+}
