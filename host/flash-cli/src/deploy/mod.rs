@@ -1108,3 +1108,102 @@ pub fn project_flash_dir(start: &Path) -> Option<(PathBuf, String)> {
     let project = crate::project::Project::discover(start).ok()?;
     Some((project.flash_dir(), project.name().to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        serde_json::from_value(json!({
+            "version": "1.0", "generated_at": "x", "project_name": "app",
+            "resources": {
+                "api": { "resource_type": "CpuLiveLoadBalancer", "is_load_balanced": true,
+                    "config_hash": "h1", "instanceIds": ["cpu3c-1-2"], "workersMin": 1,
+                    "workersMax": 3, "idleTimeout": 60, "scalerType": "REQUEST_COUNT",
+                    "scalerValue": 4, "functions": [{ "name": "p", "module": "m",
+                    "is_async": false, "is_class": false, "is_load_balanced": true,
+                    "http_method": "POST", "http_path": "/p", "component": "components/a.wasm",
+                    "component_sha256": "aa" }] },
+                "gpu": { "resource_type": "LiveServerless", "is_load_balanced": false,
+                    "config_hash": "h2", "gpuIds": "ADA_24", "workersMin": 0, "workersMax": 2,
+                    "idleTimeout": 5, "scalerType": "QUEUE_DELAY", "scalerValue": 4,
+                    "functions": [{ "name": "e", "module": "m", "is_async": false,
+                    "is_class": false, "is_load_balanced": false,
+                    "component": "components/b.wasm", "component_sha256": "bb" }] }
+            },
+            "function_registry": { "p": "api", "e": "gpu" },
+            "components": {
+                "components/a.wasm": { "sha256": "aa", "size": 1 },
+                "components/b.wasm": { "sha256": "bb", "size": 1 }
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn source_hash_follows_only_the_resources_own_components() {
+        let m = manifest();
+        let (api, gpu) = (source_hash(&m, "api"), source_hash(&m, "gpu"));
+        assert_ne!(api, gpu);
+        let mut changed = m.clone();
+        changed
+            .components
+            .get_mut("components/b.wasm")
+            .unwrap()
+            .sha256 = "cc".into();
+        assert_eq!(
+            source_hash(&changed, "api"),
+            api,
+            "api's code did not change"
+        );
+        assert_ne!(source_hash(&changed, "gpu"), gpu);
+    }
+
+    #[test]
+    fn endpoint_input_carries_the_config_and_the_type() {
+        let m = manifest();
+        let lb = endpoint_fields(&m.resources["api"]).unwrap();
+        assert_eq!(lb["type"], "LB");
+        assert_eq!(lb["instanceIds"], json!(["cpu3c-1-2"]));
+        assert_eq!(lb["workersMin"], 1);
+        assert_eq!(lb["scalerType"], "REQUEST_COUNT");
+        assert!(!lb.contains_key("gpuIds"));
+        let qb = endpoint_fields(&m.resources["gpu"]).unwrap();
+        assert_eq!(qb["type"], "QB");
+        assert_eq!(qb["gpuIds"], "ADA_24");
+        assert_eq!(qb["idleTimeout"], 5);
+    }
+
+    #[test]
+    fn template_env_marks_lb_and_opens_it_unless_auth_is_required() {
+        let ctx = |require_auth| DeployContext {
+            app: "app",
+            env_name: "dev",
+            env_id: "env-1",
+            api_key: "k",
+            require_auth,
+        };
+        let keys = |env: Vec<Value>| -> BTreeMap<String, String> {
+            env.into_iter()
+                .map(|e| {
+                    (
+                        e["key"].as_str().unwrap().to_string(),
+                        e["value"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        };
+        let open = keys(template_env(&ctx(false), "api", true, "src"));
+        assert_eq!(open["FLASH_ENDPOINT_TYPE"], "lb");
+        assert_eq!(open["FLASH_DISABLE_RP_AUTH"], "true");
+        assert_eq!(open["FLASH_RESOURCE_NAME"], "api");
+        assert_eq!(open["FLASH_ENVIRONMENT_ID"], "env-1");
+        assert_eq!(open["RUNPOD_API_KEY"], "k");
+        assert_eq!(open[SOURCE_FINGERPRINT_ENV], "src");
+        let closed = keys(template_env(&ctx(true), "api", true, "src"));
+        assert!(!closed.contains_key("FLASH_DISABLE_RP_AUTH"));
+        let qb = keys(template_env(&ctx(false), "gpu", false, "src"));
+        assert!(!qb.contains_key("FLASH_ENDPOINT_TYPE"));
+        assert!(!qb.contains_key("FLASH_DISABLE_RP_AUTH"));
+    }
+}
