@@ -121,7 +121,7 @@ impl FunctionComponentPre {
 pub(crate) const DEADLINE_GRACE: Duration = Duration::from_millis(100);
 
 /// The WASI context of a call: exactly the declared environment, stdout and stderr to the
-/// host's, and nothing else (no preopened directories, no sockets).
+/// host's, and no preopened directories.
 pub(crate) fn call_wasi(ctx: &CallContext) -> WasiCtx {
     WasiCtx::builder()
         .envs(&ctx.env)
