@@ -14,6 +14,10 @@
 //!   build tarball of an app with a trivial echo function (uploaded through the GraphQL
 //!   flow and handed to workers as `FLASH_ARTIFACT_URL`); `FLASH_BENCH_ENV` may add
 //!   template env as a JSON object (e.g. `{"FLASH_RESOURCE_NAME": "echo"}`). Unset: skipped.
+//!
+//! Every job's input is `{"x": 1}`, or the JSON in `FLASH_BENCH_INPUT` (the same for every
+//! worker kind, e.g. `{"function_name": "echo", "kwargs": {"value": 1}}` for a flash-host
+//! resource serving several functions; the Python echo worker returns any input).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +26,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use flash_control::{Config, Server};
 use serde_json::{Value, json};
+
+/// The input of every job: `FLASH_BENCH_INPUT` or `{"x": 1}`.
+fn job_input() -> Result<Value> {
+    match std::env::var("FLASH_BENCH_INPUT") {
+        Ok(v) => serde_json::from_str(&v).context("FLASH_BENCH_INPUT must be JSON"),
+        Err(_) => Ok(json!({ "x": 1 })),
+    }
+}
 
 struct Client {
     http: reqwest::Client,
@@ -250,16 +262,18 @@ async fn measure(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let job = job_input()?;
     let run = |count: Arc<AtomicU64>, until: Instant| {
         let c = c.clone();
         let ep = ep.clone();
+        let input = job.clone();
         tokio::spawn(async move {
             while Instant::now() < until {
                 let r: Value = c
                     .http
                     .post(format!("{}/v2/{ep}/runsync", c.url))
                     .bearer_auth(&c.key)
-                    .json(&json!({ "input": { "x": 1 } }))
+                    .json(&json!({ "input": input }))
                     .send()
                     .await?
                     .json()

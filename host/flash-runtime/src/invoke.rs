@@ -92,15 +92,7 @@ impl FunctionComponentPre {
         };
         let mut store = Store::new(self.engine.wasmtime(), state);
         store.limiter(|state| &mut state.limits);
-        let deadline = Instant::now() + limits.deadline;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(DeadlineExceeded.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        arm_deadline(&mut store, limits.deadline);
         store
     }
 
@@ -112,12 +104,7 @@ impl FunctionComponentPre {
         ctx: &CallContext,
         limits: &InvokeLimits,
     ) -> Result<String, CallError> {
-        let wasi = WasiCtx::builder()
-            .envs(&ctx.env)
-            .inherit_stdout()
-            .inherit_stderr()
-            .build();
-        let mut store = self.new_store(wasi, Some(ctx), limits);
+        let mut store = self.new_store(call_wasi(ctx), Some(ctx), limits);
         let call = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             instance
@@ -127,8 +114,7 @@ impl FunctionComponentPre {
         };
         // The epoch callback stops guest code; this also bounds time spent in host calls
         // (a peer call cannot outlive the caller's deadline by more than a grace period).
-        let grace = Duration::from_millis(100);
-        match tokio::time::timeout(limits.deadline + grace, call).await {
+        match tokio::time::timeout(limits.deadline + DEADLINE_GRACE, call).await {
             Ok(Ok(Ok(output))) => Ok(output),
             Ok(Ok(Err(guest_error))) => Err(guest_error.into()),
             Ok(Err(trap)) => Err(classify_trap(function, &trap, limits)),
@@ -137,7 +123,37 @@ impl FunctionComponentPre {
     }
 }
 
-fn timeout_error(function: &str, limits: &InvokeLimits) -> CallError {
+/// How long a call's host-side work (a peer call) may outlive its deadline.
+pub(crate) const DEADLINE_GRACE: Duration = Duration::from_millis(100);
+
+/// The WASI context of a call: exactly the declared environment, stdout and stderr to the
+/// host's, and no preopened directories.
+pub(crate) fn call_wasi(ctx: &CallContext) -> WasiCtx {
+    WasiCtx::builder()
+        .envs(&ctx.env)
+        .inherit_stdout()
+        .inherit_stderr()
+        .build()
+}
+
+/// Arms the store's deadline `deadline` from now: on every epoch tick the guest yields
+/// to the executor, and once the deadline has passed the next tick traps.
+///
+/// Replaces any earlier deadline, so a store that lives across calls
+/// ([`crate::live::LiveInstance`]) re-arms it before each one.
+pub(crate) fn arm_deadline(store: &mut Store<HostState>, deadline: Duration) {
+    let deadline = Instant::now() + deadline;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Err(DeadlineExceeded.into())
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+}
+
+pub(crate) fn timeout_error(function: &str, limits: &InvokeLimits) -> CallError {
     CallError::new(
         ErrorKind::Timeout,
         format!(

@@ -7,6 +7,8 @@
 //! - [`bindings`]: host bindings generated from `wit/` (the `function` world);
 //! - [`component`]: a component compiled and pre-linked once ([`FunctionComponentPre`]);
 //! - [`invoke`]: one call = one fresh `Store` + instance, with memory cap and deadline;
+//! - [`live`]: one instance kept across calls ([`LiveInstance`]), for measurement and a
+//!   future bounded-reuse option; the serving path does not use it;
 //! - [`scan`]: calls `describe` with no capabilities at all (the build-time scanner);
 //! - [`peer`]: the host side of the WIT `peer` import, routed through a [`PeerRouter`];
 //!   `progress.emit` chunks go to the call's [`ProgressSink`].
@@ -18,6 +20,7 @@ pub mod component;
 pub mod engine;
 pub mod error;
 pub mod invoke;
+pub mod live;
 pub mod peer;
 pub mod scan;
 mod state;
@@ -26,4 +29,5 @@ pub use component::FunctionComponentPre;
 pub use engine::{Engine, EngineOptions};
 pub use error::{CallError, ErrorKind};
 pub use invoke::{CallContext, InvokeLimits, ProgressSink};
+pub use live::LiveInstance;
 pub use peer::{NoPeers, PeerRouter};
