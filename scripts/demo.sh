@@ -24,7 +24,7 @@ server=$!
 cleanup() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
 trap cleanup EXIT
 for _ in $(seq 1 100); do
-    [ -s "$data/api_key" ] && curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+    [ -s "$data/api_key" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.2
 done
 

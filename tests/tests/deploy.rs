@@ -144,7 +144,16 @@ fn fails(out: &Output) -> String {
 }
 
 /// A copy of the quickstart whose `flash-sdk` dependency points at this repo.
+///
+/// Each copy gets its own crate name: cargo identifies path packages by their path
+/// relative to the workspace root, so same-named copies sharing the guest target dir would
+/// overwrite each other's (and `examples/quickstart`'s) build with the edited sources.
 fn quickstart_copy() -> tempfile::TempDir {
+    static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let crate_name = format!(
+        "quickstart_copy_{}",
+        COPIES.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
     let dir = tempfile::tempdir().unwrap();
     let example = flash_tests::repo_root().join("examples/quickstart");
     std::fs::create_dir(dir.path().join("src")).unwrap();
@@ -161,7 +170,16 @@ fn quickstart_copy() -> tempfile::TempDir {
             &format!("path = {:?}", sdk.display().to_string()),
         );
     assert!(cargo.contains(&sdk.display().to_string()), "{cargo}");
+    let cargo = cargo.replacen(
+        "name = \"quickstart\"",
+        &format!("name = {crate_name:?}"),
+        1,
+    );
     std::fs::write(dir.path().join("Cargo.toml"), cargo).unwrap();
+    if let Ok(lock) = std::fs::read_to_string(dir.path().join("Cargo.lock")) {
+        let lock = lock.replace("name = \"quickstart\"", &format!("name = {crate_name:?}"));
+        std::fs::write(dir.path().join("Cargo.lock"), lock).unwrap();
+    }
     dir
 }
 
