@@ -216,3 +216,14 @@ impl HostApp {
         Self::load(engine, manifest, root, resource, options)
     }
 }
+
+/// Parses a function's JSON output; a component that returns invalid JSON broke the
+/// contract, which is an `internal` failure of that function.
+pub fn decode_output(function: &str, output: &str) -> Result<serde_json::Value, CallError> {
+    serde_json::from_str(output).map_err(|e| {
+        CallError::new(
+            ErrorKind::Internal,
+            format!("function `{function}` returned invalid JSON: {e}"),
+        )
+    })
+}

@@ -28,6 +28,7 @@ use axum::routing::{MethodFilter, get, on, post};
 use flash_runtime::{CallError, ErrorKind};
 use serde_json::{Map, Value, json};
 
+use crate::app::decode_output;
 use crate::job_input;
 use crate::registry::ServiceRegistry;
 
@@ -206,12 +207,9 @@ async fn execute(State(state): State<AppState>, body: Bytes) -> Response {
         .call(&call.function, call.payload, call.depth)
         .await
     {
-        Ok(output) => match serde_json::from_str::<Value>(&output) {
+        Ok(output) => match decode_output(&call.function, &output) {
             Ok(result) => axum::Json(json!({"success": true, "result": result})).into_response(),
-            Err(e) => error_response(&CallError::new(
-                ErrorKind::Internal,
-                format!("function returned invalid JSON: {e}"),
-            )),
+            Err(e) => error_response(&e),
         },
         Err(e) => error_response(&e),
     }
@@ -230,12 +228,9 @@ async fn route_call(
         Err(e) => return error_response(&e),
     };
     match state.registry.call(function, payload.to_string(), 0).await {
-        Ok(output) => match serde_json::from_str::<Value>(&output) {
+        Ok(output) => match decode_output(function, &output) {
             Ok(result) => axum::Json(result).into_response(),
-            Err(e) => error_response(&CallError::new(
-                ErrorKind::Internal,
-                format!("function returned invalid JSON: {e}"),
-            )),
+            Err(e) => error_response(&e),
         },
         Err(e) => error_response(&e),
     }

@@ -383,12 +383,7 @@ async fn run_job(
             progress,
         )
         .await?;
-    serde_json::from_str(&output).map_err(|e| {
-        flash_runtime::CallError::new(
-            flash_runtime::ErrorKind::Internal,
-            format!("function `{}` returned invalid JSON: {e}", call.function),
-        )
-    })
+    crate::app::decode_output(&call.function, &output)
 }
 
 /// The error string the runpod SDK posts: JSON with `error_type`, `error_message`, ….

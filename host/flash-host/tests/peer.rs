@@ -41,17 +41,6 @@ async fn state_manager(manifest: Value, endpoints: Value) -> (String, Arc<Mutex<
     (url, hits)
 }
 
-fn error_of(result: &Value) -> (String, String) {
-    let text = result["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error in {result}"));
-    let err: Value = serde_json::from_str(text).unwrap();
-    (
-        err["error_type"].as_str().unwrap().into(),
-        err["error_message"].as_str().unwrap().into(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_are_called_across_processes_through_discovered_urls() {
     let tmp = tempfile::tempdir().unwrap();

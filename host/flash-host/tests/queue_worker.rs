@@ -5,20 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::*;
-
-fn error_of(result: &Value) -> (String, String) {
-    let text = result["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error string in {result}"));
-    let err: Value =
-        serde_json::from_str(text).unwrap_or_else(|e| panic!("error is not JSON ({e}): {text}"));
-    (
-        err["error_type"].as_str().unwrap().to_string(),
-        err["error_message"].as_str().unwrap().to_string(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_jobs_succeed_fail_typed_and_never_kill_the_worker() {

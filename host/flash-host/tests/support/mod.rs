@@ -324,3 +324,17 @@ pub fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// The `(error_type, error_message)` of a failed job's result body (the runpod SDK's
+/// JSON error string).
+pub fn error_of(result: &Value) -> (String, String) {
+    let text = result["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error string in {result}"));
+    let err: Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("error is not JSON ({e}): {text}"));
+    (
+        err["error_type"].as_str().unwrap().to_string(),
+        err["error_message"].as_str().unwrap().to_string(),
+    )
+}
