@@ -65,7 +65,7 @@ impl Server {
 
     fn endpoint(&self, id: &str) -> Value {
         self.graphql(
-            "query($id: String!) { myself { endpoint(id: $id) { id name workersMax } } }",
+            "query($id: String!) { myself { endpoint(id: $id) { id name workersMax version } } }",
             json!({ "id": id }),
         )["myself"]["endpoint"]
             .clone()
@@ -89,6 +89,69 @@ impl Server {
             .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
             .map(|c| c.split_whitespace().count())
             .sum()
+    }
+
+    /// Worker processes whose environment has `key=value`.
+    fn workers_with_env(&self, key: &str, value: &str) -> Vec<u32> {
+        let pid = self.child.0.id();
+        let needle = format!("{key}={value}");
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return Vec::new();
+        };
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|c| {
+                c.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+            })
+            .collect()
+    }
+
+    /// The mothership's `/reconciliation` report once a mothership process other than
+    /// `not_pid` has finished reconciling (bounded wait).
+    fn reconciliation(&self, mothership: &str, not_pid: Option<u64>) -> Value {
+        let url = format!("{}/lb/{mothership}/reconciliation", self.url);
+        let client = reqwest::blocking::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if let Ok(resp) = client
+                .get(&url)
+                .bearer_auth(self.key())
+                .timeout(Duration::from_secs(30))
+                .send()
+                && resp.status() == 200
+                && let Ok(body) = resp.json::<Value>()
+                && body["pid"].as_u64() != not_pid
+            {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no reconciliation report from the mothership at {url} within 180 s; server log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Kills the mothership process (SIGKILL); the server's provisioner starts a new one,
+    /// which reconciles again.
+    fn kill_mothership(&self) {
+        let pids = self.workers_with_env("FLASH_IS_MOTHERSHIP", "true");
+        assert_eq!(pids.len(), 1, "expected one mothership process: {pids:?}");
+        assert!(
+            Command::new("kill")
+                .args(["-KILL", &pids[0].to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
     }
 
     fn log(&self) -> String {
@@ -238,6 +301,13 @@ fn deploy_lifecycle_on_the_embedded_server() {
     assert!(out.contains("Created app `quickstart`"), "{out}");
     assert!(out.contains("Created environment `dev`: env-"), "{out}");
     assert!(out.contains("Next: flash deploy send dev"), "{out}");
+    let mothership = out
+        .split("Mothership endpoint: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no mothership in:\n{out}"))
+        .to_string();
+    assert_eq!(server.endpoint(&mothership)["name"], "mothership");
 
     // First send: both endpoints created, published, callable.
     let out = run(&["deploy", "send", "dev"]);
@@ -279,8 +349,99 @@ fn deploy_lifecycle_on_the_embedded_server() {
     let st = call(dir, &server, "stats", "{}");
     assert_eq!(st["served_by"], "api", "{st}");
 
+    // The mothership booted with the active build and found nothing to do: `deploy send`
+    // had provisioned and published everything already.
+    let report = server.reconciliation(&mothership, None);
+    assert_eq!(report["active"], true, "{report}");
+    assert_eq!(report["persisted"], false, "{report}");
+    let actions = |report: &Value| -> Vec<(String, String)> {
+        let mut a: Vec<(String, String)> = report["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["resource"].as_str().unwrap().to_string(),
+                    r["action"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        a.sort();
+        a
+    };
+    assert_eq!(
+        actions(&report),
+        [
+            ("api".into(), "unchanged".into()),
+            ("gpu_config".into(), "unchanged".into())
+        ],
+        "{report}"
+    );
+
+    // Out-of-band drift: the GPU endpoint is deleted and the API endpoint's workers edited.
+    // The next mothership boot recreates one and restores the other, and persists it.
+    server.graphql(
+        "mutation($id: String!) { deleteEndpoint(id: $id) }",
+        json!({ "id": gpu_id }),
+    );
+    server.graphql(
+        "mutation($input: EndpointInput!) { saveEndpoint(input: $input) { id } }",
+        json!({ "input": { "id": api_id, "name": "api", "workersMax": 7 } }),
+    );
+    let pid = report["pid"].as_u64();
+    server.kill_mothership();
+    let healed = server.reconciliation(&mothership, pid);
+    assert_eq!(
+        actions(&healed),
+        [
+            ("api".into(), "updated (config)".into()),
+            ("gpu_config".into(), "created".into())
+        ],
+        "{healed}"
+    );
+    assert_eq!(healed["persisted"], true, "{healed}");
+    assert_eq!(server.endpoint(&api_id)["workersMax"], 3);
+    let new_gpu = healed["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == "gpu_config")
+        .and_then(|r| r["endpoint_id"].as_str())
+        .unwrap()
+        .to_string();
+    assert_ne!(new_gpu, gpu_id);
+    // `flash call` finds the recreated endpoint through the persisted manifest.
+    let v = call(dir, &server, "embed", r#"{"text": "healed", "dims": 4}"#);
+    assert_eq!(v.as_array().map(Vec::len), Some(4), "{v}");
+    let gpu_id = new_gpu;
+
+    // Idempotent: another boot with no change saves nothing and persists nothing.
+    let versions = (
+        server.endpoint(&api_id)["version"].clone(),
+        server.endpoint(&gpu_id)["version"].clone(),
+    );
+    server.kill_mothership();
+    let again = server.reconciliation(&mothership, healed["pid"].as_u64());
+    assert_eq!(
+        actions(&again),
+        [
+            ("api".into(), "unchanged".into()),
+            ("gpu_config".into(), "unchanged".into())
+        ],
+        "{again}"
+    );
+    assert_eq!(again["persisted"], false, "{again}");
+    assert_eq!(
+        (
+            server.endpoint(&api_id)["version"].clone(),
+            server.endpoint(&gpu_id)["version"].clone()
+        ),
+        versions
+    );
+
     let out = run(&["deploy", "info", "dev"]);
     assert!(out.contains("active build build-"), "{out}");
+    assert!(out.contains(&mothership), "{out}");
     assert!(out.contains(&api_id) && out.contains(&gpu_id), "{out}");
     let out = run(&["deploy", "list"]);
     assert!(out.contains("dev") && out.contains("build-"), "{out}");

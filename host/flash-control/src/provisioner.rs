@@ -14,6 +14,8 @@
 //!   oldest queued job waited `scalerValue` s (or none runs), `REQUEST_COUNT` keeps
 //!   `ceil(outstanding / scalerValue)`. Workers idle for `idleTimeout` s beyond the target are
 //!   drained (no new jobs), then stopped with `SIGTERM`, then `SIGKILL` after a grace period.
+//!   An endpoint of a Flash environment gets no workers until the environment has an
+//!   active build (they would have no artifact to boot).
 //! - **Heal.** A worker that exits unexpectedly has its jobs requeued and is replaced after an
 //!   exponential backoff. A changed endpoint, template or active build drains the old workers.
 //! - **Report.** Worker states (initializing until the first take/ping, or for LB until
@@ -680,6 +682,13 @@ impl Provisioner {
             i64::from(ep.workers_min),
             i64::from(ep.workers_max.max(ep.workers_min)),
         );
+        // An endpoint of a Flash environment serves that environment's active build: until
+        // one is activated (the first `flash deploy send`) there is nothing to boot.
+        let target = if ep.flash_environment_id.is_some() && artifact.is_none() {
+            0
+        } else {
+            target
+        };
         if n_active < target && !self.stopping.load(Ordering::SeqCst) {
             if pool.next_spawn.is_some_and(|t| now < t) {
                 return Ok(());

@@ -14,6 +14,7 @@
 //! | `FLASH_CONCURRENCY` | jobs / requests run at once (default 1 for queue, 64 for load-balanced) |
 //! | `FLASH_MAX_MEMORY_MB` | memory cap per instance (default 256) |
 //! | `FLASH_PEER_TIMEOUT_S` | bound of one peer call (default 300) |
+//! | `FLASH_IS_MOTHERSHIP=true` | run as the environment's mothership instead (see [`crate::mothership`]) |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -60,12 +61,8 @@ fn env_parse<T: std::str::FromStr>(key: &str) -> Result<Option<T>> {
 pub async fn run(args: HostArgs) -> Result<i32> {
     let api_key = env("RUNPOD_API_KEY");
     let resource = args.resource.clone().or_else(|| env("FLASH_RESOURCE_NAME"));
-    if env("FLASH_IS_MOTHERSHIP").is_some_and(|v| v == "true") {
-        bail!(
-            "FLASH_IS_MOTHERSHIP=true: mothership reconciliation is not available in this flash-host yet"
-        );
-    }
-    if resource.is_none() && args.test_input.is_none() {
+    let is_mothership = env(flash_deploy::mothership::MOTHERSHIP_ENV).is_some_and(|v| v == "true");
+    if resource.is_none() && args.test_input.is_none() && !is_mothership {
         bail!(
             "FLASH_RESOURCE_NAME is not set: name the resource config this host serves (or use --test-input to run one job with every resource local)"
         );
@@ -81,6 +78,10 @@ pub async fn run(args: HostArgs) -> Result<i32> {
         api_key.as_deref(),
     )
     .await?;
+
+    if is_mothership {
+        return run_mothership(&unpacked.root, api_key).await.map(|()| 0);
+    }
 
     let max_memory_mb: usize = env_parse("FLASH_MAX_MEMORY_MB")?.unwrap_or(256);
     let engine = Engine::new(EngineOptions {
@@ -131,15 +132,8 @@ pub async fn run(args: HostArgs) -> Result<i32> {
 
     let load_balanced = app.resource_entry().is_some_and(|r| r.is_load_balanced);
     if load_balanced {
-        let listen: SocketAddr = match env("FLASH_LISTEN_ADDR") {
-            Some(addr) => addr
-                .parse()
-                .with_context(|| format!("FLASH_LISTEN_ADDR=`{addr}` is not host:port"))?,
-            None => SocketAddr::from(([0, 0, 0, 0], env_parse::<u16>("PORT")?.unwrap_or(80))),
-        };
-        let auth_disabled =
-            env("FLASH_DISABLE_RP_AUTH").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let key = if auth_disabled {
+        let listen = listen_addr()?;
+        let key = if auth_disabled() {
             None
         } else {
             Some(api_key.clone().context(
@@ -172,6 +166,50 @@ pub async fn run(args: HostArgs) -> Result<i32> {
     }
     drop(unpacked);
     Ok(0)
+}
+
+/// Listen address of HTTP handlers: `FLASH_LISTEN_ADDR`, else `0.0.0.0:$PORT` (default 80).
+fn listen_addr() -> Result<SocketAddr> {
+    Ok(match env("FLASH_LISTEN_ADDR") {
+        Some(addr) => addr
+            .parse()
+            .with_context(|| format!("FLASH_LISTEN_ADDR=`{addr}` is not host:port"))?,
+        None => SocketAddr::from(([0, 0, 0, 0], env_parse::<u16>("PORT")?.unwrap_or(80))),
+    })
+}
+
+fn auth_disabled() -> bool {
+    env("FLASH_DISABLE_RP_AUTH").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// The mothership role (see [`crate::mothership`]).
+async fn run_mothership(root: &std::path::Path, api_key: Option<String>) -> Result<()> {
+    let path = root.join(flash_manifest::MANIFEST_FILE_NAME);
+    let desired: Value = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", path.display()))?;
+    let need = |key: &str| {
+        env(key).with_context(|| {
+            format!("{key} is not set: the mothership reconciles an environment through the State Manager and needs FLASH_ENVIRONMENT_ID, RUNPOD_API_KEY and RUNPOD_API_BASE_URL")
+        })
+    };
+    let api_key = api_key.map(Ok).unwrap_or_else(|| need("RUNPOD_API_KEY"))?;
+    let config = crate::mothership::MothershipConfig {
+        environment_id: need("FLASH_ENVIRONMENT_ID")?,
+        state_manager_url: need(crate::state_manager::API_BASE_URL_ENV)?,
+        route_key: (!auth_disabled()).then(|| api_key.clone()),
+        api_key,
+        listen: listen_addr()?,
+        options: crate::mothership::options_from_env(env_parse::<u64>, env("RUNPOD_ENDPOINT_ID"))?,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = stop_tx.send(true);
+    });
+    crate::mothership::run(config, desired, stop_rx).await
 }
 
 /// Where peers are found: `FLASH_PEER_ENDPOINTS`, else the State Manager (when

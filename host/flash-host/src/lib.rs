@@ -9,6 +9,7 @@
 //!   Manager's GraphQL API (with retries, a TTL cache and a local-file fallback);
 //! - [`queue`]: the RunPod-compatible queue worker;
 //! - [`lb`]: the load-balanced HTTP server (routes, `/ping`, `/execute`);
+//! - [`mothership`]: the environment's mothership (reconciles child endpoints on boot);
 //! - [`job_input`]: how job inputs and `/execute` bodies name functions and arguments;
 //! - [`host`]: wiring them from the environment, as the binary does.
 
@@ -18,6 +19,7 @@ pub mod host;
 pub mod job_input;
 pub mod lb;
 pub mod manifest_fetcher;
+pub mod mothership;
 pub mod queue;
 pub mod registry;
 pub mod state_manager;

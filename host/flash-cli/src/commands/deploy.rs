@@ -26,7 +26,7 @@ pub struct ServerOpts {
 
 impl ServerOpts {
     pub fn connect(&self) -> Result<StateManager> {
-        deploy::connect(&self.server)
+        flash::connect::connect(&self.server)
     }
 
     fn start(&self) -> PathBuf {
@@ -52,7 +52,9 @@ impl ServerOpts {
 
     /// Local deploy state, when inside a project.
     pub fn state(&self) -> Option<ResourceManager> {
-        deploy::project_flash_dir(&self.start()).map(|(dir, _)| ResourceManager::new(&dir))
+        Project::discover(&self.start())
+            .ok()
+            .map(|p| ResourceManager::new(&p.flash_dir()))
     }
 }
 
@@ -131,6 +133,10 @@ impl DeployArgs {
                 } else {
                     println!("Environment `{env}` already exists: {}", out.environment_id);
                 }
+                println!(
+                    "Mothership endpoint: {} (reconciles the environment's endpoints each time a build is activated)",
+                    out.mothership_id
+                );
                 if require_auth {
                     println!("  load-balanced endpoints will require the API key");
                 }

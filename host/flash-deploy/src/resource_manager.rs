@@ -14,18 +14,30 @@
 //! The server is the source of truth where it can be: `deploy send` also reads endpoint ids
 //! from the active build's manifest (where it publishes them), so a deploy from another
 //! machine, without this file, still reuses endpoints instead of creating duplicates.
+//!
+//! # Layout versions
+//!
+//! - **1** (flash 0.1 before the mothership): environments with their resources.
+//! - **2**: each environment also records its mothership endpoint, and each resource the
+//!   keys of the user env it was deployed with (so the §1.5 template merge can tell a key
+//!   the user removed from one the platform injected).
+//!
+//! An older file is migrated when it is read under the write lock: the original is kept as
+//! `resources.json.v<N>.bak`, then the file is rewritten in the current layout. A file from a
+//! newer flash is refused (rather than silently dropping what this version does not know).
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 /// File name of the state, under `.flash/`.
 pub const STATE_FILE: &str = "resources.json";
-const STATE_VERSION: u32 = 1;
+/// The layout this version writes (see the module docs).
+pub const STATE_VERSION: u32 = 2;
 
 /// The whole state file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -46,6 +58,9 @@ pub struct EnvironmentState {
     /// Load-balanced endpoints require `Authorization` (`flash deploy new --require-auth`).
     #[serde(default)]
     pub require_auth: bool,
+    /// The environment's mothership endpoint (layout 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mothership: Option<String>,
     /// resource config name → deployed endpoint.
     #[serde(default)]
     pub resources: BTreeMap<String, DeployedResource>,
@@ -61,6 +76,9 @@ pub struct DeployedResource {
     /// sha256 over the digests of the components serving this resource.
     pub source_hash: String,
     pub url: String,
+    /// Keys of the resource config's own `env` as deployed (layout 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_keys: Vec<String>,
 }
 
 /// Reads and updates `.flash/resources.json` of one project.
@@ -95,24 +113,61 @@ impl ResourceManager {
             .with_context(|| format!("opening the lock file {}", lock.display()))
     }
 
+    /// Reads the file (any supported layout) without migrating it on disk.
     fn read_unlocked(&self) -> Result<State> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => {
-                let state: State = serde_json::from_slice(&bytes).with_context(|| {
-                    format!(
-                        "{} is not valid deploy state: fix or delete it (the next `flash deploy \
-                         send` rebuilds it from the server)",
-                        self.path.display()
-                    )
-                })?;
-                Ok(state)
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(State {
+                    version: STATE_VERSION,
+                    ..Default::default()
+                });
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State {
-                version: STATE_VERSION,
-                ..Default::default()
-            }),
-            Err(e) => Err(e).with_context(|| format!("reading {}", self.path.display())),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", self.path.display())),
+        };
+        let state: State = serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not valid deploy state: fix or delete it (the next `flash deploy \
+                 send` rebuilds it from the server)",
+                self.path.display()
+            )
+        })?;
+        if state.version > STATE_VERSION {
+            bail!(
+                "{} has layout version {}, written by a newer flash (this one knows up to {}): \
+                 upgrade flash",
+                self.path.display(),
+                state.version,
+                STATE_VERSION
+            );
         }
+        // Layout 1 → 2 adds only defaulted fields: serde already filled them in.
+        Ok(state)
+    }
+
+    /// Migrates an older layout on disk (under the exclusive lock): keeps a backup and
+    /// rewrites the file in the current layout.
+    fn migrate_unlocked(&self, state: &mut State) -> Result<()> {
+        if !self.path.exists() || state.version == STATE_VERSION {
+            return Ok(());
+        }
+        let backup = self
+            .path
+            .with_extension(format!("json.v{}.bak", state.version));
+        std::fs::copy(&self.path, &backup).with_context(|| {
+            format!(
+                "keeping a backup of {} before migrating it",
+                self.path.display()
+            )
+        })?;
+        tracing::info!(
+            from = state.version,
+            to = STATE_VERSION,
+            backup = %backup.display(),
+            "migrated the deploy state layout"
+        );
+        state.version = STATE_VERSION;
+        self.write_atomic(state)
     }
 
     /// A consistent snapshot (shared lock).
@@ -137,6 +192,7 @@ impl ResourceManager {
             .with_context(|| format!("locking {}", self.path.display()))?;
         let result = (|| {
             let mut state = self.read_unlocked()?;
+            self.migrate_unlocked(&mut state)?;
             let out = change(&mut state);
             state.version = STATE_VERSION;
             self.write_atomic(&state)?;
@@ -211,6 +267,50 @@ mod tests {
         let state = ResourceManager::new(dir.path()).load().unwrap();
         assert_eq!(state.environments.len(), 8);
         assert!(state.environments.values().all(|e| e.resources.len() == 10));
+    }
+
+    #[test]
+    fn layout_1_is_read_then_migrated_with_a_backup_on_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = r#"{ "version": 1, "environments": { "dev": { "environment_id": "env-1",
+            "app": "app", "require_auth": true, "resources": { "gpu": { "endpoint_id": "ep-1",
+            "config_hash": "h", "source_hash": "s", "url": "http://x/v2/ep-1" } } } } }"#;
+        std::fs::write(dir.path().join(STATE_FILE), v1).unwrap();
+        let rm = ResourceManager::new(dir.path());
+        let env = rm.environment("dev").unwrap().unwrap();
+        assert_eq!(env.resources["gpu"].endpoint_id, "ep-1");
+        assert!(env.require_auth);
+        assert_eq!(env.mothership, None);
+        assert!(env.resources["gpu"].env_keys.is_empty());
+
+        rm.update(|s| {
+            s.environments.get_mut("dev").unwrap().mothership = Some("ep-m".into());
+        })
+        .unwrap();
+        let backup = std::fs::read_to_string(dir.path().join("resources.json.v1.bak")).unwrap();
+        assert_eq!(backup, v1, "the original layout is kept as it was");
+        let state = rm.load().unwrap();
+        assert_eq!(state.version, STATE_VERSION);
+        assert_eq!(
+            state.environments["dev"].mothership.as_deref(),
+            Some("ep-m")
+        );
+        assert_eq!(
+            state.environments["dev"].resources["gpu"].url,
+            "http://x/v2/ep-1"
+        );
+    }
+
+    #[test]
+    fn a_newer_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(STATE_FILE),
+            br#"{ "version": 99, "environments": {} }"#,
+        )
+        .unwrap();
+        let err = ResourceManager::new(dir.path()).load().unwrap_err();
+        assert!(format!("{err:#}").contains("upgrade flash"), "{err:#}");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 /// Default URL of a local `flash server` (its `--listen` default).
@@ -32,29 +32,6 @@ impl std::fmt::Display for KeySource {
             KeySource::Env => write!(f, "RUNPOD_API_KEY"),
             KeySource::File(p) => write!(f, "{}", p.display()),
         }
-    }
-}
-
-/// Finds the API key: `RUNPOD_API_KEY`, else the local server's `<data dir>/api_key`.
-pub fn discover_api_key() -> Result<(String, KeySource)> {
-    if let Ok(key) = std::env::var("RUNPOD_API_KEY")
-        && !key.trim().is_empty()
-    {
-        return Ok((key.trim().to_string(), KeySource::Env));
-    }
-    let data_dir = flash_control::cli::default_data_dir()?;
-    let path = flash_control::auth::api_key_path(&data_dir);
-    match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => Ok((text.trim().to_string(), KeySource::File(path))),
-        Ok(_) => Err(anyhow!(
-            "the API key file {} is empty: restart `flash server` or set RUNPOD_API_KEY",
-            path.display()
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(anyhow!(
-            "no API key: set RUNPOD_API_KEY, or start `flash server` (it writes {})",
-            path.display()
-        )),
-        Err(e) => Err(e).with_context(|| format!("reading the API key from {}", path.display())),
     }
 }
 
@@ -439,13 +416,64 @@ impl StateManager {
 
     /// The endpoint `id` (with its template id) if it exists.
     pub async fn endpoint(&self, id: &str) -> Result<Option<Value>> {
-        let q = "query getEndpoint($id: String!) { myself { endpoint(id: $id) { id name type templateId workersMin workersMax } } }";
+        let q = "query getEndpoint($id: String!) { myself { endpoint(id: $id) { id name type templateId version workersMin workersMax idleTimeout executionTimeoutMs scalerType scalerValue gpuIds gpuCount instanceIds flashEnvironmentId } } }";
         let data = self
             .graphql("looking up the endpoint", q, json!({ "id": id }))
             .await?;
         Ok(data["myself"]["endpoint"]
             .as_object()
             .map(|o| Value::Object(o.clone())))
+    }
+
+    /// The env of template `id` as `(key, value)` pairs, or `None` if it does not exist.
+    pub async fn template_env(&self, id: &str) -> Result<Option<Vec<(String, String)>>> {
+        let q = "query getTemplate($id: String!) { podTemplate(id: $id) { id env { key value } } }";
+        let data = self
+            .graphql("reading the template", q, json!({ "id": id }))
+            .await?;
+        let Some(template) = data.get("podTemplate").filter(|t| !t.is_null()) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            template["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| {
+                    Some((
+                        e.get("key")?.as_str()?.to_string(),
+                        e.get("value")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                    ))
+                })
+                .collect(),
+        ))
+    }
+
+    /// The environment `id` (with its endpoints and active build), or `None`.
+    pub async fn environment(&self, id: &str) -> Result<Option<Value>> {
+        let q = "query getFlashEnvironment($flashEnvironmentId: String!) { flashEnvironment(flashEnvironmentId: $flashEnvironmentId) { id name state activeBuildId createdAt endpoints { id name } } }";
+        match self
+            .graphql_once(
+                "reading the environment",
+                q,
+                json!({ "flashEnvironmentId": id }),
+            )
+            .await
+        {
+            Ok(data) => Ok(data
+                .get("flashEnvironment")
+                .filter(|v| !v.is_null())
+                .cloned()),
+            Err(ApiError::GraphQl { message, .. })
+                if message.to_ascii_lowercase().contains("not found") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Deletes an endpoint; one that is already gone counts as deleted (§1.1).

@@ -1,0 +1,495 @@
+//! The mothership: one endpoint per environment that, on every boot, reconciles the
+//! environment's child endpoints with the manifest of the build it booted with.
+//!
+//! `flash deploy new` creates it ([`ensure_endpoint`]); the platform (RunPod, or `flash
+//! server`'s provisioner) boots it with the environment's active build whenever that build
+//! changes, and `flash-host` with `FLASH_IS_MOTHERSHIP=true` then runs [`reconcile`]:
+//!
+//! 1. **desired**: the manifest inside the artifact; **current**: the active build's
+//!    manifest as published through the State Manager (the endpoints, templates and hashes
+//!    of the last deploy), plus the environment's endpoint list and each endpoint's live
+//!    settings. A mothership whose build is no longer the active one stops there: the newer
+//!    build's mothership owns the environment.
+//! 2. **diff**: new (no endpoint, or its endpoint is gone), changed (`config_hash` or source
+//!    hash differs, or the live settings drifted), removed (an endpoint of the environment
+//!    that no resource wants any more — deleted for real; the reference tool only logs it).
+//! 3. **act** with the same engine as `flash deploy send` ([`crate::provision`]), a few at a
+//!    time with retries, then **verify** that every child answers `/health`, and that
+//!    children with `workersMin > 0` have a ready worker (bounded wait).
+//! 4. **persist** the result with `updateFlashBuildManifest` — only when it differs from what
+//!    is there, so a second boot with no change sends no mutation at all (idempotent).
+//!
+//! Because `deploy send` provisions everything before it activates a build, a mothership
+//! that boots after a complete send finds nothing to do: it is the safety net for sends that
+//! died half-way, endpoints deleted or edited out of band, and deploys by older clients. It
+//! waits (bounded) for a send that is still publishing its endpoints before it starts, so
+//! the two never create the same endpoint twice.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use flash_manifest::Manifest;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::client::{self, StateManager};
+use crate::provision::{self, Action, DeployContext, ResourceReport};
+use crate::resource_manager::DeployedResource;
+use crate::{DEPLOY_KEY, IMAGE_NAME, MOTHERSHIP, str_field};
+
+/// Top-level key of the published manifest that the mothership writes (which mothership
+/// endpoint reconciled it).
+pub const RECONCILED_KEY: &str = "flash_mothership";
+
+/// Env var that turns `flash-host` into the mothership.
+pub const MOTHERSHIP_ENV: &str = "FLASH_IS_MOTHERSHIP";
+
+/// The `saveEndpoint` input of an environment's mothership: a small CPU load-balanced
+/// endpoint with exactly one worker, so it boots (and reconciles) once per active build.
+fn endpoint_input(ctx: &DeployContext, existing: Option<(&str, Option<&str>)>) -> Value {
+    let mut env = vec![
+        (MOTHERSHIP_ENV, "true".to_string()),
+        ("FLASH_APP", ctx.app.clone()),
+        ("FLASH_ENV", ctx.env_name.clone()),
+        ("FLASH_ENVIRONMENT_ID", ctx.env_id.clone()),
+        ("RUNPOD_API_KEY", ctx.api_key.clone()),
+        ("FLASH_ENDPOINT_TYPE", "lb".to_string()),
+    ];
+    if !ctx.require_auth {
+        env.push(("FLASH_DISABLE_RP_AUTH", "true".to_string()));
+    }
+    let env: Vec<Value> = env
+        .into_iter()
+        .map(|(k, v)| json!({ "key": k, "value": v }))
+        .collect();
+    let template_name = format!("{}-{}-{MOTHERSHIP}", ctx.app, ctx.env_name);
+    let mut input = json!({
+        "name": MOTHERSHIP, "type": "LB", "workersMin": 1, "workersMax": 1, "idleTimeout": 60,
+        "scalerType": "REQUEST_COUNT", "scalerValue": 1, "instanceIds": ["cpu3c-1-2"],
+        "flashBootType": "FLASHBOOT", "flashEnvironmentId": ctx.env_id,
+        "template": { "name": template_name, "imageName": IMAGE_NAME, "env": env },
+    });
+    if let Some((id, template_id)) = existing {
+        input["id"] = json!(id);
+        if let Some(t) = template_id {
+            // RunPod rejects `template` together with `templateId` (reference §1.4).
+            input["templateId"] = json!(t);
+            let template = input
+                .as_object_mut()
+                .and_then(|o| o.remove("template"))
+                .unwrap_or(Value::Null);
+            input["__template"] = json!({
+                "id": t, "name": template["name"], "imageName": IMAGE_NAME,
+                "env": template["env"], "volumeInGb": 0,
+            });
+        }
+    }
+    input
+}
+
+/// Creates the environment's mothership endpoint, or updates the existing one (for a new
+/// key or `--require-auth` setting). Returns its endpoint id.
+pub async fn ensure_endpoint(
+    sm: &StateManager,
+    env: &Value,
+    ctx: &DeployContext,
+) -> Result<String> {
+    let existing = env["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e.get("name").and_then(Value::as_str) == Some(MOTHERSHIP))
+        .and_then(|e| e.get("id").and_then(Value::as_str))
+        .map(str::to_string);
+    let live = match &existing {
+        Some(id) => sm.endpoint(id).await?,
+        None => None,
+    };
+    let template_id = live
+        .as_ref()
+        .and_then(|l| l.get("templateId").and_then(Value::as_str))
+        .map(str::to_string);
+    let mut input = endpoint_input(
+        ctx,
+        existing
+            .as_deref()
+            .filter(|_| live.is_some())
+            .map(|id| (id, template_id.as_deref())),
+    );
+    let template_update = input.as_object_mut().and_then(|o| o.remove("__template"));
+    let saved = client::retry(3, || sm.save_endpoint(&input))
+        .await
+        .context("saving the mothership endpoint")?;
+    if let Some(t) = template_update {
+        client::retry(3, || sm.save_template(&t))
+            .await
+            .context("saving the mothership's template")?;
+    }
+    Ok(str_field(&saved, "id")?.to_string())
+}
+
+/// How a reconciliation is run.
+#[derive(Debug, Clone)]
+pub struct ReconcileOptions {
+    /// `saveEndpoint` calls in flight at once.
+    pub concurrency: usize,
+    pub attempts: u32,
+    /// How long to wait for a `deploy send` that is still publishing the active build's
+    /// endpoints.
+    pub publish_wait: Duration,
+    /// How long to wait for children with `workersMin > 0` to have a ready worker.
+    pub health_wait: Duration,
+    /// This mothership's endpoint id (`RUNPOD_ENDPOINT_ID`), recorded in the manifest.
+    pub endpoint_id: Option<String>,
+}
+
+impl Default for ReconcileOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 3,
+            attempts: 3,
+            publish_wait: Duration::from_secs(60),
+            health_wait: Duration::from_secs(60),
+            endpoint_id: None,
+        }
+    }
+}
+
+/// Health of one child endpoint after reconciliation.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChildHealth {
+    pub resource: String,
+    pub endpoint_id: String,
+    /// `/health` answered, and a child with `workersMin > 0` has a ready worker.
+    pub healthy: bool,
+    /// `workers` of the endpoint's `/health`.
+    pub workers: Value,
+}
+
+/// What one reconciliation found and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reconciliation {
+    pub environment_id: String,
+    pub build_id: Option<String>,
+    /// `false` when this mothership's build is not the active one (it did nothing).
+    pub active: bool,
+    pub resources: Vec<ResourceReport>,
+    pub health: Vec<ChildHealth>,
+    /// Whether `updateFlashBuildManifest` was sent.
+    pub persisted: bool,
+    /// The manifest as published after reconciliation (served at `GET /manifest`).
+    #[serde(skip)]
+    pub manifest: Value,
+}
+
+impl Reconciliation {
+    /// Resources whose endpoint was created, updated or deleted.
+    pub fn changes(&self) -> impl Iterator<Item = &ResourceReport> {
+        self.resources
+            .iter()
+            .filter(|r| r.action != Action::Unchanged)
+    }
+}
+
+/// Whether `persisted` (the active build's manifest) is the build described by `desired`.
+fn same_build(desired: &Value, persisted: &Value) -> bool {
+    let names = |v: &Value| -> Vec<String> {
+        v["resources"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    desired["components"] == persisted["components"]
+        && desired["function_registry"] == persisted["function_registry"]
+        && names(desired) == names(persisted)
+}
+
+/// Whether `deploy send` has published the active build's endpoints.
+fn published(persisted: &Value) -> bool {
+    persisted.get(DEPLOY_KEY).is_some()
+}
+
+/// Endpoints of the environment adopted by name (a send that died before publishing).
+fn adopt_by_name(env: &Value, manifest: &Manifest) -> BTreeMap<String, DeployedResource> {
+    env["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.get("name")?.as_str()?;
+            let id = e.get("id")?.as_str()?;
+            manifest.resources.contains_key(name).then(|| {
+                (
+                    name.to_string(),
+                    DeployedResource {
+                        endpoint_id: id.to_string(),
+                        ..Default::default()
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
+/// Reconciles environment `env_id` with `desired` (the booted artifact's manifest). See the
+/// module docs.
+pub async fn reconcile(
+    sm: &StateManager,
+    desired_json: &Value,
+    env_id: &str,
+    options: &ReconcileOptions,
+) -> Result<Reconciliation> {
+    let desired: Manifest = serde_json::from_value(desired_json.clone())
+        .context("the artifact's manifest is not a Flash manifest")?;
+    if desired.resources.contains_key(MOTHERSHIP) {
+        bail!("the resource name `{MOTHERSHIP}` is reserved: rename that resource config");
+    }
+
+    // Current state: the active build's published manifest, once its send has finished.
+    let deadline = Instant::now() + options.publish_wait;
+    let (env, build_id, persisted) = loop {
+        let env = sm.environment(env_id).await?.with_context(|| {
+            format!("environment `{env_id}` does not exist (FLASH_ENVIRONMENT_ID)")
+        })?;
+        let build_id = env
+            .get("activeBuildId")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let persisted = match &build_id {
+            Some(b) => sm.build_manifest(b).await?,
+            None => Value::Null,
+        };
+        if published(&persisted) || Instant::now() >= deadline {
+            break (env, build_id, persisted);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let env_name = env
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let Some(build) = build_id
+        .clone()
+        .filter(|_| same_build(desired_json, &persisted))
+    else {
+        tracing::warn!(
+            environment = %env_id,
+            active_build = ?build_id,
+            "this mothership's build is not the environment's active build; leaving the \
+             environment to the active build's mothership"
+        );
+        return Ok(Reconciliation {
+            environment_id: env_id.to_string(),
+            build_id,
+            active: false,
+            resources: Vec::new(),
+            health: Vec::new(),
+            persisted: false,
+            manifest: persisted,
+        });
+    };
+
+    let mut previous = provision::deployed_in(&persisted);
+    for (name, adopted) in adopt_by_name(&env, &desired) {
+        previous.entry(name).or_insert(adopted);
+    }
+    let require_auth = persisted[DEPLOY_KEY]["require_auth"]
+        .as_bool()
+        .unwrap_or(false);
+    let ctx = DeployContext {
+        app: desired.project_name.clone(),
+        env_name: env_name.clone(),
+        env_id: env_id.to_string(),
+        api_key: sm.api_key().to_string(),
+        require_auth,
+    };
+
+    let plans = provision::plan(sm, &desired, &previous).await?;
+    for p in plans.iter().filter(|p| p.action != Action::Unchanged) {
+        tracing::info!(resource = %p.resource, action = p.action.as_str(), "reconciling");
+    }
+    let (deployed, failures) = provision::provision_all(
+        sm,
+        &ctx,
+        &desired,
+        &plans,
+        options.concurrency,
+        options.attempts,
+    )
+    .await;
+    let mut resources: Vec<ResourceReport> = plans
+        .iter()
+        .filter_map(|p| {
+            let d = deployed.get(&p.resource)?;
+            Some(ResourceReport {
+                resource: p.resource.clone(),
+                load_balanced: p.load_balanced,
+                endpoint_id: d.endpoint_id.clone(),
+                url: d.url.clone(),
+                action: p.action,
+            })
+        })
+        .collect();
+
+    // Persist what exists now, even after a partial failure, so the next boot builds on it;
+    // nothing at all when it is what the State Manager already has.
+    let mut manifest =
+        provision::published_manifest(desired_json, &deployed, &env_name, require_auth);
+    // Keep what this mothership does not manage (keys other tools merged in, the last
+    // reconciler's mark).
+    if let (Some(out), Some(prev)) = (manifest.as_object_mut(), persisted.as_object()) {
+        for (k, v) in prev {
+            out.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    let persisted_now = manifest != persisted;
+    if persisted_now {
+        if let Some(me) = &options.endpoint_id {
+            manifest[RECONCILED_KEY] = json!({ "endpoint_id": me });
+        }
+        sm.update_manifest(&build, &manifest)
+            .await
+            .context("persisting the reconciled manifest")?;
+    }
+    if !failures.is_empty() {
+        bail!(
+            "reconciling environment `{env_name}` failed for some resources (the others are \
+             reconciled and persisted; the next boot retries):\n  {}",
+            failures.join("\n  ")
+        );
+    }
+
+    // Removed resources: delete their endpoints for real.
+    for (id, (name, url)) in provision::removed_endpoints(&previous, &env, &deployed) {
+        tracing::info!(resource = %name, endpoint = %id, "deleting the endpoint of a removed resource");
+        sm.delete_endpoint(&id).await?;
+        resources.push(ResourceReport {
+            resource: name,
+            load_balanced: url.contains("/lb/"),
+            endpoint_id: id,
+            url,
+            action: Action::Deleted,
+        });
+    }
+
+    let health = verify_health(sm, &desired, &deployed, options.health_wait).await;
+    Ok(Reconciliation {
+        environment_id: env_id.to_string(),
+        build_id: Some(build),
+        active: true,
+        resources,
+        health,
+        persisted: persisted_now,
+        manifest,
+    })
+}
+
+/// Polls each child's `/health` until the ones with `workersMin > 0` have a ready worker, or
+/// `wait` passes.
+async fn verify_health(
+    sm: &StateManager,
+    manifest: &Manifest,
+    deployed: &BTreeMap<String, DeployedResource>,
+    wait: Duration,
+) -> Vec<ChildHealth> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let mut report = Vec::new();
+        for (name, d) in deployed {
+            let needs_worker = manifest
+                .resources
+                .get(name)
+                .is_some_and(|r| r.workers_min > 0);
+            let url = format!("{}/health", sm.queue_url(&d.endpoint_id));
+            let workers = match sm
+                .request(reqwest::Method::GET, &url)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+            {
+                Ok(resp) if resp.status().is_success() => resp
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|b| b.get("workers").cloned()),
+                _ => None,
+            };
+            let ready = workers.as_ref().is_some_and(|w| {
+                let n = |k: &str| w.get(k).and_then(Value::as_u64).unwrap_or(0);
+                n("idle") + n("running") > 0
+            });
+            report.push(ChildHealth {
+                resource: name.clone(),
+                endpoint_id: d.endpoint_id.clone(),
+                healthy: workers.is_some() && (ready || !needs_worker),
+                workers: workers.unwrap_or(Value::Null),
+            });
+        }
+        if report.iter().all(|h| h.healthy) || Instant::now() >= deadline {
+            for h in report.iter().filter(|h| !h.healthy) {
+                tracing::warn!(resource = %h.resource, endpoint = %h.endpoint_id, workers = %h.workers, "child endpoint is not healthy");
+            }
+            return report;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(require_auth: bool) -> DeployContext {
+        DeployContext {
+            app: "app".into(),
+            env_name: "dev".into(),
+            env_id: "env-1".into(),
+            api_key: "k".into(),
+            require_auth,
+        }
+    }
+
+    #[test]
+    fn mothership_endpoint_is_one_lb_worker_marked_as_mothership() {
+        let input = endpoint_input(&ctx(false), None);
+        assert_eq!(input["name"], MOTHERSHIP);
+        assert_eq!(input["type"], "LB");
+        assert_eq!(input["workersMin"], 1);
+        assert_eq!(input["workersMax"], 1);
+        let env = input["template"]["env"].as_array().unwrap();
+        let has = |k: &str, v: &str| env.iter().any(|e| e["key"] == k && e["value"] == v);
+        assert!(has(MOTHERSHIP_ENV, "true"));
+        assert!(has("FLASH_ENVIRONMENT_ID", "env-1"));
+        assert!(has("FLASH_DISABLE_RP_AUTH", "true"));
+        let closed = endpoint_input(&ctx(true), Some(("ep-1", Some("t-1"))));
+        assert_eq!(closed["id"], "ep-1");
+        assert_eq!(closed["templateId"], "t-1");
+        assert!(
+            closed.get("template").is_none(),
+            "never template with templateId"
+        );
+        let t = &closed["__template"];
+        assert_eq!(t["id"], "t-1");
+        assert!(
+            !t["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["key"] == "FLASH_DISABLE_RP_AUTH")
+        );
+    }
+
+    #[test]
+    fn same_build_compares_content_not_published_keys() {
+        let desired = json!({ "components": { "a": { "sha256": "1" } },
+            "function_registry": { "f": "r" }, "resources": { "r": {} } });
+        let mut persisted = desired.clone();
+        persisted["resources_endpoints"] = json!({ "r": "http://x" });
+        persisted["resources"]["r"]["endpoint_id"] = json!("ep");
+        assert!(same_build(&desired, &persisted));
+        persisted["components"]["a"]["sha256"] = json!("2");
+        assert!(!same_build(&desired, &persisted));
+    }
+}

@@ -1,0 +1,709 @@
+//! Making a manifest's resource configs real as endpoints: the engine that both
+//! `flash deploy send` (on the developer's machine) and the mothership (on every boot, see
+//! [`crate::mothership`]) drive.
+//!
+//! 1. [`plan`]: for each resource config, compare what is deployed (the endpoint recorded for
+//!    it, checked live with `getEndpoint`) with what the manifest wants: *create* when there
+//!    is no endpoint, *update (config)* when the `config_hash` differs or the live endpoint's
+//!    settings drifted from the config (someone edited it out of band), *update (code)* when
+//!    only the source hash of the components serving it changed, otherwise *unchanged*.
+//! 2. [`provision_all`]: `saveEndpoint` (and `saveTemplate`, reference §1.5) for every plan
+//!    that is not unchanged, a few at a time, each with retries.
+//! 3. [`removed_endpoints`]: what the environment runs that no resource wants any more
+//!    (never the mothership), for the caller to delete once the new build is active.
+//! 4. [`published_manifest`]: the manifest with `resources_endpoints` and, per resource, the
+//!    endpoint, template and hashes, as written back with `updateFlashBuildManifest` so peers
+//!    and the next deploy (from any machine) find the endpoints.
+//!
+//! **How code reaches endpoints whose config did not change.** On RunPod a worker loads the
+//! artifact when it boots, and it reboots only when its endpoint or template is saved. So
+//! each endpoint's template env carries `_FLASH_SOURCE_FINGERPRINT` (the reference's key):
+//! the sha256 of the digests of the components serving *that* resource. A code change
+//! re-saves exactly the endpoints whose components changed (a rolling release there); an
+//! endpoint whose config and code are both unchanged is not touched at all. (`flash server`
+//! additionally restarts every worker of an environment whose active build changes.)
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Context, Result};
+use flash_manifest::{Manifest, ResourceEntry};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::client::{self, StateManager};
+use crate::resource_manager::DeployedResource;
+use crate::{DEPLOY_KEY, IMAGE_NAME, MOTHERSHIP, str_field};
+
+/// Template env key that carries a resource's source hash (reference §5.6).
+pub const SOURCE_FINGERPRINT_ENV: &str = "_FLASH_SOURCE_FINGERPRINT";
+
+/// What happened to one resource's endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Created,
+    UpdatedConfig,
+    UpdatedCode,
+    Unchanged,
+    Deleted,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::UpdatedConfig => "updated (config)",
+            Action::UpdatedCode => "updated (code)",
+            Action::Unchanged => "unchanged",
+            Action::Deleted => "deleted",
+        }
+    }
+}
+
+/// One row of a deploy or reconciliation report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResourceReport {
+    pub resource: String,
+    pub load_balanced: bool,
+    pub endpoint_id: String,
+    pub url: String,
+    #[serde(serialize_with = "action_str")]
+    pub action: Action,
+}
+
+fn action_str<S: serde::Serializer>(action: &Action, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(action.as_str())
+}
+
+/// Who the endpoints are deployed for (goes into every template env).
+#[derive(Debug, Clone)]
+pub struct DeployContext {
+    pub app: String,
+    pub env_name: String,
+    pub env_id: String,
+    /// The key endpoints use to find peers through the State Manager.
+    pub api_key: String,
+    /// Load-balanced endpoints require `Authorization` (`flash deploy new --require-auth`).
+    pub require_auth: bool,
+}
+
+/// sha256 over the digests of the components that serve `resource`.
+pub fn source_hash(manifest: &Manifest, resource: &str) -> String {
+    let mut lines = String::new();
+    if let Some(entry) = manifest.resources.get(resource) {
+        for file in entry.component_files() {
+            let sha = manifest
+                .components
+                .get(file)
+                .map(|c| c.sha256.as_str())
+                .or_else(|| {
+                    entry
+                        .functions
+                        .iter()
+                        .find(|f| f.component == file)
+                        .map(|f| f.component_sha256.as_str())
+                })
+                .unwrap_or("");
+            lines.push_str(&format!("{file} {sha}\n"));
+        }
+    }
+    flash_manifest::sha256_hex(lines.as_bytes())
+}
+
+/// Whether Flash sets `key` in template envs (so a live value of it is never kept by the
+/// §1.5 merge: Flash owns it).
+fn flash_managed_key(key: &str) -> bool {
+    key.starts_with("FLASH_") || key.starts_with("_FLASH_") || key == "RUNPOD_API_KEY"
+}
+
+/// The template env of a resource's endpoint (reference §5.6): Flash's keys, then the
+/// resource config's own `env`, copied verbatim.
+pub fn template_env(
+    ctx: &DeployContext,
+    resource: &str,
+    entry: &ResourceEntry,
+    source: &str,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        (SOURCE_FINGERPRINT_ENV, source),
+        ("FLASH_RESOURCE_NAME", resource),
+        ("FLASH_APP", &ctx.app),
+        ("FLASH_ENV", &ctx.env_name),
+        ("FLASH_ENVIRONMENT_ID", &ctx.env_id),
+        // Peers are discovered through the State Manager with the deployer's key.
+        ("RUNPOD_API_KEY", &ctx.api_key),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    if entry.is_load_balanced {
+        env.push(("FLASH_ENDPOINT_TYPE".into(), "lb".into()));
+        if !ctx.require_auth {
+            env.push(("FLASH_DISABLE_RP_AUTH".into(), "true".into()));
+        }
+    }
+    for (k, v) in &entry.env {
+        if !env.iter().any(|(key, _)| key == k) {
+            env.push((k.clone(), v.clone()));
+        }
+    }
+    env
+}
+
+/// The env to save on an existing template (reference §1.5): when the env Flash wants equals
+/// what the template already has, the live env verbatim; otherwise the new env plus the live
+/// keys that neither Flash nor the user's previous env ever set (platform-injected ones such
+/// as `PORT` and `PORT_HEALTH` on load-balanced endpoints).
+pub fn merge_template_env(
+    wanted: &[(String, String)],
+    live: &[(String, String)],
+    previous_user_keys: &[String],
+) -> Vec<(String, String)> {
+    let injected = |k: &str| {
+        !flash_managed_key(k)
+            && !previous_user_keys.iter().any(|p| p == k)
+            && !wanted.iter().any(|(w, _)| w == k)
+    };
+    let live_ours: BTreeMap<&str, &str> = live
+        .iter()
+        .filter(|(k, _)| !injected(k))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let wanted_map: BTreeMap<&str, &str> = wanted
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if live_ours == wanted_map {
+        return live.to_vec();
+    }
+    let mut merged = wanted.to_vec();
+    merged.extend(live.iter().filter(|(k, _)| injected(k)).cloned());
+    merged
+}
+
+fn env_json(env: &[(String, String)]) -> Value {
+    Value::Array(
+        env.iter()
+            .map(|(k, v)| json!({ "key": k, "value": v }))
+            .collect(),
+    )
+}
+
+/// The `EndpointInput` fields a resource config determines (reference §1.4).
+pub fn endpoint_fields(entry: &ResourceEntry) -> Result<serde_json::Map<String, Value>> {
+    let config = serde_json::to_value(entry).context("serialising a resource config")?;
+    let mut out = serde_json::Map::new();
+    for key in [
+        "workersMin",
+        "workersMax",
+        "idleTimeout",
+        "executionTimeoutMs",
+        "scalerType",
+        "scalerValue",
+        "gpuIds",
+        "gpuCount",
+        "instanceIds",
+    ] {
+        if let Some(v) = config.get(key).filter(|v| !v.is_null()) {
+            out.insert(key.to_string(), v.clone());
+        }
+    }
+    out.insert(
+        "type".into(),
+        json!(if entry.is_load_balanced { "LB" } else { "QB" }),
+    );
+    out.insert("flashBootType".into(), json!("FLASHBOOT"));
+    Ok(out)
+}
+
+/// The fields of `wanted` whose live value differs (names only); `flashBootType` is not
+/// echoed by every server and is left out.
+pub fn drifted_fields(wanted: &serde_json::Map<String, Value>, live: &Value) -> Vec<String> {
+    wanted
+        .iter()
+        .filter(|(k, _)| k.as_str() != "flashBootType")
+        .filter(|(k, v)| live.get(k.as_str()).is_some_and(|l| l != *v))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// What to do for one resource.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub resource: String,
+    pub load_balanced: bool,
+    pub config_hash: String,
+    pub source_hash: String,
+    pub previous: Option<DeployedResource>,
+    pub action: Action,
+}
+
+/// The previous deployment of each resource of an environment, read from a published
+/// manifest (`resources.<name>.endpoint_id`, …; see [`published_manifest`]).
+pub fn deployed_in(manifest: &Value) -> BTreeMap<String, DeployedResource> {
+    let mut out = BTreeMap::new();
+    let Some(resources) = manifest.get("resources").and_then(Value::as_object) else {
+        return out;
+    };
+    for (name, r) in resources {
+        let Some(id) = r.get("endpoint_id").and_then(Value::as_str) else {
+            continue;
+        };
+        let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        out.insert(
+            name.clone(),
+            DeployedResource {
+                endpoint_id: id.to_string(),
+                template_id: r
+                    .get("template_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                config_hash: s("config_hash"),
+                source_hash: s("source_hash"),
+                url: manifest["resources_endpoints"][name]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                env_keys: r
+                    .get("env")
+                    .and_then(Value::as_object)
+                    .map(|e| e.keys().cloned().collect())
+                    .unwrap_or_default(),
+            },
+        );
+    }
+    out
+}
+
+/// Plans the deployment of every resource of `manifest` over `previous`. Each recorded
+/// endpoint is looked up live: one that is gone is created again, one whose settings differ
+/// from its config is updated.
+pub async fn plan(
+    sm: &StateManager,
+    manifest: &Manifest,
+    previous: &BTreeMap<String, DeployedResource>,
+) -> Result<Vec<Plan>> {
+    let mut plans = Vec::new();
+    for (name, entry) in &manifest.resources {
+        let config_hash = flash_manifest::config_hash::config_hash(entry);
+        let source = source_hash(manifest, name);
+        let mut prev = previous.get(name).cloned();
+        let mut drift = Vec::new();
+        if let Some(p) = prev.as_mut() {
+            match sm.endpoint(&p.endpoint_id).await? {
+                Some(live) => {
+                    if p.template_id.is_none() {
+                        p.template_id = live
+                            .get("templateId")
+                            .and_then(Value::as_str)
+                            .map(str::to_string);
+                    }
+                    drift = drifted_fields(&endpoint_fields(entry)?, &live);
+                }
+                None => {
+                    tracing::warn!(
+                        resource = %name,
+                        endpoint = %p.endpoint_id,
+                        "the endpoint recorded for this resource no longer exists; creating a new one"
+                    );
+                    prev = None;
+                }
+            }
+        }
+        let action = match &prev {
+            None => Action::Created,
+            Some(p) if p.config_hash != config_hash => Action::UpdatedConfig,
+            Some(_) if !drift.is_empty() => {
+                tracing::warn!(
+                    resource = %name,
+                    fields = ?drift,
+                    "the endpoint's settings differ from its resource config; saving them again"
+                );
+                Action::UpdatedConfig
+            }
+            Some(p) if p.source_hash != source => Action::UpdatedCode,
+            Some(_) => Action::Unchanged,
+        };
+        plans.push(Plan {
+            resource: name.clone(),
+            load_balanced: entry.is_load_balanced,
+            config_hash,
+            source_hash: source,
+            previous: prev,
+            action,
+        });
+    }
+    Ok(plans)
+}
+
+/// Carries out `plans`, `concurrency` at a time. Returns the endpoints deployed, and one
+/// message per resource that failed.
+pub async fn provision_all(
+    sm: &StateManager,
+    ctx: &DeployContext,
+    manifest: &Manifest,
+    plans: &[Plan],
+    concurrency: usize,
+    attempts: u32,
+) -> (BTreeMap<String, DeployedResource>, Vec<String>) {
+    let results: Vec<(usize, Result<DeployedResource>)> =
+        futures::stream::iter(plans.iter().enumerate().map(|(i, plan)| async move {
+            (i, provision(sm, ctx, manifest, plan, attempts).await)
+        }))
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut deployed = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (i, result) in results {
+        match result {
+            Ok(d) => {
+                deployed.insert(plans[i].resource.clone(), d);
+            }
+            Err(e) => failures.push(format!("{}: {e:#}", plans[i].resource)),
+        }
+    }
+    failures.sort();
+    (deployed, failures)
+}
+
+/// Saves one resource's endpoint (create, or update with its id), with retries.
+async fn provision(
+    sm: &StateManager,
+    ctx: &DeployContext,
+    manifest: &Manifest,
+    plan: &Plan,
+    attempts: u32,
+) -> Result<DeployedResource> {
+    let url_of = |id: &str| {
+        if plan.load_balanced {
+            sm.lb_url(id)
+        } else {
+            sm.queue_url(id)
+        }
+    };
+    let entry = manifest
+        .resources
+        .get(&plan.resource)
+        .context("resource vanished from the manifest")?;
+    let env_keys: Vec<String> = entry.env.keys().cloned().collect();
+    if plan.action == Action::Unchanged
+        && let Some(prev) = &plan.previous
+    {
+        return Ok(DeployedResource {
+            url: url_of(&prev.endpoint_id),
+            env_keys,
+            ..prev.clone()
+        });
+    }
+    let mut input = endpoint_fields(entry)?;
+    input.insert("name".into(), json!(plan.resource));
+    input.insert("flashEnvironmentId".into(), json!(ctx.env_id));
+    let env = template_env(ctx, &plan.resource, entry, &plan.source_hash);
+    let template_name = format!("{}-{}-{}", ctx.app, ctx.env_name, plan.resource);
+    let existing_template = plan.previous.as_ref().and_then(|p| p.template_id.clone());
+    match (&plan.previous, &existing_template) {
+        // Update with a known template: endpoint by id, then the template (reference §1.5).
+        (Some(prev), Some(template_id)) => {
+            input.insert("id".into(), json!(prev.endpoint_id));
+            input.insert("templateId".into(), json!(template_id));
+        }
+        (Some(prev), None) => {
+            input.insert("id".into(), json!(prev.endpoint_id));
+            input.insert("template".into(), template_json(&template_name, &env));
+        }
+        (None, _) => {
+            input.insert("template".into(), template_json(&template_name, &env));
+        }
+    }
+    let input = Value::Object(input);
+    let saved = client::retry(attempts, || sm.save_endpoint(&input))
+        .await
+        .with_context(|| format!("saving the endpoint of `{}`", plan.resource))?;
+    if let Some(template_id) = &existing_template {
+        let live = sm
+            .template_env(template_id)
+            .await
+            .with_context(|| format!("reading the template of `{}`", plan.resource))?
+            .unwrap_or_default();
+        let previous_user_keys = plan
+            .previous
+            .as_ref()
+            .map(|p| p.env_keys.clone())
+            .unwrap_or_default();
+        let env = merge_template_env(&env, &live, &previous_user_keys);
+        let t = json!({
+            "id": template_id, "name": template_name, "imageName": IMAGE_NAME,
+            "env": env_json(&env), "volumeInGb": 0,
+        });
+        client::retry(attempts, || sm.save_template(&t))
+            .await
+            .with_context(|| format!("saving the template of `{}`", plan.resource))?;
+    }
+    let id = str_field(&saved, "id")?.to_string();
+    Ok(DeployedResource {
+        url: url_of(&id),
+        template_id: saved
+            .get("templateId")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or(existing_template),
+        endpoint_id: id,
+        config_hash: plan.config_hash.clone(),
+        source_hash: plan.source_hash.clone(),
+        env_keys,
+    })
+}
+
+fn template_json(name: &str, env: &[(String, String)]) -> Value {
+    json!({ "name": name, "imageName": IMAGE_NAME, "env": env_json(env) })
+}
+
+/// Endpoints to delete once `deployed` is active: everything `previous` or the environment
+/// (`env.endpoints`) knew that is not deployed now, never the mothership. Maps endpoint id
+/// → (resource name, url).
+pub fn removed_endpoints(
+    previous: &BTreeMap<String, DeployedResource>,
+    env: &Value,
+    deployed: &BTreeMap<String, DeployedResource>,
+) -> BTreeMap<String, (String, String)> {
+    let keep: BTreeSet<&str> = deployed.values().map(|d| d.endpoint_id.as_str()).collect();
+    let mut removed = BTreeMap::new();
+    for (name, p) in previous {
+        // A resource deployed now whose recorded endpoint differs had lost that endpoint
+        // (plan found it gone): nothing to delete.
+        if !keep.contains(p.endpoint_id.as_str()) && !deployed.contains_key(name) {
+            removed.insert(p.endpoint_id.clone(), (name.clone(), p.url.clone()));
+        }
+    }
+    for ep in env["endpoints"].as_array().into_iter().flatten() {
+        let Some(id) = ep.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        let name = ep.get("name").and_then(Value::as_str).unwrap_or("");
+        if name != MOTHERSHIP && !keep.contains(id) && !removed.contains_key(id) {
+            removed.insert(id.to_string(), (name.to_string(), String::new()));
+        }
+    }
+    removed
+}
+
+/// The manifest as published for peers and later deploys: `resources_endpoints`, and per
+/// resource the endpoint, template and hashes it was saved with.
+pub fn published_manifest(
+    manifest: &Value,
+    deployed: &BTreeMap<String, DeployedResource>,
+    env_name: &str,
+    require_auth: bool,
+) -> Value {
+    let mut published = manifest.clone();
+    let mut endpoints = serde_json::Map::new();
+    for (name, d) in deployed {
+        endpoints.insert(name.clone(), json!(d.url));
+        if let Some(r) = published["resources"][name.as_str()].as_object_mut() {
+            r.insert("endpoint_id".into(), json!(d.endpoint_id));
+            r.insert("source_hash".into(), json!(d.source_hash));
+            r.insert("config_hash".into(), json!(d.config_hash));
+            if let Some(t) = &d.template_id {
+                r.insert("template_id".into(), json!(t));
+            }
+        }
+    }
+    published["resources_endpoints"] = Value::Object(endpoints);
+    published[DEPLOY_KEY] = json!({ "environment": env_name, "require_auth": require_auth });
+    published
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        serde_json::from_value(json!({
+            "version": "1.0", "generated_at": "x", "project_name": "app",
+            "resources": {
+                "api": { "resource_type": "CpuLiveLoadBalancer", "is_load_balanced": true,
+                    "config_hash": "h1", "instanceIds": ["cpu3c-1-2"], "workersMin": 1,
+                    "workersMax": 3, "idleTimeout": 60, "scalerType": "REQUEST_COUNT",
+                    "scalerValue": 4, "env": { "MODEL": "small" },
+                    "functions": [{ "name": "p", "module": "m",
+                    "is_async": false, "is_class": false, "is_load_balanced": true,
+                    "http_method": "POST", "http_path": "/p", "component": "components/a.wasm",
+                    "component_sha256": "aa" }] },
+                "gpu": { "resource_type": "LiveServerless", "is_load_balanced": false,
+                    "config_hash": "h2", "gpuIds": "ADA_24", "workersMin": 0, "workersMax": 2,
+                    "idleTimeout": 5, "scalerType": "QUEUE_DELAY", "scalerValue": 4,
+                    "functions": [{ "name": "e", "module": "m", "is_async": false,
+                    "is_class": false, "is_load_balanced": false,
+                    "component": "components/b.wasm", "component_sha256": "bb" }] }
+            },
+            "function_registry": { "p": "api", "e": "gpu" },
+            "components": {
+                "components/a.wasm": { "sha256": "aa", "size": 1 },
+                "components/b.wasm": { "sha256": "bb", "size": 1 }
+            }
+        }))
+        .unwrap()
+    }
+
+    fn ctx(require_auth: bool) -> DeployContext {
+        DeployContext {
+            app: "app".into(),
+            env_name: "dev".into(),
+            env_id: "env-1".into(),
+            api_key: "k".into(),
+            require_auth,
+        }
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn source_hash_follows_only_the_resources_own_components() {
+        let m = manifest();
+        let (api, gpu) = (source_hash(&m, "api"), source_hash(&m, "gpu"));
+        assert_ne!(api, gpu);
+        let mut changed = m.clone();
+        changed
+            .components
+            .get_mut("components/b.wasm")
+            .unwrap()
+            .sha256 = "cc".into();
+        assert_eq!(
+            source_hash(&changed, "api"),
+            api,
+            "api's code did not change"
+        );
+        assert_ne!(source_hash(&changed, "gpu"), gpu);
+    }
+
+    #[test]
+    fn endpoint_input_carries_the_config_and_the_type() {
+        let m = manifest();
+        let lb = endpoint_fields(&m.resources["api"]).unwrap();
+        assert_eq!(lb["type"], "LB");
+        assert_eq!(lb["instanceIds"], json!(["cpu3c-1-2"]));
+        assert_eq!(lb["workersMin"], 1);
+        assert_eq!(lb["scalerType"], "REQUEST_COUNT");
+        assert!(!lb.contains_key("gpuIds"));
+        let qb = endpoint_fields(&m.resources["gpu"]).unwrap();
+        assert_eq!(qb["type"], "QB");
+        assert_eq!(qb["gpuIds"], "ADA_24");
+        assert_eq!(qb["idleTimeout"], 5);
+    }
+
+    #[test]
+    fn drift_is_a_live_value_that_differs_from_the_config() {
+        let m = manifest();
+        let wanted = endpoint_fields(&m.resources["gpu"]).unwrap();
+        let live = json!({ "type": "QB", "gpuIds": "ADA_24", "workersMin": 0, "workersMax": 2,
+            "idleTimeout": 5, "scalerType": "QUEUE_DELAY", "scalerValue": 4 });
+        assert!(drifted_fields(&wanted, &live).is_empty());
+        let mut edited = live.clone();
+        edited["workersMax"] = json!(9);
+        assert_eq!(drifted_fields(&wanted, &edited), vec!["workersMax"]);
+    }
+
+    #[test]
+    fn template_env_marks_lb_opens_it_unless_auth_is_required_and_copies_user_env() {
+        let m = manifest();
+        let keys =
+            |env: Vec<(String, String)>| -> BTreeMap<String, String> { env.into_iter().collect() };
+        let open = keys(template_env(&ctx(false), "api", &m.resources["api"], "src"));
+        assert_eq!(open["FLASH_ENDPOINT_TYPE"], "lb");
+        assert_eq!(open["FLASH_DISABLE_RP_AUTH"], "true");
+        assert_eq!(open["FLASH_RESOURCE_NAME"], "api");
+        assert_eq!(open["FLASH_ENVIRONMENT_ID"], "env-1");
+        assert_eq!(open["RUNPOD_API_KEY"], "k");
+        assert_eq!(open[SOURCE_FINGERPRINT_ENV], "src");
+        assert_eq!(open["MODEL"], "small");
+        let closed = keys(template_env(&ctx(true), "api", &m.resources["api"], "src"));
+        assert!(!closed.contains_key("FLASH_DISABLE_RP_AUTH"));
+        let qb = keys(template_env(&ctx(false), "gpu", &m.resources["gpu"], "src"));
+        assert!(!qb.contains_key("FLASH_ENDPOINT_TYPE"));
+        assert!(!qb.contains_key("FLASH_DISABLE_RP_AUTH"));
+    }
+
+    #[test]
+    fn template_merge_keeps_platform_keys_and_drops_what_flash_or_the_user_no_longer_sets() {
+        // The live template: Flash's keys of the last deploy, a user key since removed, and
+        // two keys the platform injected.
+        let live = pairs(&[
+            ("FLASH_RESOURCE_NAME", "api"),
+            ("FLASH_DISABLE_RP_AUTH", "true"),
+            ("OLD_USER_KEY", "1"),
+            ("PORT", "8080"),
+            ("PORT_HEALTH", "8081"),
+        ]);
+        let wanted = pairs(&[("FLASH_RESOURCE_NAME", "api"), ("NEW_USER_KEY", "2")]);
+        let merged = merge_template_env(&wanted, &live, &["OLD_USER_KEY".to_string()]);
+        assert_eq!(
+            merged,
+            pairs(&[
+                ("FLASH_RESOURCE_NAME", "api"),
+                ("NEW_USER_KEY", "2"),
+                ("PORT", "8080"),
+                ("PORT_HEALTH", "8081"),
+            ])
+        );
+    }
+
+    #[test]
+    fn unchanged_env_saves_the_live_template_verbatim() {
+        let live = pairs(&[("PORT", "8080"), ("FLASH_RESOURCE_NAME", "api")]);
+        let wanted = pairs(&[("FLASH_RESOURCE_NAME", "api")]);
+        assert_eq!(merge_template_env(&wanted, &live, &[]), live);
+    }
+
+    #[test]
+    fn removed_endpoints_never_include_the_mothership() {
+        let prev: BTreeMap<String, DeployedResource> = [(
+            "old".to_string(),
+            DeployedResource {
+                endpoint_id: "ep-old".into(),
+                ..Default::default()
+            },
+        )]
+        .into();
+        let env = json!({ "endpoints": [
+            { "id": "ep-m", "name": MOTHERSHIP }, { "id": "ep-stray", "name": "stray" },
+            { "id": "ep-api", "name": "api" } ] });
+        let deployed: BTreeMap<String, DeployedResource> = [(
+            "api".to_string(),
+            DeployedResource {
+                endpoint_id: "ep-api".into(),
+                ..Default::default()
+            },
+        )]
+        .into();
+        let removed = removed_endpoints(&prev, &env, &deployed);
+        assert_eq!(
+            removed.keys().cloned().collect::<Vec<_>>(),
+            vec!["ep-old", "ep-stray"]
+        );
+    }
+
+    #[test]
+    fn published_manifest_round_trips_through_deployed_in() {
+        let m = manifest();
+        let json = serde_json::to_value(&m).unwrap();
+        let deployed: BTreeMap<String, DeployedResource> = [(
+            "gpu".to_string(),
+            DeployedResource {
+                endpoint_id: "ep-1".into(),
+                template_id: Some("t-1".into()),
+                config_hash: "h2".into(),
+                source_hash: "s".into(),
+                url: "http://x/v2/ep-1".into(),
+                env_keys: vec![],
+            },
+        )]
+        .into();
+        let published = published_manifest(&json, &deployed, "dev", true);
+        assert_eq!(published[DEPLOY_KEY]["require_auth"], true);
+        assert_eq!(deployed_in(&published), deployed);
+    }
+}

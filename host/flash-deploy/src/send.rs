@@ -1,0 +1,328 @@
+//! `flash deploy send`: upload the artifact, provision every endpoint, activate, publish.
+//!
+//! # The order, and why
+//!
+//! 1. upload the artifact (prepare → PUT → finalize) as a new build;
+//! 2. **provision every resource before activation** (reference §7.3 is the defect this
+//!    avoids): [`crate::provision`] plans each resource config against what is deployed and
+//!    saves the endpoints that need it, in parallel, each with retries;
+//! 3. `deployBuildToEnvironment` — only once every endpoint exists, so a failure before
+//!    this point leaves the previous build active and serving;
+//! 4. `updateFlashBuildManifest`: `resources_endpoints` plus per resource `endpoint_id`,
+//!    `template_id` and the hashes, so peers (and a deploy from another machine) find the
+//!    endpoints;
+//! 5. delete the endpoints of resources that are gone (§7.2: the reference only logs them)
+//!    — after activation, so the previous build keeps its peers until it is replaced.
+//!
+//! The environment's mothership then boots with the new build and checks the same things
+//! again from inside the platform ([`crate::mothership`]); after a complete send it finds
+//! nothing to do.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use flash_manifest::Manifest;
+use serde_json::Value;
+
+use crate::client::StateManager;
+use crate::provision::{self, Action, DeployContext, ResourceReport};
+use crate::resource_manager::{DeployedResource, EnvironmentState, ResourceManager};
+use crate::{ARTIFACT_FILE, DEPLOY_KEY, MOTHERSHIP, require_app, require_environment, str_field};
+
+/// What `send` did.
+#[derive(Debug)]
+pub struct SendReport {
+    pub build_id: String,
+    pub environment_id: String,
+    pub artifact_size: u64,
+    pub resources: Vec<ResourceReport>,
+}
+
+/// Options of `send`.
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    /// `saveEndpoint` calls in flight at once.
+    pub concurrency: usize,
+    /// Attempts per `saveEndpoint`.
+    pub attempts: u32,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 3,
+            attempts: 3,
+        }
+    }
+}
+
+/// Progress callbacks of `send` (the CLI draws them; tests ignore them).
+pub trait SendProgress: Sync {
+    fn upload_started(&self, _bytes: u64) {}
+    fn uploaded(&self, _bytes: u64) {}
+    fn upload_finished(&self) {}
+    fn step(&self, _message: &str) {}
+}
+
+/// No progress output.
+pub struct Quiet;
+impl SendProgress for Quiet {}
+
+/// What was deployed to an environment before this send.
+pub(crate) struct Previous {
+    pub resources: BTreeMap<String, DeployedResource>,
+    /// `deploy new --require-auth`, from local state or the active build's manifest.
+    pub require_auth: bool,
+}
+
+/// The previous deployment of each resource: the active build's manifest on the server (so
+/// state survives a lost `.flash/`, a deploy from CI, or a mothership that healed an
+/// endpoint), then local state for what the server does not know.
+pub(crate) async fn previous_deployment(
+    sm: &StateManager,
+    env: &Value,
+    local: Option<&EnvironmentState>,
+) -> Result<Previous> {
+    let env_id = str_field(env, "id")?;
+    let mut resources = BTreeMap::new();
+    let mut require_auth = None;
+    if let Some(build) = env.get("activeBuildId").and_then(Value::as_str) {
+        let manifest = sm.build_manifest(build).await?;
+        require_auth = manifest[DEPLOY_KEY]["require_auth"].as_bool();
+        resources = provision::deployed_in(&manifest);
+    }
+    if let Some(local) = local.filter(|l| l.environment_id == env_id) {
+        // The server wins where it knows the resource (the mothership may have replaced an
+        // endpoint since); local state fills the gaps (endpoints of a send that failed
+        // before it published them).
+        for (name, r) in &local.resources {
+            resources.entry(name.clone()).or_insert_with(|| r.clone());
+        }
+        require_auth = Some(local.require_auth);
+    }
+    Ok(Previous {
+        resources,
+        require_auth: require_auth.unwrap_or(false),
+    })
+}
+
+/// Uploads the artifact with progress; returns its object key.
+async fn upload(
+    sm: &StateManager,
+    app_id: &str,
+    bytes: Vec<u8>,
+    progress: &dyn SendProgress,
+) -> Result<String> {
+    let size = bytes.len() as u64;
+    let (url, object_key) = sm.prepare_upload(app_id, size).await?;
+    progress.upload_started(size);
+    const CHUNK: usize = 64 * 1024;
+    let chunks: Vec<Vec<u8>> = bytes.chunks(CHUNK).map(<[u8]>::to_vec).collect();
+    // The stream reports each chunk as reqwest takes it.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let body =
+        reqwest::Body::wrap_stream(futures::stream::iter(chunks.into_iter().map(move |c| {
+            let _ = tx.send(c.len() as u64);
+            Ok::<_, std::io::Error>(c)
+        })));
+    // No Authorization on the presigned PUT (reference §1.6).
+    let put = sm
+        .http()
+        .put(&url)
+        .header(reqwest::header::CONTENT_TYPE, "application/gzip")
+        .header(reqwest::header::CONTENT_LENGTH, size)
+        .timeout(Duration::from_secs(600))
+        .body(body)
+        .send();
+    tokio::pin!(put);
+    let resp = loop {
+        tokio::select! {
+            resp = &mut put => break resp,
+            Some(n) = rx.recv() => progress.uploaded(n),
+        }
+    };
+    progress.upload_finished();
+    let resp = resp.map_err(|e| sm.send_error("uploading the artifact", e))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        bail!("uploading the artifact failed: HTTP {status}: {text}");
+    }
+    Ok(object_key)
+}
+
+/// Reads and checks `.flash/flash_manifest.json` and `.flash/artifact.tar.gz`.
+fn read_build(flash_dir: &Path) -> Result<(Value, Manifest, Vec<u8>)> {
+    let artifact_path = flash_dir.join(ARTIFACT_FILE);
+    let manifest_path = flash_dir.join(flash_manifest::MANIFEST_FILE_NAME);
+    if !artifact_path.is_file() {
+        bail!(
+            "no artifact at {}: run `flash build` first",
+            artifact_path.display()
+        );
+    }
+    if !manifest_path.is_file() {
+        bail!(
+            "no manifest at {}: run `flash build` first",
+            manifest_path.display()
+        );
+    }
+    let manifest_json: Value = serde_json::from_slice(
+        &std::fs::read(&manifest_path)
+            .with_context(|| format!("reading {}", manifest_path.display()))?,
+    )
+    .with_context(|| {
+        format!(
+            "{} is not JSON: run `flash build` again",
+            manifest_path.display()
+        )
+    })?;
+    let manifest: Manifest = serde_json::from_value(manifest_json.clone()).with_context(|| {
+        format!(
+            "{} is not a Flash manifest: run `flash build` again",
+            manifest_path.display()
+        )
+    })?;
+    if manifest.resources.contains_key(MOTHERSHIP) {
+        bail!("the resource name `{MOTHERSHIP}` is reserved: rename that resource config");
+    }
+    let artifact = std::fs::read(&artifact_path)
+        .with_context(|| format!("reading {}", artifact_path.display()))?;
+    if artifact.len() < 2 || artifact[..2] != [0x1f, 0x8b] {
+        bail!(
+            "{} is not a gzip file: run `flash build` again",
+            artifact_path.display()
+        );
+    }
+    Ok((manifest_json, manifest, artifact))
+}
+
+/// `flash deploy send`: uploads `.flash/artifact.tar.gz`, provisions, activates, publishes.
+pub async fn send(
+    sm: &StateManager,
+    flash_dir: &Path,
+    env_name: &str,
+    options: &SendOptions,
+    progress: &dyn SendProgress,
+) -> Result<SendReport> {
+    let (manifest_json, manifest, artifact) = read_build(flash_dir)?;
+    let artifact_size = artifact.len() as u64;
+
+    let app_name = manifest.project_name.clone();
+    let app = require_app(sm, &app_name).await?;
+    let app_id = str_field(&app, "id")?.to_string();
+    let env = require_environment(sm, &app, env_name).await?;
+    let env_id = str_field(&env, "id")?.to_string();
+
+    let rm = ResourceManager::new(flash_dir);
+    let local = rm
+        .environment(env_name)?
+        .filter(|l| l.environment_id == env_id);
+    let Previous {
+        resources: previous,
+        require_auth,
+    } = previous_deployment(sm, &env, local.as_ref()).await?;
+
+    let plans = provision::plan(sm, &manifest, &previous).await?;
+
+    progress.step("uploading the artifact");
+    let object_key = upload(sm, &app_id, artifact, progress).await?;
+    let build_id = sm
+        .finalize_upload(&app_id, &object_key, &manifest_json)
+        .await?;
+
+    // Provision every resource before activation, in parallel.
+    progress.step("provisioning endpoints");
+    let ctx = DeployContext {
+        app: app_name.clone(),
+        env_name: env_name.to_string(),
+        env_id: env_id.clone(),
+        api_key: sm.api_key().to_string(),
+        require_auth,
+    };
+    let (deployed, failures) = provision::provision_all(
+        sm,
+        &ctx,
+        &manifest,
+        &plans,
+        options.concurrency,
+        options.attempts,
+    )
+    .await;
+    if !failures.is_empty() {
+        // Remember the endpoints that exist now (so the next send reuses them) but not their
+        // hashes (so it saves them again); the previous build stays active.
+        rm.update(|s| {
+            let e = s.environments.entry(env_name.to_string()).or_default();
+            e.environment_id = env_id.clone();
+            e.app = app_name.clone();
+            for (name, d) in &deployed {
+                let mut d = d.clone();
+                d.config_hash.clear();
+                d.source_hash.clear();
+                e.resources.insert(name.clone(), d);
+            }
+        })?;
+        bail!(
+            "provisioning failed, so the new build was not activated (the previous one keeps \
+             serving); fix the cause and run `flash deploy send {env_name}` again:\n  {}",
+            failures.join("\n  ")
+        );
+    }
+
+    progress.step("activating the build");
+    sm.activate(&env_id, &build_id).await?;
+
+    progress.step("publishing endpoints");
+    let published =
+        provision::published_manifest(&manifest_json, &deployed, env_name, require_auth);
+    sm.update_manifest(&build_id, &published).await?;
+
+    rm.update(|s| {
+        let e = s.environments.entry(env_name.to_string()).or_default();
+        e.environment_id = env_id.clone();
+        e.app = app_name.clone();
+        e.resources = deployed.clone();
+    })?;
+
+    let removed = provision::removed_endpoints(&previous, &env, &deployed);
+    let mut reports: Vec<ResourceReport> = plans
+        .iter()
+        .map(|p| {
+            let d = &deployed[&p.resource];
+            ResourceReport {
+                resource: p.resource.clone(),
+                load_balanced: p.load_balanced,
+                endpoint_id: d.endpoint_id.clone(),
+                url: d.url.clone(),
+                action: p.action,
+            }
+        })
+        .collect();
+    if !removed.is_empty() {
+        progress.step("deleting endpoints of removed resources");
+    }
+    for (id, (name, url)) in removed {
+        sm.delete_endpoint(&id).await.with_context(|| {
+            format!(
+                "the new build is active, but deleting endpoint `{id}` of the removed \
+                 resource `{name}` failed: delete it with `flash deploy send {env_name}` again"
+            )
+        })?;
+        reports.push(ResourceReport {
+            resource: name,
+            load_balanced: url.contains("/lb/"),
+            endpoint_id: id,
+            url,
+            action: Action::Deleted,
+        });
+    }
+    Ok(SendReport {
+        build_id,
+        environment_id: env_id,
+        artifact_size,
+        resources: reports,
+    })
+}
