@@ -677,7 +677,7 @@ fn flash_run_builds_serves_deploys_and_stops_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
     let port = flash_tests::free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut guard = ChildGuard::spawn(
+    let (mut guard, seen) = spawn_until(
         Command::new(flash_tests::bin("flash"))
             .args([
                 "run",
@@ -688,8 +688,28 @@ fn flash_run_builds_serves_deploys_and_stops_on_sigterm() {
             .arg(data.path())
             .current_dir(dir)
             .env_remove("RUNPOD_API_KEY")
-            .env("CARGO_TARGET_DIR", flash_tests::guest_target_dir())
-            .stdout(std::process::Stdio::piped())
+            .env("CARGO_TARGET_DIR", flash_tests::guest_target_dir()),
+        "Ready.",
+    );
+    assert!(seen.contains(&format!("POST {url}/lb/")), "{seen}");
+    assert!(seen.contains("flash call embed"), "{seen}");
+
+    let out = flash(
+        dir,
+        &url,
+        data.path(),
+        &["call", "predict", r#"{"text": "great"}"#],
+    );
+    let p: Value = serde_json::from_str(&ok(&out, None)).unwrap();
+    assert_eq!(p["label"], "positive", "{p}");
+
+    terminate(&mut guard, "`flash run`");
+}
+
+/// Spawns `cmd` with piped stdout and reads lines until one starts with `marker` (bounded).
+fn spawn_until(cmd: &mut Command, marker: &str) -> (ChildGuard, String) {
+    let mut guard = ChildGuard::spawn(
+        cmd.stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null()),
     )
     .unwrap();
@@ -714,25 +734,17 @@ fn flash_run_builds_serves_deploys_and_stops_on_sigterm() {
             Ok(line) => {
                 seen.push_str(&line);
                 seen.push('\n');
-                if line.starts_with("Ready.") {
-                    break;
+                if line.starts_with(marker) {
+                    return (guard, seen);
                 }
             }
-            Err(e) => panic!("`flash run` not ready ({e}):\n{seen}"),
+            Err(e) => panic!("no `{marker}` line ({e}):\n{seen}"),
         }
     }
-    assert!(seen.contains(&format!("POST {url}/lb/")), "{seen}");
-    assert!(seen.contains("flash call embed"), "{seen}");
+}
 
-    let out = flash(
-        dir,
-        &url,
-        data.path(),
-        &["call", "predict", r#"{"text": "great"}"#],
-    );
-    let p: Value = serde_json::from_str(&ok(&out, None)).unwrap();
-    assert_eq!(p["label"], "positive", "{p}");
-
+/// Sends SIGTERM and waits (bounded) for a successful exit.
+fn terminate(guard: &mut ChildGuard, what: &str) {
     let pid = guard.0.id().to_string();
     assert!(
         Command::new("kill")
@@ -746,11 +758,103 @@ fn flash_run_builds_serves_deploys_and_stops_on_sigterm() {
         if let Some(status) = guard.0.try_wait().unwrap() {
             break status;
         }
-        assert!(
-            Instant::now() < deadline,
-            "`flash run` ignored SIGTERM for 30 s"
-        );
+        assert!(Instant::now() < deadline, "{what} ignored SIGTERM for 30 s");
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(status.success(), "`flash run` exited with {status}");
+    assert!(status.success(), "{what} exited with {status}");
+}
+
+/// Processes (anywhere on the machine) whose environment has `key=value`.
+fn processes_with_env(key: &str, value: &str) -> Vec<u32> {
+    let needle = format!("{key}={value}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+        })
+        .collect()
+}
+
+#[test]
+fn build_preview_runs_every_resource_and_the_mothership_then_cleans_up() {
+    let project = quickstart_copy();
+    let dir = project.path();
+    let port = flash_tests::free_port();
+    let (mut guard, seen) = spawn_until(
+        Command::new(flash_tests::bin("flash"))
+            .args(["build", "--preview", "--preview-port", &port.to_string()])
+            .current_dir(dir)
+            .env_remove("RUNPOD_API_KEY")
+            .env("FLASH_HOST_BIN", flash_tests::bin("flash-host"))
+            .env("CARGO_TARGET_DIR", flash_tests::guest_target_dir()),
+        "Control plane:",
+    );
+    assert!(
+        seen.contains(&format!("Mothership: http://localhost:{port}")),
+        "{seen}"
+    );
+    // The data dir of the throwaway control plane, from "… (key in <dir>/api_key)".
+    let data_dir = seen
+        .split("(key in ")
+        .nth(1)
+        .and_then(|rest| rest.split("/api_key").next())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no key path in:\n{seen}"));
+    assert!(data_dir.is_dir(), "{}", data_dir.display());
+
+    let client = reqwest::blocking::Client::new();
+    let mothership = format!("http://127.0.0.1:{port}");
+    let ping = client.get(format!("{mothership}/ping")).send().unwrap();
+    assert_eq!(ping.status(), 200);
+    let report: Value = client
+        .get(format!("{mothership}/reconciliation"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(report["active"], true, "{report}");
+    let resources: Vec<&str> = report["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["resource"].as_str().unwrap())
+        .collect();
+    assert_eq!(resources, ["api", "gpu_config"], "{report}");
+    let manifest: Value = client
+        .get(format!("{mothership}/manifest"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let api_url = manifest["resources_endpoints"]["api"].as_str().unwrap();
+
+    // A load-balanced route whose function calls a queue function on its own worker.
+    let p: Value = client
+        .post(format!("{api_url}/predict"))
+        .json(&json!({ "text": "what a great day" }))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(p["label"], "positive", "{p}");
+    let home = data_dir.display().to_string();
+    assert!(
+        processes_with_env("FLASH_CONTROL_HOME", &home).len() >= 2,
+        "the workers of {home} should be running"
+    );
+
+    terminate(&mut guard, "`flash build --preview`");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !processes_with_env("FLASH_CONTROL_HOME", &home).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "preview workers still running 30 s after Ctrl+C"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!data_dir.exists(), "the preview's data dir is left behind");
 }

@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod connect;
+pub mod local;
 pub mod project;
 
 pub use flash_deploy as deploy;

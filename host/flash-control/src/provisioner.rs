@@ -501,6 +501,7 @@ impl Provisioner {
             self.cfg.ping_interval_ms.to_string(),
         )
         .env("RUNPOD_API_KEY", &self.user_key)
+        .env(HOME_MARKER_ENV, &self.cfg.home)
         .env("RUNPOD_API_BASE_URL", base)
         .env("RUNPOD_ENDPOINT_BASE_URL", format!("{base}/v2"));
         match artifact_key {

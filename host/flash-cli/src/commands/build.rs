@@ -16,14 +16,35 @@ pub struct BuildArgs {
     /// Project directory (default: the nearest directory with a flash.toml).
     #[arg(long, short = 'C', value_name = "DIR")]
     pub project: Option<PathBuf>,
+
+    /// Then run the whole app locally as it would be deployed: a throwaway control plane,
+    /// one `flash-host` per resource config plus the mothership (on --preview-port), all
+    /// on loopback. Ctrl+C stops every process and deletes the control plane's data.
+    #[arg(long)]
+    pub preview: bool,
+
+    /// Port of the mothership in preview.
+    #[arg(
+        long,
+        default_value_t = 8000,
+        value_name = "PORT",
+        requires = "preview"
+    )]
+    pub preview_port: u16,
 }
 
 impl BuildArgs {
     pub async fn run(self) -> Result<()> {
         let start = self.project.unwrap_or_else(|| PathBuf::from("."));
         let project = Project::discover(&start)?;
-        let output = build::build(&project, &SpinnerReporter::new()).await?;
+        let output = {
+            let reporter = SpinnerReporter::new();
+            build::build(&project, &reporter).await?
+        };
         print_summary(&project, &output);
+        if self.preview {
+            super::preview::run(&project, &output, self.preview_port).await?;
+        }
         Ok(())
     }
 }

@@ -4,6 +4,7 @@ mod build;
 mod call;
 mod deploy;
 mod init;
+mod preview;
 mod run;
 mod server;
 

@@ -3,17 +3,16 @@
 //! `flash build` → an in-process `flash server` (its own data dir under `.flash/server`, so
 //! it never touches `~/.flash`) → `flash deploy new` + `send` to it → print how to call
 //! every function → serve until Ctrl+C, which stops the server and every worker it started.
-//! Each step is the library call the separate commands make; nothing here is run-specific.
+//! The server and deploy steps are [`flash::local::LocalDeployment`], shared with
+//! `flash build --preview`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use flash::build;
-use flash::deploy::client::KeySource;
-use flash::deploy::resource_manager::ResourceManager;
-use flash::deploy::{self, SendOptions, StateManager};
+use flash::build::{self, BuildOutput};
+use flash::local::LocalDeployment;
 use flash::project::Project;
 
 use super::build::{SpinnerReporter, print_summary};
@@ -51,79 +50,43 @@ impl RunArgs {
         let data_dir = self
             .data_dir
             .unwrap_or_else(|| project.flash_dir().join("server"));
-        let config = flash_control::server::Config::new(data_dir.clone(), self.listen);
-        let server = flash_control::server::Server::bind(config)
-            .await
-            .with_context(|| {
-                format!(
-                    "starting the local server on {} (is `flash server` already running there? \
-                     then use `flash deploy send {}`; or pass --listen)",
-                    self.listen, self.env
-                )
-            })?;
-        let url = server.url();
-        let key = server.api_key().to_string();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(server.run(async {
-            let _ = stop_rx.await;
-        }));
-
-        let deployed = async {
-            let source = KeySource::File(flash_control::auth::api_key_path(&data_dir));
-            let sm = StateManager::new(&url, key, &source)?;
-            let state = ResourceManager::new(&project.flash_dir());
-            deploy::new_environment(&sm, Some(&state), project.name(), &self.env, false).await?;
-            deploy::send(
-                &sm,
-                &project.flash_dir(),
-                &self.env,
-                &SendOptions::default(),
-                &deploy::Quiet,
-            )
-            .await
-        }
-        .await;
-        let report = match deployed {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = stop_tx.send(());
-                let _ = serving.await;
-                return Err(e);
-            }
-        };
-
+        let mut local = LocalDeployment::start(&project, &data_dir, self.listen, &self.env).await?;
         println!(
-            "Serving {} on {url} (environment `{}`, build {})",
+            "Serving {} on {} (environment `{}`, build {})",
             project.name(),
+            local.url,
             self.env,
-            report.build_id
+            local.report.build_id
         );
-        let env_flags = format!(
-            "--env {} --server {url}  (key: FLASH_HOME={})",
-            self.env,
-            data_dir.display()
-        );
-        for (name, resource) in &output.manifest.resources {
-            let url = report
-                .resources
-                .iter()
-                .find(|r| &r.resource == name)
-                .map(|r| r.url.clone())
-                .unwrap_or_default();
-            for f in &resource.functions {
-                match (&f.http_method, &f.http_path) {
-                    (Some(m), Some(p)) => println!("  {m} {url}{p}"),
-                    _ => println!("  flash call {} '<json kwargs>' {env_flags}", f.name),
-                }
-            }
-        }
+        print_calls(&output, &local);
         println!("Ready. Ctrl+C stops the server and every worker.");
 
         flash_control::cli::shutdown_signal().await;
-        let _ = stop_tx.send(());
-        serving
-            .await
-            .context("the local server task panicked")?
-            .context("the local server failed")
+        local.stop().await
+    }
+}
+
+/// Prints how to call each function of the deployed build.
+pub(crate) fn print_calls(output: &BuildOutput, local: &LocalDeployment) {
+    let env_flags = format!(
+        "--env {} --server {}  (key: FLASH_HOME={})",
+        local.env,
+        local.url,
+        local.data_dir.display()
+    );
+    for (name, resource) in &output.manifest.resources {
+        let url = local
+            .report
+            .resources
+            .iter()
+            .find(|r| &r.resource == name)
+            .map(|r| r.url.clone())
+            .unwrap_or_default();
+        for f in &resource.functions {
+            match (&f.http_method, &f.http_path) {
+                (Some(m), Some(p)) => println!("  {m} {url}{p}"),
+                _ => println!("  flash call {} '<json kwargs>' {env_flags}", f.name),
+            }
+        }
     }
 }

@@ -1,0 +1,158 @@
+//! The embedded default: an in-process `flash server` with the project deployed to it.
+//!
+//! `flash run` (the dev loop, state under `.flash/server`) and `flash build --preview` (a
+//! throwaway control plane) both start [`LocalDeployment`]: bind the server, create the
+//! environment (with its mothership), send the build, and keep serving until
+//! [`LocalDeployment::stop`], which stops the server and every worker process it started.
+//! Each step is the library call the separate `flash server` / `flash deploy` commands make.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::deploy::client::KeySource;
+use crate::deploy::resource_manager::ResourceManager;
+use crate::deploy::{self, SendOptions, SendReport, StateManager};
+use crate::project::Project;
+
+/// A running local control plane with the project's build active in one environment.
+pub struct LocalDeployment {
+    pub url: String,
+    pub api_key: String,
+    pub env: String,
+    pub data_dir: PathBuf,
+    pub report: SendReport,
+    /// The environment's mothership endpoint.
+    pub mothership_id: String,
+    sm: StateManager,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl LocalDeployment {
+    /// Starts a server on `listen` with its data in `data_dir`, then deploys the project's
+    /// last build (`.flash/`) to environment `env`.
+    pub async fn start(
+        project: &Project,
+        data_dir: &Path,
+        listen: SocketAddr,
+        env: &str,
+    ) -> Result<Self> {
+        let config = flash_control::server::Config::new(data_dir.to_path_buf(), listen);
+        let server = flash_control::server::Server::bind(config)
+            .await
+            .with_context(|| {
+                format!(
+                    "starting the local server on {listen} (is `flash server` already running \
+                     there? then use `flash deploy send {env}`; or pass --listen)"
+                )
+            })?;
+        let url = server.url();
+        let api_key = server.api_key().to_string();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run(async {
+            let _ = stop_rx.await;
+        }));
+        let mut local = Self {
+            sm: StateManager::new(
+                &url,
+                api_key.clone(),
+                &KeySource::File(flash_control::auth::api_key_path(data_dir)),
+            )?,
+            url,
+            api_key,
+            env: env.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            report: SendReport {
+                build_id: String::new(),
+                environment_id: String::new(),
+                artifact_size: 0,
+                resources: Vec::new(),
+            },
+            mothership_id: String::new(),
+            stop: Some(stop_tx),
+            serving: Some(serving),
+        };
+        match local.deploy(project).await {
+            Ok(()) => Ok(local),
+            Err(e) => {
+                local.stop().await.ok();
+                Err(e)
+            }
+        }
+    }
+
+    async fn deploy(&mut self, project: &Project) -> Result<()> {
+        let state = ResourceManager::new(&project.flash_dir());
+        let created =
+            deploy::new_environment(&self.sm, Some(&state), project.name(), &self.env, false)
+                .await?;
+        self.mothership_id = created.mothership_id;
+        self.report = deploy::send(
+            &self.sm,
+            &project.flash_dir(),
+            &self.env,
+            &SendOptions::default(),
+            &deploy::Quiet,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// URL of the mothership's routes (`/ping`, `/manifest`, `/reconciliation`).
+    pub fn mothership_url(&self) -> String {
+        self.sm.lb_url(&self.mothership_id)
+    }
+
+    /// Waits (bounded) for the mothership to finish reconciling; returns its report.
+    pub async fn mothership_report(&self, wait: Duration) -> Result<Value> {
+        let url = format!("{}/reconciliation", self.mothership_url());
+        let deadline = Instant::now() + wait;
+        loop {
+            let last = match self
+                .sm
+                .request(reqwest::Method::GET, &url)
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+            {
+                Ok(resp) if resp.status().is_success() => {
+                    return resp
+                        .json()
+                        .await
+                        .context("the mothership's report is not JSON");
+                }
+                Ok(resp) => format!("HTTP {}", resp.status()),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline {
+                bail!(
+                    "the mothership did not report within {}s ({last}); see its log under {}",
+                    wait.as_secs(),
+                    self.data_dir
+                        .join("logs")
+                        .join(&self.mothership_id)
+                        .display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Stops the server and every worker it started.
+    pub async fn stop(&mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.serving.take() {
+            Some(task) => task
+                .await
+                .context("the local server task panicked")?
+                .context("the local server failed"),
+            None => Ok(()),
+        }
+    }
+}
