@@ -113,3 +113,22 @@ async fn test_input_runs_one_job_locally() {
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(body, serde_json::json!({"output": 3}));
 }
+
+#[tokio::test]
+async fn a_mothership_without_its_environment_says_what_it_needs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let artifact = rust_guest_artifact(tmp.path(), |_| {}).await;
+    let (ok, stderr) = run_host(&envs(&[
+        ("FLASH_IS_MOTHERSHIP", "true"),
+        ("FLASH_ARTIFACT_URL", artifact.to_str().unwrap()),
+        ("RUNPOD_API_KEY", "k"),
+    ]));
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "FLASH_ENVIRONMENT_ID is not set: the mothership reconciles an environment through \
+             the State Manager and needs FLASH_ENVIRONMENT_ID, RUNPOD_API_KEY and RUNPOD_API_BASE_URL"
+        ),
+        "{stderr}"
+    );
+}
