@@ -476,10 +476,11 @@ fn deploy_lifecycle_on_the_embedded_server() {
     );
     run(&["deploy", "delete", "secure", "--yes"]);
 
-    // Same build again: nothing is saved.
+    // Same build again: nothing is uploaded, saved or restarted.
     let out = run(&["deploy", "send", "dev"]);
     assert_eq!(change_of(&out, "api"), "unchanged", "{out}");
     assert_eq!(change_of(&out, "gpu_config"), "unchanged", "{out}");
+    assert!(out.contains("Already deployed: build "), "{out}");
 
     // Change the GPU config's workers: its endpoint is updated in place (same id, new
     // config hash); `api` keeps its config hash and is re-saved only because it shares the

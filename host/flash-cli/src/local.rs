@@ -71,6 +71,7 @@ impl LocalDeployment {
                 environment_id: String::new(),
                 artifact_size: 0,
                 resources: Vec::new(),
+                already_active: false,
             },
             mothership_id: String::new(),
             stop: Some(stop_tx),

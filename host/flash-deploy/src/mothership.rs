@@ -344,6 +344,15 @@ pub async fn reconcile(
             out.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
+    // The deploy settings the send recorded beyond these (the artifact's sha256) stay.
+    if let (Some(out), Some(prev)) = (
+        manifest[DEPLOY_KEY].as_object_mut(),
+        persisted[DEPLOY_KEY].as_object(),
+    ) {
+        for (k, v) in prev {
+            out.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
     let persisted_now = manifest != persisted;
     if persisted_now {
         if let Some(me) = &options.endpoint_id {

@@ -38,6 +38,9 @@ pub struct SendReport {
     pub environment_id: String,
     pub artifact_size: u64,
     pub resources: Vec<ResourceReport>,
+    /// The artifact is the active build's and no endpoint needed a change: nothing was
+    /// uploaded, saved or activated (`build_id` is the active build).
+    pub already_active: bool,
 }
 
 /// Options of `send`.
@@ -75,6 +78,8 @@ pub(crate) struct Previous {
     pub resources: BTreeMap<String, DeployedResource>,
     /// `deploy new --require-auth`, from local state or the active build's manifest.
     pub require_auth: bool,
+    /// sha256 of the active build's artifact, as its send published it.
+    pub artifact_sha256: Option<String>,
 }
 
 /// The previous deployment of each resource: the active build's manifest on the server (so
@@ -88,9 +93,13 @@ pub(crate) async fn previous_deployment(
     let env_id = str_field(env, "id")?;
     let mut resources = BTreeMap::new();
     let mut require_auth = None;
+    let mut artifact_sha256 = None;
     if let Some(build) = env.get("activeBuildId").and_then(Value::as_str) {
         let manifest = sm.build_manifest(build).await?;
         require_auth = manifest[DEPLOY_KEY]["require_auth"].as_bool();
+        artifact_sha256 = manifest[DEPLOY_KEY]["artifact_sha256"]
+            .as_str()
+            .map(str::to_string);
         resources = provision::deployed_in(&manifest);
     }
     if let Some(local) = local.filter(|l| l.environment_id == env_id) {
@@ -105,6 +114,7 @@ pub(crate) async fn previous_deployment(
     Ok(Previous {
         resources,
         require_auth: require_auth.unwrap_or(false),
+        artifact_sha256,
     })
 }
 
@@ -209,6 +219,7 @@ pub async fn send(
 ) -> Result<SendReport> {
     let (manifest_json, manifest, artifact) = read_build(flash_dir)?;
     let artifact_size = artifact.len() as u64;
+    let artifact_sha256 = flash_manifest::sha256_hex(&artifact);
 
     let app_name = manifest.project_name.clone();
     let app = require_app(sm, &app_name).await?;
@@ -223,9 +234,49 @@ pub async fn send(
     let Previous {
         resources: previous,
         require_auth,
+        artifact_sha256: active_sha256,
     } = previous_deployment(sm, &env, local.as_ref()).await?;
 
     let plans = provision::plan(sm, &manifest, &previous).await?;
+
+    // The same artifact is already active and every endpoint is as it should be: a new
+    // build would only restart workers for nothing. (Builds are reproducible, so an
+    // unchanged project gives the same sha256.)
+    let current: BTreeMap<String, DeployedResource> = plans
+        .iter()
+        .filter_map(|p| Some((p.resource.clone(), p.previous.clone()?)))
+        .collect();
+    let no_strays = provision::removed_endpoints(&previous, &env, &current).is_empty();
+    if active_sha256.as_deref() == Some(artifact_sha256.as_str())
+        && plans.iter().all(|p| p.action == Action::Unchanged)
+        && no_strays
+        && let Some(build_id) = env.get("activeBuildId").and_then(Value::as_str)
+    {
+        progress.step("already deployed");
+        return Ok(SendReport {
+            build_id: build_id.to_string(),
+            environment_id: env_id,
+            artifact_size,
+            resources: plans
+                .iter()
+                .filter_map(|p| {
+                    let d = p.previous.as_ref()?;
+                    Some(ResourceReport {
+                        resource: p.resource.clone(),
+                        load_balanced: p.load_balanced,
+                        endpoint_id: d.endpoint_id.clone(),
+                        url: if p.load_balanced {
+                            sm.lb_url(&d.endpoint_id)
+                        } else {
+                            sm.queue_url(&d.endpoint_id)
+                        },
+                        action: Action::Unchanged,
+                    })
+                })
+                .collect(),
+            already_active: true,
+        });
+    }
 
     progress.step("uploading the artifact");
     let object_key = upload(sm, &app_id, artifact, progress).await?;
@@ -276,8 +327,9 @@ pub async fn send(
     sm.activate(&env_id, &build_id).await?;
 
     progress.step("publishing endpoints");
-    let published =
+    let mut published =
         provision::published_manifest(&manifest_json, &deployed, env_name, require_auth);
+    published[DEPLOY_KEY]["artifact_sha256"] = Value::String(artifact_sha256);
     sm.update_manifest(&build_id, &published).await?;
 
     rm.update(|s| {
@@ -324,5 +376,6 @@ pub async fn send(
         environment_id: env_id,
         artifact_size,
         resources: reports,
+        already_active: false,
     })
 }

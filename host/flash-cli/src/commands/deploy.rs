@@ -168,12 +168,20 @@ impl DeployArgs {
                     ]);
                 }
                 println!("{table}");
-                println!(
-                    "Deployed build {} to `{env}` ({}, {:.1} KiB)",
-                    report.build_id,
-                    report.environment_id,
-                    report.artifact_size as f64 / 1024.0
-                );
+                if report.already_active {
+                    println!(
+                        "Already deployed: build {} of this artifact is active in `{env}` and every \
+                         endpoint is up to date; nothing was uploaded or restarted",
+                        report.build_id
+                    );
+                } else {
+                    println!(
+                        "Deployed build {} to `{env}` ({}, {:.1} KiB)",
+                        report.build_id,
+                        report.environment_id,
+                        report.artifact_size as f64 / 1024.0
+                    );
+                }
                 println!("Call a function: flash call <function> '<json kwargs>' --env {env}");
                 Ok(())
             }
