@@ -45,9 +45,8 @@ pub const RECONCILED_KEY: &str = "flash_mothership";
 /// Env var that turns `flash-host` into the mothership.
 pub const MOTHERSHIP_ENV: &str = "FLASH_IS_MOTHERSHIP";
 
-/// The `saveEndpoint` input of an environment's mothership: a small CPU load-balanced
-/// endpoint with exactly one worker, so it boots (and reconciles) once per active build.
-fn endpoint_input(ctx: &DeployContext, existing: Option<(&str, Option<&str>)>) -> Value {
+/// The mothership's template env.
+fn template_env(ctx: &DeployContext) -> Value {
     let mut env = vec![
         (MOTHERSHIP_ENV, "true".to_string()),
         ("FLASH_APP", ctx.app.clone()),
@@ -59,33 +58,44 @@ fn endpoint_input(ctx: &DeployContext, existing: Option<(&str, Option<&str>)>) -
     if !ctx.require_auth {
         env.push(("FLASH_DISABLE_RP_AUTH", "true".to_string()));
     }
-    let env: Vec<Value> = env
-        .into_iter()
-        .map(|(k, v)| json!({ "key": k, "value": v }))
-        .collect();
+    Value::Array(
+        env.into_iter()
+            .map(|(k, v)| json!({ "key": k, "value": v }))
+            .collect(),
+    )
+}
+
+/// The saves that make an environment's mothership: a small CPU load-balanced endpoint
+/// with exactly one worker, so it boots (and reconciles) once per active build. Returns the
+/// `saveEndpoint` input and, when the endpoint already has a template, the `saveTemplate`
+/// input (RunPod rejects `template` together with `templateId`, reference §1.4–1.5).
+fn saves(ctx: &DeployContext, existing: Option<(&str, Option<&str>)>) -> (Value, Option<Value>) {
     let template_name = format!("{}-{}-{MOTHERSHIP}", ctx.app, ctx.env_name);
-    let mut input = json!({
+    let mut endpoint = json!({
         "name": MOTHERSHIP, "type": "LB", "workersMin": 1, "workersMax": 1, "idleTimeout": 60,
         "scalerType": "REQUEST_COUNT", "scalerValue": 1, "instanceIds": ["cpu3c-1-2"],
         "flashBootType": "FLASHBOOT", "flashEnvironmentId": ctx.env_id,
-        "template": { "name": template_name, "imageName": IMAGE_NAME, "env": env },
     });
-    if let Some((id, template_id)) = existing {
-        input["id"] = json!(id);
-        if let Some(t) = template_id {
-            // RunPod rejects `template` together with `templateId` (reference §1.4).
-            input["templateId"] = json!(t);
-            let template = input
-                .as_object_mut()
-                .and_then(|o| o.remove("template"))
-                .unwrap_or(Value::Null);
-            input["__template"] = json!({
-                "id": t, "name": template["name"], "imageName": IMAGE_NAME,
-                "env": template["env"], "volumeInGb": 0,
-            });
+    let template = match existing {
+        Some((id, Some(template_id))) => {
+            endpoint["id"] = json!(id);
+            endpoint["templateId"] = json!(template_id);
+            return (
+                endpoint,
+                Some(json!({
+                    "id": template_id, "name": template_name, "imageName": IMAGE_NAME,
+                    "env": template_env(ctx), "volumeInGb": 0,
+                })),
+            );
         }
-    }
-    input
+        Some((id, None)) => {
+            endpoint["id"] = json!(id);
+            json!({ "name": template_name, "imageName": IMAGE_NAME, "env": template_env(ctx) })
+        }
+        None => json!({ "name": template_name, "imageName": IMAGE_NAME, "env": template_env(ctx) }),
+    };
+    endpoint["template"] = template;
+    (endpoint, None)
 }
 
 /// Creates the environment's mothership endpoint, or updates the existing one (for a new
@@ -110,18 +120,17 @@ pub async fn ensure_endpoint(
         .as_ref()
         .and_then(|l| l.get("templateId").and_then(Value::as_str))
         .map(str::to_string);
-    let mut input = endpoint_input(
+    let (endpoint, template) = saves(
         ctx,
         existing
             .as_deref()
             .filter(|_| live.is_some())
             .map(|id| (id, template_id.as_deref())),
     );
-    let template_update = input.as_object_mut().and_then(|o| o.remove("__template"));
-    let saved = client::retry(3, || sm.save_endpoint(&input))
+    let saved = client::retry(3, || sm.save_endpoint(&endpoint))
         .await
         .context("saving the mothership endpoint")?;
-    if let Some(t) = template_update {
+    if let Some(t) = template {
         client::retry(3, || sm.save_template(&t))
             .await
             .context("saving the mothership's template")?;
@@ -462,7 +471,8 @@ mod tests {
 
     #[test]
     fn mothership_endpoint_is_one_lb_worker_marked_as_mothership() {
-        let input = endpoint_input(&ctx(false), None);
+        let (input, template) = saves(&ctx(false), None);
+        assert!(template.is_none());
         assert_eq!(input["name"], MOTHERSHIP);
         assert_eq!(input["type"], "LB");
         assert_eq!(input["workersMin"], 1);
@@ -472,14 +482,15 @@ mod tests {
         assert!(has(MOTHERSHIP_ENV, "true"));
         assert!(has("FLASH_ENVIRONMENT_ID", "env-1"));
         assert!(has("FLASH_DISABLE_RP_AUTH", "true"));
-        let closed = endpoint_input(&ctx(true), Some(("ep-1", Some("t-1"))));
+
+        let (closed, template) = saves(&ctx(true), Some(("ep-1", Some("t-1"))));
         assert_eq!(closed["id"], "ep-1");
         assert_eq!(closed["templateId"], "t-1");
         assert!(
             closed.get("template").is_none(),
             "never template with templateId"
         );
-        let t = &closed["__template"];
+        let t = template.unwrap();
         assert_eq!(t["id"], "t-1");
         assert!(
             !t["env"]
