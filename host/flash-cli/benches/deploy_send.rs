@@ -95,10 +95,11 @@ fn ms(d: Duration) -> String {
 async fn bench(reps: usize) -> Result<Vec<(usize, Duration, Duration)>> {
     let work = tempfile::tempdir()?;
     let data = tempfile::tempdir()?;
+    let host_bin = flash_host_bin();
     // Guest builds share the tests' guest target dir (the SDK's dependencies compile once).
     // SAFETY: set before any thread of ours reads the environment concurrently.
     unsafe { std::env::set_var("CARGO_TARGET_DIR", target_dir().join("guests")) };
-    match flash_host_bin() {
+    match host_bin {
         // SAFETY: as above.
         Some(bin) => unsafe { std::env::set_var("FLASH_HOST_BIN", bin) },
         None => eprintln!("no flash-host binary found: motherships will not boot"),
