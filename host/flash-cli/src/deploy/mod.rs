@@ -234,6 +234,10 @@ pub fn source_hash(manifest: &Manifest, resource: &str) -> String {
                 .unwrap_or("");
             lines.push_str(&format!("{file} {sha}\n"));
         }
+        // Models the resource's hosts preload are part of what it serves.
+        for (_, model) in manifest.models_for(Some(resource)) {
+            lines.push_str(&format!("{} {}\n", model.file, model.sha256));
+        }
     }
     flash_manifest::sha256_hex(lines.as_bytes())
 }
