@@ -66,12 +66,13 @@ run() { # target
         --resource classifier --test-input "$input" --repeat "$jobs" >"$tmp/$1.out" 2>"$log"; then
         echo "error: flash-host failed on target $1:" >&2; tail -n 20 "$log" >&2; exit 1
     fi
+    sed -i 's/\x1b\[[0-9;]*m//g' "$log" # no colours
     local device ms
-    device="$(grep -o 'device=[a-z]*' "$log" | head -n1 | cut -d= -f2)"
-    ms="$(grep -o '[0-9.]* ms per job' "$log" | cut -d' ' -f1)"
-    echo "$device $ms"
-    if grep -q 'running on the CPU' "$log"; then
-        echo "  warning from flash-host ($1): $(grep -o 'reason=.*' "$log" | head -n1 | cut -c1-300)" >&2
+    device="$(grep -o 'device=[a-z]*' "$log" | head -n1 | cut -d= -f2 || true)"
+    ms="$(grep -o '[0-9.]* ms per job' "$log" | cut -d' ' -f1 || true)"
+    echo "${device:-unknown} ${ms:-0}"
+    if grep -q 'is not available here' "$log"; then
+        echo "  flash-host warned ($1): $(grep 'is not available here' "$log" | head -n1 | cut -c1-400)" >&2
     fi
 }
 
