@@ -378,3 +378,66 @@ fn one_shot_error(stdout: &str, stderr: &str) -> String {
         .unwrap_or_else(|| panic!("{body}"))
         .to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balanced_ping_reports_the_device_serving_each_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The example's GPU config, served as a load-balanced endpoint (no routes: `/execute`).
+    let artifact = example_artifact(tmp.path(), false, |m| {
+        let r = m.resources.get_mut(RESOURCE).unwrap();
+        r.resource_type = flash_manifest::ResourceType::LiveLoadBalancer;
+        r.is_load_balanced = true;
+        for f in &mut r.functions {
+            f.is_load_balanced = true;
+        }
+    })
+    .await;
+    let port = flash_tests::free_port();
+    let mut env = envs(&[
+        ("FLASH_RESOURCE_NAME", RESOURCE),
+        ("FLASH_DISABLE_RP_AUTH", "true"),
+        ("ORT_DYLIB_PATH", &ort_lib()),
+        ("FLASH_NN_SESSIONS", "2"),
+    ]);
+    env.push(("FLASH_LISTEN_ADDR".into(), format!("127.0.0.1:{port}")));
+    env.push(("FLASH_ARTIFACT_URL".into(), artifact.display().to_string()));
+    let _host = spawn_host(tmp.path(), "lb", &env);
+    let base = format!("http://127.0.0.1:{port}");
+    let url = format!("{base}/ping");
+    tokio::task::spawn_blocking(move || flash_tests::wait_for_http(&url, Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", log(tmp.path(), "lb")));
+
+    let ping: Value = reqwest::get(format!("{base}/ping"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let model = &ping["inference"][0];
+    assert_eq!(model["name"], "classifier", "{ping}");
+    assert_eq!(model["requested"], "gpu");
+    assert_eq!(model["device"], "cpu");
+    assert_eq!(model["execution_provider"], "CPUExecutionProvider");
+    assert_eq!(model["sessions"], 2);
+    assert!(
+        model["fallback"]
+            .as_str()
+            .is_some_and(|f| f.contains("no CUDA execution provider")),
+        "{ping}"
+    );
+
+    let input = rows(7, 3);
+    let r: Value = reqwest::Client::new()
+        .post(format!("{base}/execute"))
+        .json(&json!({"function_name": "classify", "kwargs": {"rows": input}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["success"], true, "{r}");
+    assert_matches(&r["result"], &reference(&input));
+}

@@ -287,12 +287,12 @@ impl Graph {
                 )));
             };
             tensor.check(name)?;
-            if spec.ty.is_some() && tensor.ty.onnx() != spec.ty {
+            if let Some(want) = spec.ty
+                && tensor.ty.onnx() != Some(want)
+            {
                 return Err(NnError::InvalidArgument(format!(
-                    "input `{name}` of graph `{}` takes {:?} elements, got {:?}",
-                    self.name,
-                    spec.ty.expect("checked"),
-                    tensor.ty
+                    "input `{name}` of graph `{}` takes {want:?} elements, got {:?}",
+                    self.name, tensor.ty
                 )));
             }
             let fits = spec.shape.len() == tensor.dimensions.len()
