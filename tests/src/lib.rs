@@ -12,6 +12,9 @@
 //! - [`python`] returns the interpreter of a virtual environment under
 //!   `target/test-venv` with `tests/requirements.txt` installed, creating it on first use
 //!   (under a file lock, so parallel test binaries create it once).
+//! - [`onnxruntime_lib`] finds the ONNX Runtime shared library inside that venv's
+//!   `onnxruntime` package (what `ORT_DYLIB_PATH` points `flash-host` at), and
+//!   [`inference_models`] writes the inference example's models with its script.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -234,6 +237,18 @@ pub async fn guest_artifact(
     dir: &Path,
     tweak: impl FnOnce(&mut flash_manifest::Manifest),
 ) -> Result<PathBuf> {
+    guest_artifact_with_models(guest_wasm, project, dir, &[], tweak).await
+}
+
+/// Like [`guest_artifact`], packing `models` (name → ONNX file) as `flash build` packs the
+/// `[[model]]`s of `flash.toml` (every resource preloads them unless `tweak` says otherwise).
+pub async fn guest_artifact_with_models(
+    guest_wasm: &Path,
+    project: &str,
+    dir: &Path,
+    models: &[(&str, &Path)],
+    tweak: impl FnOnce(&mut flash_manifest::Manifest),
+) -> Result<PathBuf> {
     let wasm =
         std::fs::read(guest_wasm).with_context(|| format!("reading {}", guest_wasm.display()))?;
     let sha256 = flash_manifest::sha256_hex(&wasm);
@@ -255,10 +270,22 @@ pub async fn guest_artifact(
         size: wasm.len() as u64,
         description,
     };
-    let files = vec![(input.artifact_path(), guest_wasm.to_path_buf())];
-    let mut manifest = flash_manifest::ManifestBuilder::new(project, "2026-01-01T00:00:00.000Z")
-        .component(input)
-        .build()?;
+    let mut files = vec![(input.artifact_path(), guest_wasm.to_path_buf())];
+    let mut builder =
+        flash_manifest::ManifestBuilder::new(project, "2026-01-01T00:00:00.000Z").component(input);
+    for (name, path) in models {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let model = flash_manifest::ModelInput {
+            name: name.to_string(),
+            sha256: flash_manifest::sha256_hex(&bytes),
+            size: bytes.len() as u64,
+            resources: vec![],
+            sessions: None,
+        };
+        files.push((model.artifact_path(), path.to_path_buf()));
+        builder = builder.model(model);
+    }
+    let mut manifest = builder.build()?;
     tweak(&mut manifest);
     for entry in manifest.resources.values_mut() {
         entry.config_hash = flash_manifest::config_hash::config_hash(entry);
@@ -300,4 +327,50 @@ pub fn build_python_guest() -> Result<PathBuf> {
         .current_dir(&dir))?;
     std::fs::rename(&tmp, &out)?;
     Ok(out)
+}
+
+/// The ONNX Runtime shared library of the test venv's `onnxruntime` package
+/// (`<site-packages>/onnxruntime/capi/libonnxruntime.so.<version>`).
+pub fn onnxruntime_lib() -> Result<PathBuf> {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(p) = LIB.get() {
+        return Ok(p.clone());
+    }
+    let output = Command::new(python()?)
+        .args([
+            "-c",
+            "import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'))",
+        ])
+        .output()
+        .context("asking the test venv where onnxruntime is")?;
+    if !output.status.success() {
+        bail!(
+            "the test venv has no onnxruntime (tests/requirements.txt): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let capi = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    let lib = std::fs::read_dir(&capi)
+        .with_context(|| format!("listing {}", capi.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so") || n == "libonnxruntime.dylib")
+        })
+        .min_by_key(|p| p.as_os_str().len())
+        .with_context(|| format!("no libonnxruntime.so in {}", capi.display()))?;
+    let _ = LIB.set(lib.clone());
+    Ok(lib)
+}
+
+/// Runs `examples/inference/model/make_model.py` into `dir` with `flags` (`classifier.onnx`;
+/// `--slow` adds `slow.onnx`, `--bench` adds `wide.onnx`) and returns `dir`.
+pub fn inference_models(dir: &Path, flags: &[&str]) -> Result<PathBuf> {
+    let mut cmd = Command::new(python()?);
+    cmd.arg(repo_root().join("examples/inference/model/make_model.py"))
+        .arg(dir)
+        .args(flags);
+    run(&mut cmd)?;
+    Ok(dir.to_path_buf())
 }

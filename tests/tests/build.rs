@@ -189,3 +189,53 @@ fn init_scaffolds_a_project_that_builds() {
         "init over a non-empty directory must fail"
     );
 }
+
+#[test]
+fn inference_example_packs_its_model_with_sha256() {
+    let example = flash_tests::repo_root().join("examples/inference");
+    let flash_dir = example.join(".flash");
+    let _ = std::fs::remove_dir_all(&flash_dir);
+    let stdout = ok(&flash(&example, &["build"], &[]));
+    assert!(stdout.contains("Built inference"), "{stdout}");
+
+    let model = example.join("model/classifier.onnx");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(flash_dir.join("flash_manifest.json")).unwrap())
+            .unwrap();
+    let entry = &manifest["models"]["classifier"];
+    assert_eq!(entry["file"], "models/classifier.onnx");
+    assert_eq!(entry["sha256"], sha256_file(&model));
+    assert_eq!(entry["resources"], serde_json::json!(["classifier"]));
+    assert_eq!(entry["sessions"], 4);
+
+    // The artifact carries the model byte for byte and unpacking verifies it.
+    let out = tempfile::tempdir().unwrap();
+    flash_manifest::artifact::unpack(
+        &flash_dir.join("artifact.tar.gz"),
+        out.path(),
+        Default::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(out.path().join("models/classifier.onnx")).unwrap(),
+        std::fs::read(&model).unwrap()
+    );
+    // A tampered model is refused.
+    std::fs::write(out.path().join("models/classifier.onnx"), b"tampered").unwrap();
+    let parsed = flash_manifest::Manifest::read(&out.path().join("flash_manifest.json")).unwrap();
+    let err = flash_manifest::artifact::verify_dir(out.path(), &parsed).unwrap_err();
+    assert!(format!("{err:#}").contains("sha256 mismatch"), "{err:#}");
+    let _ = std::fs::remove_dir_all(&flash_dir);
+}
+
+#[test]
+fn the_committed_example_model_is_what_its_script_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    flash_tests::inference_models(dir.path(), &[]).unwrap();
+    assert_eq!(
+        sha256_file(&dir.path().join("classifier.onnx")),
+        sha256_file(&flash_tests::repo_root().join("examples/inference/model/classifier.onnx")),
+        "examples/inference/model/classifier.onnx differs from what make_model.py writes; \
+         regenerate it with `python3 examples/inference/model/make_model.py`"
+    );
+}

@@ -62,6 +62,8 @@ mod config;
 mod error;
 mod executor;
 mod exports;
+#[cfg(feature = "nn")]
+pub mod nn;
 mod peer;
 mod progress;
 mod registry;

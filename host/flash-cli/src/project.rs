@@ -15,6 +15,12 @@
 //! command = "componentize-py -d ../../wit -w function componentize app -o {output}"
 //! output = "build/pyfuncs.wasm"
 //! inputs = ["app.py"]   # rebuilt only when one of these is newer than `output`
+//!
+//! [[model]]
+//! name = "classifier"            # guests: wasi:nn `load-by-name("classifier")`
+//! path = "model/classifier.onnx" # packed as models/classifier.onnx, sha256 in the manifest
+//! resources = ["gpu_config"]     # hosts that preload it (default: every resource config)
+//! sessions = 4                   # concurrent inferences per host (default: host's choice)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -38,6 +44,20 @@ pub struct ProjectFile {
     pub app: App,
     #[serde(default, rename = "component")]
     pub components: Vec<ComponentDecl>,
+    #[serde(default, rename = "model")]
+    pub models: Vec<ModelDecl>,
+}
+
+/// A model file that travels in the artifact and that hosts preload for `wasi:nn`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelDecl {
+    pub name: String,
+    /// The ONNX file, relative to the project root.
+    pub path: PathBuf,
+    #[serde(default)]
+    pub resources: Vec<String>,
+    pub sessions: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -86,7 +86,7 @@ pub struct DeployContext {
     pub require_auth: bool,
 }
 
-/// sha256 over the digests of the components that serve `resource`.
+/// sha256 over the digests of the components (and preloaded models) that serve `resource`.
 pub fn source_hash(manifest: &Manifest, resource: &str) -> String {
     let mut lines = String::new();
     if let Some(entry) = manifest.resources.get(resource) {
@@ -104,6 +104,10 @@ pub fn source_hash(manifest: &Manifest, resource: &str) -> String {
                 })
                 .unwrap_or("");
             lines.push_str(&format!("{file} {sha}\n"));
+        }
+        // Models the resource's hosts preload are part of what it serves.
+        for (_, model) in manifest.models_for(Some(resource)) {
+            lines.push_str(&format!("{} {}\n", model.file, model.sha256));
         }
     }
     flash_manifest::sha256_hex(lines.as_bytes())

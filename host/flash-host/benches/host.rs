@@ -108,6 +108,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn call_context() -> CallContext {
     CallContext {
         env: vec![],
+        inference: Default::default(),
         peers: Arc::new(NoPeers),
         depth: 0,
         max_depth: 8,

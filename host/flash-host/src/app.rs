@@ -25,6 +25,8 @@ pub struct HostApp {
     /// function name → (its component, its resource's limits and env)
     functions: BTreeMap<String, LocalFunction>,
     pub max_call_depth: u32,
+    /// Preloaded models (`wasi:nn`), shared by every call; see [`crate::models`].
+    pub inference: flash_nn::Inference,
 }
 
 struct LocalFunction {
@@ -133,7 +135,14 @@ impl HostApp {
             resource: resource.map(str::to_string),
             functions,
             max_call_depth: options.max_call_depth,
+            inference: flash_nn::Inference::disabled(),
         })
+    }
+
+    /// Serves `wasi:nn` from `inference` (preloaded models) in every call.
+    pub fn with_inference(mut self, inference: flash_nn::Inference) -> Self {
+        self.inference = inference;
+        self
     }
 
     /// Whether `function` runs in this host.
@@ -164,6 +173,7 @@ impl HostApp {
             depth,
             max_depth: self.max_call_depth,
             progress,
+            inference: self.inference.clone(),
         };
         local
             .component

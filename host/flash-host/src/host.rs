@@ -15,6 +15,9 @@
 //! | `FLASH_MAX_MEMORY_MB` | memory cap per instance (default 256) |
 //! | `FLASH_PEER_TIMEOUT_S` | bound of one peer call (default 300) |
 //! | `FLASH_IS_MOTHERSHIP=true` | run as the environment's mothership instead (see [`crate::mothership`]) |
+//! | `ORT_DYLIB_PATH` | ONNX Runtime shared library for `wasi:nn`; required when the resource preloads models (see [`crate::models`]) |
+//! | `FLASH_NN_TARGET` | `cpu` or `gpu`: run preloaded models there instead of the resource config's target |
+//! | `FLASH_NN_SESSIONS` / `FLASH_NN_THREADS` | session pool size per model (when the model sets none; default: cores, at most 4) / intra-op threads per session (default 1) |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,7 +33,7 @@ use tokio::sync::watch;
 use crate::app::{AppOptions, HostApp};
 use crate::manifest_fetcher::ManifestFetcher;
 use crate::registry::{EndpointDirectory, PeerOptions, ServiceRegistry, StaticDirectory};
-use crate::{boot, lb, queue};
+use crate::{boot, lb, models, queue};
 
 /// What the binary was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +43,8 @@ pub struct HostArgs {
     pub resource: Option<String>,
     /// Run this job input once, print the result and exit.
     pub test_input: Option<Value>,
+    /// Run the test input this many times (timed, after a warm-up run).
+    pub repeat: u32,
 }
 
 fn env(key: &str) -> Option<String> {
@@ -92,17 +97,32 @@ pub async fn run(args: HostArgs) -> Result<i32> {
         max_memory_bytes: max_memory_mb << 20,
         ..Default::default()
     };
-    let app = Arc::new(HostApp::load_dir(
-        &engine,
+    let app = HostApp::load_dir(&engine, &unpacked.root, resource.as_deref(), &options)?;
+    let nn_options = models::NnOptions {
+        ort_dylib_path: env(flash_nn::ORT_DYLIB_PATH).map(PathBuf::from),
+        target: match env("FLASH_NN_TARGET") {
+            Some(t) => Some(
+                t.parse()
+                    .map_err(|e: String| anyhow::anyhow!("FLASH_NN_TARGET: {e}"))?,
+            ),
+            None => None,
+        },
+        sessions: env_parse("FLASH_NN_SESSIONS")?,
+        intra_threads: env_parse("FLASH_NN_THREADS")?,
+    };
+    let inference = models::load(
+        &app.manifest,
         &unpacked.root,
         resource.as_deref(),
-        &options,
-    )?);
+        &nn_options,
+    )?;
+    let app = Arc::new(app.with_inference(inference));
     tracing::info!(
         app = %app.manifest.project_name,
         resource = resource.as_deref().unwrap_or("<all>"),
         functions = ?app.local_functions().collect::<Vec<_>>(),
         pooling = engine.uses_pooling(),
+        models = ?app.inference.status().iter().map(|g| format!("{}:{}", g.name, g.device)).collect::<Vec<_>>(),
         "host ready"
     );
 
@@ -118,6 +138,20 @@ pub async fn run(args: HostArgs) -> Result<i32> {
     );
 
     if let Some(input) = args.test_input {
+        if args.repeat > 1 {
+            let _ = queue::run_once(&registry, input.clone()).await;
+            let started = std::time::Instant::now();
+            for _ in 1..args.repeat {
+                queue::run_once(&registry, input.clone()).await;
+            }
+            let total = started.elapsed();
+            eprintln!(
+                "repeat: {} jobs in {:.3} s, {:.3} ms per job",
+                args.repeat - 1,
+                total.as_secs_f64(),
+                total.as_secs_f64() * 1000.0 / f64::from(args.repeat - 1)
+            );
+        }
         let (ok, body) = queue::run_once(&registry, input).await;
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(if ok { 0 } else { 1 });

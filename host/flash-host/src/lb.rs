@@ -5,7 +5,8 @@
 //!   the query string (each value parsed as JSON, else kept as a string) for GET; `{name}`
 //!   path segments become named arguments too;
 //! - `GET /ping`: `200 {"status":"healthy",…}` (never behind auth: it is the platform's
-//!   health check);
+//!   health check), with `inference`: per preloaded model the requested target and the
+//!   device serving it;
 //! - `POST /execute`: runs a function **of the artifact** named in the body
 //!   (`{"function_name", "input"|"args"|"kwargs"}`) — never code sent in the request —
 //!   answering `{"success":true,"result":…}` or a typed error with a matching HTTP status;
@@ -159,12 +160,16 @@ async fn auth(
 
 async fn ping(State(state): State<AppState>) -> Response {
     let app = state.registry.app();
-    axum::Json(json!({
+    let mut body = json!({
         "status": "healthy",
         "resource": app.resource,
         "functions": app.local_functions().collect::<Vec<_>>(),
-    }))
-    .into_response()
+    });
+    // Which device serves each preloaded model (e.g. `gpu` requested, `cpu` serving).
+    if !app.inference.is_empty() {
+        body["inference"] = json!(app.inference.status());
+    }
+    axum::Json(body).into_response()
 }
 
 fn error_response(err: &CallError) -> Response {

@@ -4,6 +4,7 @@
 //!
 //! - [`boot`]: find/fetch the artifact and unpack it safely;
 //! - [`app`]: load this resource's components once ([`app::HostApp`]);
+//! - [`models`]: load ONNX Runtime and preload this resource's models for `wasi:nn`;
 //! - [`registry`]: route calls locally or to peer endpoints ([`registry::ServiceRegistry`]);
 //! - [`state_manager`] and [`manifest_fetcher`]: find peers' URLs through the State
 //!   Manager's GraphQL API (with retries, a TTL cache and a local-file fallback);
@@ -19,6 +20,7 @@ pub mod host;
 pub mod job_input;
 pub mod lb;
 pub mod manifest_fetcher;
+pub mod models;
 pub mod mothership;
 pub mod queue;
 pub mod registry;

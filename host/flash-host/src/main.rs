@@ -21,6 +21,10 @@ struct Cli {
     /// aid. Without a resource name, every resource runs locally.
     #[arg(long, value_name = "JSON")]
     test_input: Option<String>,
+    /// With --test-input: run the job this many times (after one warm-up run) and print
+    /// the time per job to stderr; used by `scripts/gpu-check.sh`.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "test_input")]
+    repeat: u32,
 }
 
 #[tokio::main]
@@ -46,6 +50,7 @@ async fn main() -> std::process::ExitCode {
         manifest: cli.manifest,
         resource: cli.resource,
         test_input,
+        repeat: cli.repeat,
     };
     match flash_host::host::run(args).await {
         Ok(0) => std::process::ExitCode::SUCCESS,

@@ -15,7 +15,8 @@
 //!   `{RUNPOD_WEBHOOK_POST_STREAM}&isStream=false` as `{"output": chunk}`, in order, before
 //!   the result;
 //! - **heartbeat**: `GET {RUNPOD_WEBHOOK_PING}&job_id=<csv>&runpod_version=…` every
-//!   `RUNPOD_PING_INTERVAL` ms;
+//!   `RUNPOD_PING_INTERVAL` ms, plus `&inference=<model>:<device>,…` when the host
+//!   preloads models (the device that actually serves each one);
 //! - `Authorization: <RUNPOD_AI_API_KEY>` (raw, as the SDK sends it).
 //!
 //! Up to `concurrency` jobs run at once, each in its own task; a guest trap, timeout or
@@ -105,7 +106,21 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let in_flight: InFlight = Default::default();
 
+    // Which device serves each preloaded model, e.g. `classifier:cpu` (a `gpu` config on a
+    // machine without CUDA reports `cpu`).
+    let devices: Vec<String> = registry
+        .app()
+        .inference
+        .status()
+        .iter()
+        .map(|g| format!("{}:{}", g.name, g.device))
+        .collect();
     let pinger = config.ping.clone().map(|url| {
+        let url = if devices.is_empty() {
+            url
+        } else {
+            format!("{url}&inference={}", devices.join(","))
+        };
         tokio::spawn(heartbeat(
             http.clone(),
             Arc::clone(&config),

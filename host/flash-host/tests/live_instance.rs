@@ -27,6 +27,7 @@ async fn guest() -> FunctionComponentPre {
 fn ctx() -> CallContext {
     CallContext {
         env: vec![],
+        inference: Default::default(),
         peers: Arc::new(NoPeers),
         depth: 0,
         max_depth: 8,

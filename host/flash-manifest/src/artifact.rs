@@ -1,13 +1,13 @@
 //! `artifact.tar.gz`: packing it reproducibly and unpacking it safely.
 //!
-//! Layout: `flash_manifest.json` at the root, then `components/<name>.wasm` (and, later,
-//! `models/`). Packing writes entries in sorted order with fixed metadata (mode 0644,
+//! Layout: `flash_manifest.json` at the root, `components/<name>.wasm`, and
+//! `models/<name>.onnx` for the models hosts preload. Packing writes entries in sorted order with fixed metadata (mode 0644,
 //! uid/gid 0, no user names, mtime from `SOURCE_DATE_EPOCH` or 0) and a gzip header without
 //! a timestamp, so the same inputs always give the same bytes and the same sha256.
 //!
 //! Unpacking treats the archive as hostile: only regular files and directories are
 //! accepted, every path must be relative and free of `..`, sizes are bounded, and every
-//! component's sha256 must match the manifest before anything is served.
+//! component's and model's sha256 must match the manifest before anything is served.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -229,6 +229,24 @@ pub fn verify_dir(dir: &Path, manifest: &Manifest) -> Result<()> {
             "artifact component `{path}` sha256 mismatch: expected {}, got {actual}; the artifact \
              is corrupt or was tampered with, rebuild it with `flash build`",
             entry.sha256
+        );
+    }
+    for (name, model) in &manifest.models {
+        check_entry_path(Path::new(&model.file))
+            .with_context(|| format!("manifest model `{name}`"))?;
+        let bytes = std::fs::read(dir.join(&model.file)).with_context(|| {
+            format!(
+                "artifact model `{name}` ({}) is missing; rebuild with `flash build`",
+                model.file
+            )
+        })?;
+        let actual = crate::sha256_hex(&bytes);
+        ensure!(
+            actual == model.sha256,
+            "artifact model `{name}` ({}) sha256 mismatch: expected {}, got {actual}; the artifact \
+             is corrupt or was tampered with, rebuild it with `flash build`",
+            model.file,
+            model.sha256
         );
     }
     for (resource, entry) in &manifest.resources {

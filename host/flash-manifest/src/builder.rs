@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use crate::config_hash::config_hash;
 use crate::describe::{Compute, Description, EndpointKind, ResourceConfig, ScalerType};
-use crate::manifest::{ComponentEntry, FunctionEntry, Manifest, ResourceEntry, ResourceType};
+use crate::manifest::{
+    ComponentEntry, FunctionEntry, Manifest, ModelEntry, ResourceEntry, ResourceType,
+};
 use crate::validate::{
     HTTP_METHODS, RESERVED_PATHS, ValidationError, ValidationErrors, is_valid_name,
 };
@@ -35,12 +37,34 @@ impl ComponentInput {
     }
 }
 
+/// One model going into the artifact (declared in `flash.toml`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ModelInput {
+    /// The name guests pass to `load-by-name`; the file is `models/<name>.onnx`.
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+    /// Resource configs whose hosts preload it; empty = every one.
+    #[serde(default)]
+    pub resources: Vec<String>,
+    #[serde(default)]
+    pub sessions: Option<u32>,
+}
+
+impl ModelInput {
+    /// Path of this model inside the artifact.
+    pub fn artifact_path(&self) -> String {
+        format!("models/{}.onnx", self.name)
+    }
+}
+
 /// Merges component descriptions into a manifest.
 #[derive(Debug, Clone)]
 pub struct ManifestBuilder {
     project_name: String,
     generated_at: String,
     components: Vec<ComponentInput>,
+    models: Vec<ModelInput>,
 }
 
 impl ManifestBuilder {
@@ -50,11 +74,17 @@ impl ManifestBuilder {
             project_name: project_name.into(),
             generated_at: generated_at.into(),
             components: vec![],
+            models: vec![],
         }
     }
 
     pub fn component(mut self, component: ComponentInput) -> Self {
         self.components.push(component);
+        self
+    }
+
+    pub fn model(mut self, model: ModelInput) -> Self {
+        self.models.push(model);
         self
     }
 
@@ -172,6 +202,45 @@ impl ManifestBuilder {
             }
         }
 
+        let mut models = BTreeMap::new();
+        for model in &self.models {
+            if !is_valid_name(&model.name) {
+                errors.push(ValidationError::InvalidName {
+                    what: "model",
+                    name: model.name.clone(),
+                });
+            }
+            for resource in &model.resources {
+                if !configs.contains_key(resource.as_str()) {
+                    errors.push(ValidationError::ModelForUndeclaredResource {
+                        model: model.name.clone(),
+                        resource: resource.clone(),
+                    });
+                }
+            }
+            if let Some(sessions) = model.sessions
+                && !(1..=64).contains(&sessions)
+            {
+                errors.push(ValidationError::ModelSessionsRange {
+                    model: model.name.clone(),
+                    sessions,
+                });
+            }
+            let entry = ModelEntry {
+                file: model.artifact_path(),
+                sha256: model.sha256.clone(),
+                size: model.size,
+                encoding: "onnx".to_string(),
+                resources: model.resources.clone(),
+                sessions: model.sessions,
+            };
+            if models.insert(model.name.clone(), entry).is_some() {
+                errors.push(ValidationError::DuplicateModel {
+                    model: model.name.clone(),
+                });
+            }
+        }
+
         if seen.is_empty() {
             errors.push(ValidationError::EmptyApp {
                 project: self.project_name.clone(),
@@ -206,9 +275,15 @@ impl ManifestBuilder {
                 )
             })
             .collect();
+        // Models count as code: a new model must restart the endpoints serving it.
         let fingerprint_input: String = components
             .iter()
             .map(|(path, c)| format!("{path}\0{}\n", c.sha256))
+            .chain(
+                models
+                    .values()
+                    .map(|m| format!("{}\0{}\n", m.file, m.sha256)),
+            )
             .collect();
 
         Ok(Manifest {
@@ -220,6 +295,7 @@ impl ManifestBuilder {
             function_registry,
             routes,
             components,
+            models,
             source_fingerprint: Some(crate::sha256_hex(fingerprint_input.as_bytes())),
             resources_endpoints: None,
             extra: Default::default(),

@@ -17,10 +17,10 @@ pub mod describe;
 pub mod manifest;
 pub mod validate;
 
-pub use builder::{ComponentInput, ManifestBuilder};
+pub use builder::{ComponentInput, ManifestBuilder, ModelInput};
 pub use manifest::{
-    ComponentEntry, FunctionEntry, MANIFEST_FILE_NAME, MANIFEST_VERSION, Manifest, ResourceEntry,
-    ResourceType,
+    ComponentEntry, FunctionEntry, MANIFEST_FILE_NAME, MANIFEST_VERSION, Manifest, ModelEntry,
+    ResourceEntry, ResourceType,
 };
 pub use validate::{ValidationError, ValidationErrors};
 

@@ -5,7 +5,8 @@
 //! fields in RunPod's camelCase), so tooling that reads one reads the other. Flash adds:
 //! `flash_contract` (the WIT package the components target), `components` (every component
 //! file with its sha256), per function the `component` file and its `component_sha256`, and
-//! per resource a `config_hash` for drift detection.
+//! per resource a `config_hash` for drift detection, and `models` (ONNX files the hosts
+//! preload for `wasi:nn`, each with its sha256).
 //!
 //! Unknown keys are kept (`extra`) and written back unchanged, so a newer manifest, or one
 //! carrying deploy-time state, survives a read-modify-write by an older tool.
@@ -43,7 +44,10 @@ pub struct Manifest {
     /// artifact path (`components/<name>.wasm`) → digest and size.
     #[serde(default)]
     pub components: BTreeMap<String, ComponentEntry>,
-    /// sha256 over every component digest: changes whenever any code changes.
+    /// model name → its file in the artifact (`models/<name>.onnx`) and who preloads it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, ModelEntry>,
+    /// sha256 over every component (and model) digest: changes whenever any code changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_fingerprint: Option<String>,
     /// resource config name → endpoint URL; written by `flash deploy send`.
@@ -58,6 +62,35 @@ pub struct Manifest {
 pub struct ComponentEntry {
     pub sha256: String,
     pub size: u64,
+}
+
+/// A model of the artifact, served to guests through `wasi:nn` (`load-by-name`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelEntry {
+    /// Artifact path of the model file (`models/<name>.onnx`).
+    pub file: String,
+    pub sha256: String,
+    pub size: u64,
+    /// Graph encoding; `onnx` is the only one hosts serve today.
+    #[serde(default = "default_encoding")]
+    pub encoding: String,
+    /// Resource configs whose hosts preload the model; empty means every one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    /// Sessions per host (concurrent inferences of this model); absent = host default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<u32>,
+}
+
+fn default_encoding() -> String {
+    "onnx".to_string()
+}
+
+impl ModelEntry {
+    /// Whether hosts of `resource` preload this model.
+    pub fn serves(&self, resource: &str) -> bool {
+        self.resources.is_empty() || self.resources.iter().any(|r| r == resource)
+    }
 }
 
 /// RunPod's resource classes; the queue/load-balanced × GPU/CPU matrix.
@@ -187,6 +220,17 @@ impl Manifest {
         std::fs::write(&tmp, self.to_json_pretty())
             .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The models hosts of `resource` preload (every model when `None`: one-shot mode).
+    pub fn models_for<'a>(
+        &'a self,
+        resource: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a str, &'a ModelEntry)> + 'a {
+        self.models
+            .iter()
+            .filter(move |(_, m)| resource.is_none_or(|r| m.serves(r)))
+            .map(|(name, m)| (name.as_str(), m))
     }
 
     /// The resource config that serves `function`, if any.

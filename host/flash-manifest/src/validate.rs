@@ -115,6 +115,17 @@ pub enum ValidationError {
     LoadBalancedScaler { resource: String, scaler: String },
 
     #[error(
+        "model `{model}` is declared for resource config `{resource}`, which no component declares"
+    )]
+    ModelForUndeclaredResource { model: String, resource: String },
+
+    #[error("model `{model}` is declared twice")]
+    DuplicateModel { model: String },
+
+    #[error("model `{model}`: sessions must be in 1..=64, got {sessions}")]
+    ModelSessionsRange { model: String, sessions: u32 },
+
+    #[error(
         "{what} name `{name}` is invalid: use 1-64 characters from letters, digits, `_` and `-`"
     )]
     InvalidName { what: &'static str, name: String },

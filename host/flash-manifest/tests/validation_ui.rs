@@ -13,6 +13,8 @@ use serde::Deserialize;
 struct Case {
     project: String,
     components: Vec<CaseComponent>,
+    #[serde(default)]
+    models: Vec<flash_manifest::ModelInput>,
 }
 
 #[derive(Deserialize)]
@@ -30,6 +32,9 @@ fn build(case: &Case) -> Result<flash_manifest::Manifest, flash_manifest::Valida
             size: 1,
             description: c.description.clone(),
         });
+    }
+    for m in &case.models {
+        builder = builder.model(m.clone());
     }
     builder.build()
 }

@@ -62,6 +62,9 @@ impl FunctionComponentPre {
         let mut linker: Linker<HostState> = Linker::new(engine.wasmtime());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Function::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+        // Every component may import `wasi:nn`; without models or ONNX Runtime its calls
+        // fail with typed errors (see flash-nn).
+        flash_nn::add_to_linker(&mut linker, HostState::nn_view)?;
         let instance_pre = linker.instantiate_pre(&component).map_err(anyhow::Error::from).with_context(|| {
             format!(
                 "component `{name}` needs imports this host does not provide; it must target the \

@@ -8,6 +8,9 @@
 //! - a deadline hit (epoch callback, or a peer call outliving it) is `timeout`;
 //! - growing memory past the cap traps and becomes `internal` naming the cap;
 //! - any other trap is `internal` with wasmtime's trap message.
+//!
+//! `wasi:nn` inference runs on the host's blocking pool and stops at the same deadline:
+//! the guest gets the wasi-nn `timeout` code, and the call ends as `timeout` either way.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,6 +58,8 @@ pub struct CallContext {
     pub max_depth: u32,
     /// Partial output of this call; nested peer calls get none.
     pub progress: Option<ProgressSink>,
+    /// Models for `wasi:nn` (shared by every call of the host); disabled by default.
+    pub inference: flash_nn::Inference,
 }
 
 /// Marker error returned by the epoch callback once the deadline has passed.
@@ -89,6 +94,10 @@ impl FunctionComponentPre {
             depth: ctx.map_or(0, |c| c.depth),
             max_depth: ctx.map_or(0, |c| c.max_depth),
             progress: ctx.and_then(|c| c.progress.clone()),
+            nn: flash_nn::NnCtx {
+                inference: ctx.map(|c| c.inference.clone()).unwrap_or_default(),
+                deadline: None,
+            },
         };
         let mut store = Store::new(self.engine.wasmtime(), state);
         store.limiter(|state| &mut state.limits);
@@ -143,6 +152,8 @@ pub(crate) fn call_wasi(ctx: &CallContext) -> WasiCtx {
 /// ([`crate::live::LiveInstance`]) re-arms it before each one.
 pub(crate) fn arm_deadline(store: &mut Store<HostState>, deadline: Duration) {
     let deadline = Instant::now() + deadline;
+    // Host-side inference stops at the same instant (returns wasi-nn `timeout`).
+    store.data_mut().nn.deadline = Some(deadline);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         if Instant::now() >= deadline {

@@ -1,4 +1,4 @@
-//! Per-call store state: the WASI context, limits, and the peer router.
+//! Per-call store state: the WASI context, limits, the peer router and `wasi:nn`.
 
 use std::sync::Arc;
 
@@ -20,6 +20,17 @@ pub(crate) struct HostState {
     pub max_depth: u32,
     /// Where `progress.emit` chunks go; `None` drops them.
     pub progress: Option<crate::invoke::ProgressSink>,
+    /// The host's preloaded models and the call's deadline, for `wasi:nn`.
+    pub nn: flash_nn::NnCtx,
+}
+
+impl HostState {
+    pub fn nn_view(&mut self) -> flash_nn::NnView<'_> {
+        flash_nn::NnView {
+            ctx: &mut self.nn,
+            table: &mut self.table,
+        }
+    }
 }
 
 impl WasiView for HostState {

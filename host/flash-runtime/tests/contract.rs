@@ -18,6 +18,7 @@ fn load(path: &Path, name: &str) -> FunctionComponentPre {
 fn ctx() -> CallContext {
     CallContext {
         env: vec![],
+        inference: Default::default(),
         peers: Arc::new(NoPeers),
         depth: 0,
         max_depth: 8,

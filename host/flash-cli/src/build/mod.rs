@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use flash_manifest::artifact::{self, ARTIFACT_FILE_NAME};
 use flash_manifest::describe::Description;
-use flash_manifest::{ComponentInput, MANIFEST_FILE_NAME, Manifest, ManifestBuilder};
+use flash_manifest::{ComponentInput, MANIFEST_FILE_NAME, Manifest, ManifestBuilder, ModelInput};
 
 use crate::project::Project;
 
@@ -92,6 +92,25 @@ pub async fn build(project: &Project, reporter: &dyn Reporter) -> Result<BuildOu
     let mut builder = ManifestBuilder::new(project.name(), generated_at);
     for input in inputs {
         builder = builder.component(input);
+    }
+    for decl in &project.file.models {
+        let path = project.root.join(&decl.path);
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "reading model `{}` from {} (declared in flash.toml)",
+                decl.name,
+                path.display()
+            )
+        })?;
+        let input = ModelInput {
+            name: decl.name.clone(),
+            sha256: flash_manifest::sha256_hex(&bytes),
+            size: bytes.len() as u64,
+            resources: decl.resources.clone(),
+            sessions: decl.sessions,
+        };
+        files.push((input.artifact_path(), path));
+        builder = builder.model(input);
     }
     let mut manifest = builder.build()?;
 
