@@ -12,6 +12,9 @@ slow.onnx (only with --slow, for deadline tests; not committed): same input and 
 wide.onnx (only with --bench, for benchmarks; not committed): the same architecture at
     embedding size, 256 -> 1024 -> 256 with softmax (about 2 MB of weights, also exact
     fractions of their indices).
+deep.onnx (only with --bench; not committed): a compute-bound classifier,
+    256 -> 2048 -> 2048 -> 2048 -> 16 with ReLUs and softmax (about 36 MB of weights,
+    exact fractions of their indices), where the model's work dominates each call.
 
 Usage: make_model.py [OUT_DIR] [--slow] [--bench]   (OUT_DIR defaults to this directory)
 Needs the `onnx` and `numpy` Python packages (tests/requirements.txt pins them).
@@ -44,6 +47,40 @@ def wide_weights(n_in=256, hidden=1024, n_out=256):
     w2 = (((5 * j + 3 * k) % 19) - 9).astype(np.float32) / 256
     b2 = ((np.arange(n_out) % 7) - 3).astype(np.float32) / 8
     return w1, b1, w2, b2
+
+
+def layer(n_in, n_out, salt):
+    i = np.arange(n_in)[:, None]
+    j = np.arange(n_out)[None, :]
+    w = (((13 * i + 7 * j + salt) % 23) - 11).astype(np.float32) / (16 * np.sqrt(n_in)).astype(np.float32)
+    b = ((np.arange(n_out) % 5) - 2).astype(np.float32) / 16
+    return w, b
+
+
+def mlp(sizes, name):
+    """`features` [N, sizes[0]] -> ReLU layers -> softmax `probabilities` [N, sizes[-1]]."""
+    nodes, inits, x = [], [], "features"
+    last = len(sizes) - 2
+    for n, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        w, bias = layer(a, b, n)
+        inits += [numpy_helper.from_array(w, f"W{n}"), numpy_helper.from_array(bias, f"B{n}")]
+        nodes.append(helper.make_node("MatMul", [x, f"W{n}"], [f"m{n}"]))
+        nodes.append(helper.make_node("Add", [f"m{n}", f"B{n}"], [f"a{n}"]))
+        if n == last:
+            nodes.append(helper.make_node("Softmax", [f"a{n}"], ["probabilities"], axis=1))
+        else:
+            nodes.append(helper.make_node("Relu", [f"a{n}"], [f"r{n}"]))
+            x = f"r{n}"
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", sizes[0]])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", sizes[-1]])],
+        inits,
+    )
+    return helper.make_model(
+        graph, producer_name="flash-example-inference", opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8
+    )
 
 
 def save(model, path):
@@ -124,6 +161,7 @@ def main(argv):
         save(slow(), os.path.join(out, "slow.onnx"))
     if "--bench" in argv:
         save(classifier(wide_weights(), "flash_example_wide"), os.path.join(out, "wide.onnx"))
+        save(mlp([256, 2048, 2048, 2048, 16], "flash_example_deep"), os.path.join(out, "deep.onnx"))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@
 //!    JSON in and out, guest → `wasi:nn` → the same session pool.
 //!
 //! Same machine, same run, same model bytes, same inputs, same thread count (tokio
-//! workers = session pool size = Python threads), for the example's tiny classifier and a
-//! wider "embedding-size" MLP (`make_model.py --bench`), at batch sizes 1 and more.
+//! workers = session pool size = Python threads), for the example's tiny classifier, a
+//! wider "embedding-size" MLP and a compute-bound deep MLP (`make_model.py --bench`), at
+//! batch sizes 1 and more.
 //!
 //! Run: `cargo bench -p flash-host --bench nn` (needs the test venv with onnxruntime; see
 //! `scripts/test.sh`). `FLASH_BENCH_SECS` (default 3) and `FLASH_BENCH_THREADS` (default:
@@ -85,11 +86,12 @@ async fn run(seconds: f64, threads: usize) -> Result<()> {
         tokio::task::spawn_blocking(|| flash_tests::build_guest("examples/inference")).await??;
     let classifier = model_dir.join("classifier.onnx");
     let wide = model_dir.join("wide.onnx");
+    let deep = model_dir.join("deep.onnx");
     let artifact = flash_tests::guest_artifact_with_models(
         &wasm,
         "inference",
         tmp.path(),
-        &[("classifier", &classifier), ("wide", &wide)],
+        &[("classifier", &classifier), ("wide", &wide), ("deep", &deep)],
         |_| {},
     )
     .await?;
@@ -119,11 +121,13 @@ async fn run(seconds: f64, threads: usize) -> Result<()> {
         "| model | batch | Python onnxruntime | flash-nn graph (no guest) | flash-host (guest → wasi-nn) | Python / flash-host |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
-    let cases: [(&str, &Path, usize, usize); 4] = [
+    let cases: [(&str, &Path, usize, usize); 6] = [
         ("classifier 4→16→3", &classifier, 4, 1),
         ("classifier 4→16→3", &classifier, 4, 64),
         ("wide 256→1024→256", &wide, 256, 1),
         ("wide 256→1024→256", &wide, 256, 16),
+        ("deep 256→2048→2048→2048→16", &deep, 256, 1),
+        ("deep 256→2048→2048→2048→16", &deep, 256, 16),
     ];
     for (label, path, width, batch) in cases {
         let name = path
