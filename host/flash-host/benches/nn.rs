@@ -91,7 +91,11 @@ async fn run(seconds: f64, threads: usize) -> Result<()> {
         &wasm,
         "inference",
         tmp.path(),
-        &[("classifier", &classifier), ("wide", &wide), ("deep", &deep)],
+        &[
+            ("classifier", &classifier),
+            ("wide", &wide),
+            ("deep", &deep),
+        ],
         |_| {},
     )
     .await?;

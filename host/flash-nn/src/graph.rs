@@ -4,9 +4,13 @@
 //!   session serves one inference at a time. Each graph holds `sessions` sessions (parsed
 //!   once, at load) behind a semaphore: up to that many calls compute in parallel, the
 //!   rest wait asynchronously (no thread is parked while waiting).
-//! - **Blocking pool.** Inference is CPU- (or GPU-) bound native code; it runs in
-//!   `tokio::task::spawn_blocking` so the async workers keep serving other requests,
-//!   heartbeats and guest code meanwhile.
+//! - **Off the async runtime, thread-affine.** Inference is CPU- (or GPU-) bound native
+//!   code. Each session lives on its own OS thread (`flash-nn:<graph>:<n>`) that runs the
+//!   jobs sent to it, so the async workers keep serving other requests, heartbeats and
+//!   guest code meanwhile, and a session always computes on the same thread — as a Python
+//!   thread holding its own `InferenceSession` does. (Handing sessions to whichever
+//!   `spawn_blocking` thread was free measured 1.4× instead of 1.9× scaling from 1 to 2
+//!   threads on a compute-bound model; see docs/benchmarks.md.)
 //! - **Deadlines.** Waiting for a session and computing both stop at the call's deadline:
 //!   the run is told to terminate (ONNX Runtime's run option) and the guest gets
 //!   `timeout`. The session returns to the pool when the native run has ended.
@@ -79,28 +83,70 @@ impl std::fmt::Debug for Graph {
 }
 
 struct Pool {
-    idle: Mutex<Vec<Session>>,
+    /// Indices of the session threads with no job.
+    idle: Mutex<Vec<usize>>,
+    /// One job channel per session thread.
+    threads: Vec<std::sync::mpsc::Sender<Job>>,
     permits: Arc<Semaphore>,
 }
 
-/// A session taken from the pool; goes back on drop (also when the call was abandoned
-/// and the native run finished later).
+type Outputs = Result<Vec<(String, Tensor)>, NnError>;
+
+/// One inference for a session thread.
+struct Job {
+    inputs: Vec<(String, Tensor)>,
+    options: Arc<RunOptions>,
+    reply: tokio::sync::oneshot::Sender<Outputs>,
+    /// Released by the session thread once the native run has ended (also when the caller
+    /// gave up on it), so the next job never queues behind an abandoned one.
+    _lease: Lease,
+}
+
+/// A session thread taken from the pool; goes back on drop.
 struct Lease {
     pool: Arc<Pool>,
-    session: Option<Session>,
+    thread: usize,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            self.pool
-                .idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(session);
-        }
+        self.pool
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(self.thread);
     }
+}
+
+/// Starts the thread that owns `session` and runs its jobs until the pool is dropped.
+fn spawn_session_thread(
+    graph: &str,
+    index: usize,
+    mut session: Session,
+) -> Result<std::sync::mpsc::Sender<Job>, NnError> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name(format!("flash-nn:{graph}:{index}"))
+        .spawn(move || {
+            while let Ok(job) = rx.recv() {
+                let Job {
+                    inputs,
+                    options,
+                    reply,
+                    _lease,
+                } = job;
+                let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run(&mut session, inputs, &options)
+                }))
+                .unwrap_or_else(|_| Err(NnError::Runtime("inference panicked".into())));
+                // Free the session before answering, so the caller's next call finds it.
+                drop(_lease);
+                let _ = reply.send(out);
+            }
+        })
+        .map_err(|e| NnError::Runtime(format!("starting a session thread: {e}")))?;
+    Ok(tx)
 }
 
 impl Graph {
@@ -178,9 +224,10 @@ impl Graph {
             .iter()
             .map(|o| spec(&o.name, &o.output_type))
             .collect();
-        let mut idle = vec![first];
-        for _ in 1..sessions {
-            idle.push(build_session(model, placement.device, threads)?);
+        let mut session_threads = vec![spawn_session_thread(name, 0, first)?];
+        for i in 1..sessions {
+            let session = build_session(model, placement.device, threads)?;
+            session_threads.push(spawn_session_thread(name, i, session)?);
         }
         Ok(Self {
             name: name.to_string(),
@@ -189,7 +236,8 @@ impl Graph {
             inputs,
             outputs,
             pool: Arc::new(Pool {
-                idle: Mutex::new(idle),
+                idle: Mutex::new((0..sessions).rev().collect()),
+                threads: session_threads,
                 permits: Arc::new(Semaphore::new(sessions)),
             }),
         })
@@ -217,7 +265,7 @@ impl Graph {
     }
 
     /// Runs one inference with named inputs; returns every output, in the model's order.
-    /// Waits for a free session and computes on the blocking pool; both stop at `deadline`.
+    /// Waits for a free session and computes on its thread; both stop at `deadline`.
     pub async fn compute(
         &self,
         inputs: Vec<(String, Tensor)>,
@@ -238,36 +286,41 @@ impl Graph {
             None => acquire.await,
         }
         .map_err(|_| NnError::Runtime("session pool closed".into()))?;
-        let session = self
+        let thread = self
             .pool
             .idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop()
             .ok_or_else(|| NnError::Runtime("session pool out of sessions".into()))?;
-        let mut lease = Lease {
+        let lease = Lease {
             pool: Arc::clone(&self.pool),
-            session: Some(session),
+            thread,
             _permit: permit,
         };
         let run_options = Arc::new(RunOptions::new()?);
-        let options = Arc::clone(&run_options);
-        let task = tokio::task::spawn_blocking(move || {
-            let session = lease.session.as_mut().expect("leased session");
-            run(session, inputs, &options)
-        });
-        let joined = match deadline {
-            Some(d) => match tokio::time::timeout_at(d.into(), task).await {
-                Ok(joined) => joined,
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.pool.threads[thread]
+            .send(Job {
+                inputs,
+                options: Arc::clone(&run_options),
+                reply,
+                _lease: lease,
+            })
+            .map_err(|_| NnError::Runtime("the session thread has stopped".into()))?;
+        let answered = match deadline {
+            Some(d) => match tokio::time::timeout_at(d.into(), answer).await {
+                Ok(answered) => answered,
                 Err(_) => {
-                    // The native run stops at its next check; the lease returns the session.
+                    // The native run stops at its next check; the session thread then
+                    // returns itself to the pool.
                     let _ = run_options.terminate();
                     return Err(timeout());
                 }
             },
-            None => task.await,
+            None => answer.await,
         };
-        joined.map_err(|e| NnError::Runtime(format!("inference task failed: {e}")))?
+        answered.map_err(|_| NnError::Runtime("the session thread dropped the call".into()))?
     }
 
     fn check_inputs(&self, inputs: &[(String, Tensor)]) -> Result<(), NnError> {

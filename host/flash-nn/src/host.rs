@@ -2,8 +2,8 @@
 //!
 //! wasmtime's own `wasmtime-wasi-nn` bindings are synchronous, so an inference would run
 //! on the tokio worker thread driving the guest and stall every other call scheduled on
-//! it. Here `load` and `compute` await work on the blocking pool instead (see
-//! [`crate::graph`]), the call's deadline bounds them, and guest memory caps still apply:
+//! it. Here `load` awaits work on the blocking pool and `compute` on the graph's session
+//! threads instead (see [`crate::graph`]), the call's deadline bounds them, and guest memory caps still apply:
 //! every tensor a guest reads back is copied into its own (limited) linear memory.
 //!
 //! Per call, a store holds an [`NnCtx`] (the shared [`Inference`] and the deadline);

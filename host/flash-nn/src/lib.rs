@@ -10,8 +10,8 @@
 //! - [`placement`]: the execution target a graph asks for (`cpu`, `gpu`, `tpu`) and the
 //!   device that actually serves it (CUDA when the library offers it, else CPU with a
 //!   reason), so hosts can report it;
-//! - [`graph`]: one model with a small pool of ONNX Runtime sessions; `compute` runs on
-//!   tokio's blocking pool, never on an async worker thread, and honours the call's
+//! - [`graph`]: one model with a small pool of ONNX Runtime sessions, each on its own
+//!   thread; `compute` never runs on an async worker thread, and honours the call's
 //!   deadline;
 //! - [`tensor`]: wasi-nn tensors (dimensions, element type, little-endian bytes) to and
 //!   from ONNX Runtime values;
