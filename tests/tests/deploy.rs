@@ -79,22 +79,8 @@ impl Server {
     }
 
     /// Worker processes the server has started and not yet reaped.
-    fn children(&self) -> usize {
+    fn child_pids(&self) -> Vec<u32> {
         let pid = self.child.0.id();
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            return 0;
-        };
-        tasks
-            .flatten()
-            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-            .map(|c| c.split_whitespace().count())
-            .sum()
-    }
-
-    /// Worker processes whose environment has `key=value`.
-    fn workers_with_env(&self, key: &str, value: &str) -> Vec<u32> {
-        let pid = self.child.0.id();
-        let needle = format!("{key}={value}");
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             return Vec::new();
         };
@@ -106,10 +92,18 @@ impl Server {
                     .filter_map(|p| p.parse::<u32>().ok())
                     .collect::<Vec<_>>()
             })
-            .filter(|p| {
-                std::fs::read(format!("/proc/{p}/environ"))
-                    .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-            })
+            .collect()
+    }
+
+    fn children(&self) -> usize {
+        self.child_pids().len()
+    }
+
+    /// Worker processes whose environment has `key=value`.
+    fn workers_with_env(&self, key: &str, value: &str) -> Vec<u32> {
+        self.child_pids()
+            .into_iter()
+            .filter(|p| has_env(*p, key, value))
             .collect()
     }
 
@@ -765,17 +759,20 @@ fn terminate(guard: &mut ChildGuard, what: &str) {
     assert!(status.success(), "{what} exited with {status}");
 }
 
+/// Whether process `pid`'s environment has `key=value`.
+fn has_env(pid: u32, key: &str, value: &str) -> bool {
+    let needle = format!("{key}={value}");
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+}
+
 /// Processes (anywhere on the machine) whose environment has `key=value`.
 fn processes_with_env(key: &str, value: &str) -> Vec<u32> {
-    let needle = format!("{key}={value}");
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|p| {
-            std::fs::read(format!("/proc/{p}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-        })
+        .filter(|p| has_env(*p, key, value))
         .collect()
 }
 

@@ -32,6 +32,22 @@ pub struct LocalDeployment {
     serving: Option<tokio::task::JoinHandle<Result<()>>>,
 }
 
+/// `deploy new` + `send` of the project's last build; returns the report and the
+/// environment's mothership id.
+async fn deploy(sm: &StateManager, project: &Project, env: &str) -> Result<(SendReport, String)> {
+    let state = ResourceManager::new(&project.flash_dir());
+    let created = deploy::new_environment(sm, Some(&state), project.name(), env, false).await?;
+    let report = deploy::send(
+        sm,
+        &project.flash_dir(),
+        env,
+        &SendOptions::default(),
+        &deploy::Quiet,
+    )
+    .await?;
+    Ok((report, created.mothership_id))
+}
+
 impl LocalDeployment {
     /// Starts a server on `listen` with its data in `data_dir`, then deploys the project's
     /// last build (`.flash/`) to environment `env`.
@@ -56,51 +72,34 @@ impl LocalDeployment {
         let serving = tokio::spawn(server.run(async {
             let _ = stop_rx.await;
         }));
-        let mut local = Self {
-            sm: StateManager::new(
+        let deployed = async {
+            let sm = StateManager::new(
                 &url,
                 api_key.clone(),
                 &KeySource::File(flash_control::auth::api_key_path(data_dir)),
-            )?,
-            url,
-            api_key,
-            env: env.to_string(),
-            data_dir: data_dir.to_path_buf(),
-            report: SendReport {
-                build_id: String::new(),
-                environment_id: String::new(),
-                artifact_size: 0,
-                resources: Vec::new(),
-                already_active: false,
-            },
-            mothership_id: String::new(),
-            stop: Some(stop_tx),
-            serving: Some(serving),
-        };
-        match local.deploy(project).await {
-            Ok(()) => Ok(local),
+            )?;
+            let (report, mothership_id) = deploy(&sm, project, env).await?;
+            anyhow::Ok((sm, report, mothership_id))
+        }
+        .await;
+        match deployed {
+            Ok((sm, report, mothership_id)) => Ok(Self {
+                url,
+                api_key,
+                env: env.to_string(),
+                data_dir: data_dir.to_path_buf(),
+                report,
+                mothership_id,
+                sm,
+                stop: Some(stop_tx),
+                serving: Some(serving),
+            }),
             Err(e) => {
-                local.stop().await.ok();
+                let _ = stop_tx.send(());
+                let _ = serving.await;
                 Err(e)
             }
         }
-    }
-
-    async fn deploy(&mut self, project: &Project) -> Result<()> {
-        let state = ResourceManager::new(&project.flash_dir());
-        let created =
-            deploy::new_environment(&self.sm, Some(&state), project.name(), &self.env, false)
-                .await?;
-        self.mothership_id = created.mothership_id;
-        self.report = deploy::send(
-            &self.sm,
-            &project.flash_dir(),
-            &self.env,
-            &SendOptions::default(),
-            &deploy::Quiet,
-        )
-        .await?;
-        Ok(())
     }
 
     /// URL of the mothership's routes (`/ping`, `/manifest`, `/reconciliation`).

@@ -143,6 +143,31 @@ impl StateManager {
         format!("{}/lb/{id}", self.base)
     }
 
+    /// URL of an endpoint of either kind.
+    pub fn endpoint_url(&self, id: &str, load_balanced: bool) -> String {
+        if load_balanced {
+            self.lb_url(id)
+        } else {
+            self.queue_url(id)
+        }
+    }
+
+    /// `workers` of the endpoint's `GET {queue url}/health`, or `None` when it does not
+    /// answer with it.
+    pub async fn endpoint_workers(&self, id: &str) -> Option<Value> {
+        let resp = self
+            .request(
+                reqwest::Method::GET,
+                &format!("{}/health", self.queue_url(id)),
+            )
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())?;
+        resp.json::<Value>().await.ok()?.get("workers").cloned()
+    }
+
     /// Maps a send error: connection failures name the server.
     pub fn send_error(&self, what: &str, e: reqwest::Error) -> ApiError {
         if e.is_connect() {
@@ -238,17 +263,17 @@ impl StateManager {
         .await
     }
 
-    // ------------------------------------------------------------------------------------
-    // Operations (names and selections as RunPod Flash sends them)
-
-    /// The app named `name`, or `None` (the server answers `app not found`).
-    pub async fn app_by_name(&self, name: &str) -> Result<Option<Value>> {
-        let q = "query getFlashAppByName($flashAppName: String!) { flashAppByName(flashAppName: $flashAppName) { id name flashEnvironments { id name state activeBuildId createdAt } } }";
-        match self
-            .graphql_once("looking up the app", q, json!({ "flashAppName": name }))
-            .await
-        {
-            Ok(data) => Ok(data.get("flashAppByName").filter(|v| !v.is_null()).cloned()),
+    /// Sends a query once and returns `data.<field>`, or `None` when it is null or the
+    /// server answers "not found" (RunPod reports a missing object as a GraphQL error).
+    async fn query_optional(
+        &self,
+        what: &str,
+        query: &str,
+        variables: Value,
+        field: &str,
+    ) -> Result<Option<Value>> {
+        match self.graphql_once(what, query, variables).await {
+            Ok(data) => Ok(data.get(field).filter(|v| !v.is_null()).cloned()),
             Err(ApiError::GraphQl { message, .. })
                 if message.to_ascii_lowercase().contains("not found") =>
             {
@@ -256,6 +281,21 @@ impl StateManager {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Operations (names and selections as RunPod Flash sends them)
+
+    /// The app named `name`, or `None` (the server answers `app not found`).
+    pub async fn app_by_name(&self, name: &str) -> Result<Option<Value>> {
+        let q = "query getFlashAppByName($flashAppName: String!) { flashAppByName(flashAppName: $flashAppName) { id name flashEnvironments { id name state activeBuildId createdAt } } }";
+        self.query_optional(
+            "looking up the app",
+            q,
+            json!({ "flashAppName": name }),
+            "flashAppByName",
+        )
+        .await
     }
 
     /// Every app of the caller, with environments.
@@ -279,25 +319,13 @@ impl StateManager {
     /// The environment `name` of app `app_id`, or `None`.
     pub async fn environment_by_name(&self, app_id: &str, name: &str) -> Result<Option<Value>> {
         let q = "query getFlashEnvironmentByName($input: FlashEnvironmentByNameInput!) { flashEnvironmentByName(input: $input) { id name state activeBuildId createdAt endpoints { id name } } }";
-        match self
-            .graphql_once(
-                "looking up the environment",
-                q,
-                json!({ "input": { "flashAppId": app_id, "name": name } }),
-            )
-            .await
-        {
-            Ok(data) => Ok(data
-                .get("flashEnvironmentByName")
-                .filter(|v| !v.is_null())
-                .cloned()),
-            Err(ApiError::GraphQl { message, .. })
-                if message.to_ascii_lowercase().contains("not found") =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
-        }
+        self.query_optional(
+            "looking up the environment",
+            q,
+            json!({ "input": { "flashAppId": app_id, "name": name } }),
+            "flashEnvironmentByName",
+        )
+        .await
     }
 
     pub async fn create_environment(&self, app_id: &str, name: &str) -> Result<Value> {
@@ -455,25 +483,13 @@ impl StateManager {
     /// The environment `id` (with its endpoints and active build), or `None`.
     pub async fn environment(&self, id: &str) -> Result<Option<Value>> {
         let q = "query getFlashEnvironment($flashEnvironmentId: String!) { flashEnvironment(flashEnvironmentId: $flashEnvironmentId) { id name state activeBuildId createdAt endpoints { id name } } }";
-        match self
-            .graphql_once(
-                "reading the environment",
-                q,
-                json!({ "flashEnvironmentId": id }),
-            )
-            .await
-        {
-            Ok(data) => Ok(data
-                .get("flashEnvironment")
-                .filter(|v| !v.is_null())
-                .cloned()),
-            Err(ApiError::GraphQl { message, .. })
-                if message.to_ascii_lowercase().contains("not found") =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
-        }
+        self.query_optional(
+            "reading the environment",
+            q,
+            json!({ "flashEnvironmentId": id }),
+            "flashEnvironment",
+        )
+        .await
     }
 
     /// Deletes an endpoint; one that is already gone counts as deleted (§1.1).

@@ -1,7 +1,6 @@
 //! Environments: `flash deploy new` (with the mothership), `list`, `info` and `delete`.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use anyhow::{Result, bail};
 use serde_json::Value;
@@ -160,7 +159,7 @@ pub async fn info(sm: &StateManager, app_name: &str, env_name: &str) -> Result<E
                 url: manifest["resources_endpoints"][name]
                     .as_str()
                     .map(str::to_string)
-                    .unwrap_or_else(|| if lb { sm.lb_url(id) } else { sm.queue_url(id) }),
+                    .unwrap_or_else(|| sm.endpoint_url(id, lb)),
                 load_balanced: lb,
                 workers: None,
             });
@@ -177,24 +176,14 @@ pub async fn info(sm: &StateManager, app_name: &str, env_name: &str) -> Result<E
             endpoints.push(EndpointInfo {
                 resource: name.to_string(),
                 endpoint_id: id.to_string(),
-                url: if lb { sm.lb_url(id) } else { sm.queue_url(id) },
+                url: sm.endpoint_url(id, lb),
                 load_balanced: lb,
                 workers: None,
             });
         }
     }
     for ep in &mut endpoints {
-        let url = format!("{}/health", sm.queue_url(&ep.endpoint_id));
-        if let Ok(resp) = sm
-            .request(reqwest::Method::GET, &url)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            && resp.status().is_success()
-            && let Ok(body) = resp.json::<Value>().await
-        {
-            ep.workers = body.get("workers").cloned();
-        }
+        ep.workers = sm.endpoint_workers(&ep.endpoint_id).await;
     }
     Ok(EnvironmentInfo {
         app: app_name.to_string(),

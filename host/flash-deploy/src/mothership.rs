@@ -420,20 +420,7 @@ async fn verify_health(
                 .resources
                 .get(name)
                 .is_some_and(|r| r.workers_min > 0);
-            let url = format!("{}/health", sm.queue_url(&d.endpoint_id));
-            let workers = match sm
-                .request(reqwest::Method::GET, &url)
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await
-            {
-                Ok(resp) if resp.status().is_success() => resp
-                    .json::<Value>()
-                    .await
-                    .ok()
-                    .and_then(|b| b.get("workers").cloned()),
-                _ => None,
-            };
+            let workers = sm.endpoint_workers(&d.endpoint_id).await;
             let ready = workers.as_ref().is_some_and(|w| {
                 let n = |k: &str| w.get(k).and_then(Value::as_u64).unwrap_or(0);
                 n("idle") + n("running") > 0

@@ -378,13 +378,7 @@ async fn provision(
     plan: &Plan,
     attempts: u32,
 ) -> Result<DeployedResource> {
-    let url_of = |id: &str| {
-        if plan.load_balanced {
-            sm.lb_url(id)
-        } else {
-            sm.queue_url(id)
-        }
-    };
+    let url_of = |id: &str| sm.endpoint_url(id, plan.load_balanced);
     let entry = manifest
         .resources
         .get(&plan.resource)

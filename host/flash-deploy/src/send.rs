@@ -265,11 +265,7 @@ pub async fn send(
                         resource: p.resource.clone(),
                         load_balanced: p.load_balanced,
                         endpoint_id: d.endpoint_id.clone(),
-                        url: if p.load_balanced {
-                            sm.lb_url(&d.endpoint_id)
-                        } else {
-                            sm.queue_url(&d.endpoint_id)
-                        },
+                        url: sm.endpoint_url(&d.endpoint_id, p.load_balanced),
                         action: Action::Unchanged,
                     })
                 })

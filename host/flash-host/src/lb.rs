@@ -142,20 +142,28 @@ async fn auth(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(key) = &state.api_key {
-        let given = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(key) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                axum::Json(json!({"error": "missing or invalid API key: send `Authorization: Bearer <RUNPOD_API_KEY>`", "kind": "unauthorized"})),
-            )
-                .into_response();
-        }
+    match denied(state.api_key.as_deref(), &headers) {
+        None => next.run(request).await,
+        Some(answer) => answer,
     }
-    next.run(request).await
+}
+
+/// The 401 answer when a key is required and `Authorization: Bearer <key>` does not carry
+/// it; `None` lets the request through. Shared by the app's routes and the mothership's.
+pub fn denied(key: Option<&str>, headers: &HeaderMap) -> Option<Response> {
+    let key = key?;
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given == Some(key) {
+        return None;
+    }
+    Some((
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"error": "missing or invalid API key: send `Authorization: Bearer <RUNPOD_API_KEY>`", "kind": "unauthorized"})),
+    )
+        .into_response())
 }
 
 async fn ping(State(state): State<AppState>) -> Response {

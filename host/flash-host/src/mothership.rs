@@ -125,30 +125,13 @@ pub async fn run(
     server.await.context("the HTTP task panicked")?
 }
 
-fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
-    match &shared.route_key {
-        None => true,
-        Some(key) => {
-            headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                == Some(key.as_str())
-        }
-    }
-}
-
 fn with_report(
     shared: &Shared,
     headers: &HeaderMap,
     f: impl FnOnce(&Reconciliation) -> Value,
 ) -> Response {
-    if !authorized(shared, headers) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({ "error": "missing or invalid API key: send `Authorization: Bearer <RUNPOD_API_KEY>`", "kind": "unauthorized" })),
-        )
-            .into_response();
+    if let Some(answer) = crate::lb::denied(shared.route_key.as_deref(), headers) {
+        return answer;
     }
     match shared.done.lock().ok().as_deref().and_then(Option::as_ref) {
         Some(done) => axum::Json(f(done)).into_response(),
