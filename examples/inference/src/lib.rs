@@ -9,9 +9,12 @@
 //! * `classify_with` names the model, or loads the copy compiled into this component
 //!   (`model = "embedded"`) for an explicit execution target — the slow path (the model is
 //!   parsed per call), useful to compare targets.
+//!
+//! `rows` is a [`Matrix`]: JSON rows (`[[0.5, -1, 2, 0.25]]`) or, for large batches, the
+//! binary form `{"shape": [n, 4], "f32_le_base64": "..."}`, which skips parsing numbers.
 
 use flash_sdk::nn::{Model, Target};
-use flash_sdk::{Error, ResourceConfig, Result, remote};
+use flash_sdk::{Error, Matrix, ResourceConfig, Result, remote};
 use serde::{Deserialize, Serialize};
 
 /// A GPU queue endpoint: the host asks ONNX Runtime for CUDA and falls back to the CPU.
@@ -37,14 +40,14 @@ pub struct Prediction {
 /// Classifies each row of four features with the host's preloaded `classifier`.
 /// (Any model with a `features` input and a `probabilities` output works the same way.)
 #[remote(CLASSIFIER)]
-fn classify(rows: Vec<Vec<f32>>) -> Result<Vec<Prediction>> {
+fn classify(rows: Matrix) -> Result<Vec<Prediction>> {
     run(&Model::by_name("classifier")?, &rows)
 }
 
 /// Like `classify`, with the model named: a preloaded model's name, or `embedded` to
 /// load this component's own copy on `target` (`cpu`, `gpu` or `tpu`).
 #[remote(CLASSIFIER)]
-fn classify_with(model: String, target: String, rows: Vec<Vec<f32>>) -> Result<Vec<Prediction>> {
+fn classify_with(model: String, target: String, rows: Matrix) -> Result<Vec<Prediction>> {
     let model = if model == "embedded" {
         Model::load(EMBEDDED, target.parse::<Target>()?)?
     } else {
@@ -53,37 +56,27 @@ fn classify_with(model: String, target: String, rows: Vec<Vec<f32>>) -> Result<V
     run(&model, &rows)
 }
 
-fn run(model: &Model, rows: &[Vec<f32>]) -> Result<Vec<Prediction>> {
-    if rows.is_empty() || rows.len() > MAX_ROWS {
+fn run(model: &Model, rows: &Matrix) -> Result<Vec<Prediction>> {
+    if rows.rows() == 0 || rows.rows() > MAX_ROWS {
         return Err(Error::invalid_input(format!(
             "rows must hold 1..={MAX_ROWS} rows, got {}",
-            rows.len()
+            rows.rows()
         )));
     }
-    // The model checks the width (the classifier takes 4 features); rows must agree.
-    let width = rows[0].len();
-    let mut data = Vec::with_capacity(rows.len() * width);
-    for (i, row) in rows.iter().enumerate() {
-        if row.len() != width {
-            return Err(Error::invalid_input(format!(
-                "row {i} has {} features, row 0 has {width}",
-                row.len()
-            )));
-        }
-        data.extend_from_slice(row);
-    }
-    let dims = [rows.len() as u32, width as u32];
-    let outputs = model.run_f32(&[("features", &dims, &data)])?;
+    // The model checks the width (the classifier takes 4 features).
+    let dims = [rows.rows() as u32, rows.cols() as u32];
+    let data = rows.data();
+    let outputs = model.run_f32(&[("features", &dims, data)])?;
     let output = outputs
         .into_iter()
         .find(|o| o.name == "probabilities")
         .ok_or_else(|| Error::internal("the model has no `probabilities` output"))?;
     let classes = output.dimensions.last().copied().unwrap_or(0) as usize;
-    if classes == 0 || output.data.len() != rows.len() * classes {
+    if classes == 0 || output.data.len() != rows.rows() * classes {
         return Err(Error::internal(format!(
             "unexpected output shape {:?} for {} rows",
             output.dimensions,
-            rows.len()
+            rows.rows()
         )));
     }
     Ok(output

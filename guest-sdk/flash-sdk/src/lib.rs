@@ -27,7 +27,8 @@
 //! Calls between `#[remote]` functions are transparent: the callee's body runs in place
 //! when it belongs to the config this instance serves, and otherwise goes to its endpoint
 //! through the host (see [`peer_call`]). Arguments and results travel as JSON, so they
-//! must be `serde` types.
+//! must be `serde` types. For batches of numbers take a [`Matrix`]: callers may send it
+//! as JSON rows or in a binary form that the guest decodes without parsing numbers.
 //!
 //! Mistakes are compile errors: a return type other than `Result<T>`, borrowed or
 //! `impl Trait` parameters, generics, non-serde types, an inverted worker range, and a
@@ -62,6 +63,7 @@ mod config;
 mod error;
 mod executor;
 mod exports;
+pub mod matrix;
 #[cfg(feature = "nn")]
 pub mod nn;
 mod peer;
@@ -84,6 +86,7 @@ pub use config::{Compute, EndpointKind, ResourceConfig, ScalerType};
 pub use error::{Context, Error, ErrorKind, Result};
 pub use executor::block_on;
 pub use flash_sdk_macros::remote;
+pub use matrix::Matrix;
 pub use peer::{RESOURCE_NAME_VAR, current_resource, peer_call};
 pub use progress::emit;
 

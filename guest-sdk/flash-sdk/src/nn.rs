@@ -15,6 +15,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Batches of rows arrive best as a [`crate::Matrix`] argument: JSON rows, or the binary
+//! form that skips parsing numbers.
+//!
 //! Failures are [`NnError`]s with the `wasi:nn` error code; `?` turns them into a
 //! [`crate::Error`] (`timeout` → [`ErrorKind::Timeout`], `invalid-argument` →
 //! [`ErrorKind::InvalidInput`], anything else → [`ErrorKind::Internal`]), keeping the code
@@ -151,7 +154,10 @@ impl Model {
         let named: Vec<inference::NamedTensor> = inputs
             .iter()
             .map(|(name, dims, data)| {
-                let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let mut bytes = Vec::with_capacity(data.len() * 4);
+                for v in *data {
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
                 let t = tensor::Tensor::new(&dims.to_vec(), tensor::TensorType::Fp32, &bytes);
                 (name.to_string(), t)
             })

@@ -336,18 +336,20 @@ async fn main() -> Result<()> {
     // 1 + 2: in-process calls.
     let mut call_rows = Vec::new();
     let mut pooling_in_use = false;
-    for pooling in [true, false] {
-        eprintln!("in-process calls, pooling={pooling} ...");
+    let keep = flash_runtime::engine::DEFAULT_MEMORY_KEEP_RESIDENT;
+    for (pooling, keep_resident) in [(true, keep), (true, 0), (false, 0)] {
+        eprintln!("in-process calls, pooling={pooling} keep_resident={keep_resident} ...");
         let engine = Engine::new(EngineOptions {
             pooling,
             cache_dir: None,
+            memory_keep_resident: keep_resident,
             ..Default::default()
         })?;
-        let label = if engine.uses_pooling() {
-            pooling_in_use = true;
-            "pooling"
+        let label = if !engine.uses_pooling() {
+            "on-demand".to_string()
         } else {
-            "on-demand"
+            pooling_in_use = true;
+            format!("pooling, {} KiB kept resident", keep_resident >> 10)
         };
         let pre = FunctionComponentPre::from_bytes(&engine, "rust-guest", &bytes, sha.clone())?;
         let fresh = bench_fresh(&pre, &plan).await?;

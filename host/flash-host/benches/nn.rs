@@ -1,13 +1,16 @@
 //! Inference throughput (issue 6, "Done means"): rows classified per second by
 //!
 //! 1. **Python `onnxruntime`** directly: `threads` Python threads, one `InferenceSession`
-//!    each (1 intra-op thread), calling `run` in a loop — the baseline;
+//!    each (1 intra-op thread), calling `run` in a loop — the baseline; and the same
+//!    threads running a **Python handler** for the request flash-host gets (JSON rows in,
+//!    `numpy` array, `run`, JSON predictions out), which is what a Python worker pays;
 //! 2. **flash-nn graph**: the host's session pool without any guest
 //!    (`flash_nn::Graph::compute` from `threads` tokio tasks) — ONNX Runtime plus our
 //!    blocking-pool hand-off;
 //! 3. **flash-host**: the full serving path, `HostApp::invoke("classify_with", …)` from
 //!    `threads` tasks: a fresh instance of the `examples/inference` component per call,
-//!    JSON in and out, guest → `wasi:nn` → the same session pool.
+//!    JSON in and out, guest → `wasi:nn` → the same session pool; once with the rows as
+//!    JSON numbers and once in `Matrix`'s binary form (base64 float32).
 //!
 //! Same machine, same run, same model bytes, same inputs, same thread count (tokio
 //! workers = session pool size = Python threads), for the example's tiny classifier, a
@@ -16,7 +19,8 @@
 //!
 //! Run: `cargo bench -p flash-host --bench nn` (needs the test venv with onnxruntime; see
 //! `scripts/test.sh`). `FLASH_BENCH_SECS` (default 3) and `FLASH_BENCH_THREADS` (default:
-//! cores) tune it; without `--bench` it runs a short smoke version.
+//! cores) tune it, `FLASH_BENCH_CASES=deep/16,classifier/1` picks cases (model/batch);
+//! without `--bench` it runs a short smoke version.
 
 use std::path::Path;
 use std::process::Command;
@@ -34,8 +38,9 @@ use serde_json::{Value, json};
 const PYTHON_BENCH: &str = r#"
 import json, sys, threading, time
 import numpy as np, onnxruntime as ort
-model, rows, threads, seconds = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+model, rows, threads, seconds, mode = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 x = np.array(rows, dtype=np.float32)
+payload = json.dumps({"rows": rows})
 def session():
     o = ort.SessionOptions()
     o.intra_op_num_threads = 1
@@ -48,10 +53,18 @@ for s in sessions:
 counts = [0] * threads
 start = time.perf_counter()
 deadline = start + seconds
+def handler(s):
+    # What a Python worker does with the request flash-host gets: JSON in, JSON out.
+    rows = np.array(json.loads(payload)["rows"], dtype=np.float32)
+    (p,) = s.run(["probabilities"], {"features": rows})
+    return json.dumps([{"class": int(r.argmax()), "probabilities": r.tolist()} for r in p])
 def work(i):
     s, n = sessions[i], 0
     while time.perf_counter() < deadline:
-        s.run(None, {"features": x})
+        if mode == "handler":
+            handler(s)
+        else:
+            s.run(None, {"features": x})
         n += 1
     counts[i] = n
 ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
@@ -122,9 +135,9 @@ async fn run(seconds: f64, threads: usize) -> Result<()> {
         ort.version()
     );
     println!(
-        "| model | batch | Python onnxruntime | flash-nn graph (no guest) | flash-host (guest → wasi-nn) | Python / flash-host |"
+        "| model | batch | Python onnxruntime | Python handler (JSON) | flash-nn graph (no guest) | flash-host, JSON rows | flash-host, binary rows | Python onnxruntime / flash-host (JSON, binary) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let cases: [(&str, &Path, usize, usize); 6] = [
         ("classifier 4→16→3", &classifier, 4, 1),
         ("classifier 4→16→3", &classifier, 4, 64),
@@ -133,11 +146,19 @@ async fn run(seconds: f64, threads: usize) -> Result<()> {
         ("deep 256→2048→2048→2048→16", &deep, 256, 1),
         ("deep 256→2048→2048→2048→16", &deep, 256, 16),
     ];
+    let picked = std::env::var("FLASH_BENCH_CASES").ok();
     for (label, path, width, batch) in cases {
         let name = path
             .file_stem()
             .and_then(|s| s.to_str())
             .context("model name")?;
+        if let Some(picked) = &picked
+            && !picked
+                .split(',')
+                .any(|c| c.trim() == format!("{name}/{batch}"))
+        {
+            continue;
+        }
         let rows: Vec<Vec<f32>> = (0..batch)
             .map(|i| {
                 (0..width)
@@ -145,28 +166,41 @@ async fn run(seconds: f64, threads: usize) -> Result<()> {
                     .collect()
             })
             .collect();
-        let python = python_rate(path, &rows, threads, seconds)?;
+        let python = python_rate(path, &rows, threads, seconds, "raw")?;
+        let handler = python_rate(path, &rows, threads, seconds, "handler")?;
         let direct = graph_rate(&inference, name, &rows, threads, seconds).await?;
-        let host = host_rate(&app, name, &rows, threads, seconds).await?;
+        let host = host_rate(&app, name, json!(rows), threads, seconds).await?;
+        let binary = host_rate(&app, name, binary_form(&rows), threads, seconds).await?;
         println!(
-            "| {label} | {batch} | {:.0} | {:.0} | {:.0} | {:.2}× |",
+            "| {label} | {batch} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}×, {:.2}× |",
             python * batch as f64,
+            handler * batch as f64,
             direct * batch as f64,
             host * batch as f64,
-            python / host
+            binary * batch as f64,
+            python / host,
+            python / binary
         );
     }
     Ok(())
 }
 
-/// Calls per second of Python onnxruntime.
-fn python_rate(model: &Path, rows: &[Vec<f32>], threads: usize, seconds: f64) -> Result<f64> {
+/// Calls per second of Python onnxruntime; `mode` is `raw` (`run` on a ready array) or
+/// `handler` (JSON request to JSON answer).
+fn python_rate(
+    model: &Path,
+    rows: &[Vec<f32>],
+    threads: usize,
+    seconds: f64,
+    mode: &str,
+) -> Result<f64> {
     let out = Command::new(flash_tests::python()?)
         .args(["-c", PYTHON_BENCH])
         .arg(model)
         .arg(serde_json::to_string(rows)?)
         .arg(threads.to_string())
         .arg(seconds.to_string())
+        .arg(mode)
         .output()?;
     ensure!(
         out.status.success(),
@@ -200,11 +234,25 @@ async fn graph_rate(
     .await
 }
 
-/// Calls per second of the full path through the guest.
+/// `rows` as `flash_sdk::Matrix`'s binary form.
+fn binary_form(rows: &[Vec<f32>]) -> Value {
+    use base64::Engine as _;
+    let bytes: Vec<u8> = rows
+        .iter()
+        .flatten()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    json!({
+        "shape": [rows.len(), rows[0].len()],
+        "f32_le_base64": base64::engine::general_purpose::STANDARD.encode(bytes),
+    })
+}
+
+/// Calls per second of the full path through the guest, `rows` being the argument's JSON.
 async fn host_rate(
     app: &Arc<HostApp>,
     name: &str,
-    rows: &[Vec<f32>],
+    rows: Value,
     threads: usize,
     seconds: f64,
 ) -> Result<f64> {

@@ -105,13 +105,7 @@ async fn test_input_runs_one_job_locally() {
         .env_remove("FLASH_RESOURCE_NAME")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(body, serde_json::json!({"output": 3}));
+    assert_eq!(stdout_json(out), serde_json::json!({"output": 3}));
 }
 
 #[tokio::test]

@@ -1,5 +1,7 @@
 //! `flash_runtime::LiveInstance` with the real rust test guest: calls reuse one store,
-//! each call gets a fresh deadline, and a trap or timeout poisons the instance.
+//! each call gets a fresh deadline, and a trap or timeout poisons the instance. Against
+//! it, the serving path's fresh instance per call: nothing survives from one call to the
+//! next, although the pooling allocator keeps recycled memory resident.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,4 +87,26 @@ async fn a_trap_or_a_timeout_poisons_the_instance() {
     let err = live.invoke("spin", "{}").await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
     assert!(live.is_poisoned());
+}
+
+#[tokio::test]
+async fn fresh_instances_see_nothing_of_earlier_calls_though_memory_is_recycled() {
+    let pre = guest().await;
+    let limits = InvokeLimits::default();
+    assert!(
+        pre.engine().uses_pooling(),
+        "the pooling allocator is the case under test"
+    );
+    // Four slots, many calls: every slot is reused, its memory reset in place.
+    for call in 0..12 {
+        let out = pre
+            .invoke("leftovers", "{}", &ctx(), &limits)
+            .await
+            .unwrap();
+        assert_eq!(out, "[0,false]", "call {call} saw an earlier call's state");
+    }
+    // The probe can tell: one live instance does keep its statics and memory.
+    let mut live = pre.instantiate(&ctx(), &limits).await.unwrap();
+    assert_eq!(live.invoke("leftovers", "{}").await.unwrap(), "[0,false]");
+    assert_eq!(live.invoke("leftovers", "{}").await.unwrap(), "[1,true]");
 }

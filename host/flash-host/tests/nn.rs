@@ -65,12 +65,24 @@ print(json.dumps(session.run(["probabilities"], {"features": rows})[0].tolist())
         .arg(rows.to_string())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_value(stdout_json(out)).unwrap()
+}
+
+/// The binary form of a `Matrix` argument, built the way the SDK docs tell Python clients to.
+fn binary_form(rows: &Value) -> Value {
+    let script = r#"
+import base64, json, sys
+import numpy as np
+x = np.array(json.loads(sys.argv[1]), dtype=np.float32)
+print(json.dumps({"shape": list(x.shape), "f32_le_base64": base64.b64encode(x.astype("<f4").tobytes()).decode()}))
+"#;
+    let out = Command::new(flash_tests::python().unwrap())
+        .arg("-c")
+        .arg(script)
+        .arg(rows.to_string())
+        .output()
+        .unwrap();
+    stdout_json(out)
 }
 
 /// Rows of features, different per `seed`.
@@ -137,6 +149,15 @@ async fn classify_matches_onnxruntime_and_gpu_falls_back_to_reported_cpu() {
         .await;
     let log_text = log(tmp.path(), "nn");
     assert!(r.get("output").is_some(), "{r}\n{log_text}");
+    assert_matches(&r["output"], &reference(&input));
+
+    // The same rows in the binary form (base64 float32) give the same predictions.
+    let r = source
+        .run(
+            "ep-nn",
+            json!({"function_name": "classify", "kwargs": {"rows": binary_form(&input)}}),
+        )
+        .await;
     assert_matches(&r["output"], &reference(&input));
 
     // The example's config is a GPU config: this machine's ONNX Runtime (the CPU wheel) has
@@ -206,6 +227,18 @@ async fn classify_matches_onnxruntime_and_gpu_falls_back_to_reported_cpu() {
         )
         .await;
     assert_eq!(error_of(&r).0, "invalid-input");
+    let r = source
+        .run(
+            "ep-nn",
+            json!({"function_name": "classify", "kwargs": {"rows": [[1.0, 2.0, 3.0, 4.0], [1.0]]}}),
+        )
+        .await;
+    let (kind, message) = error_of(&r);
+    assert_eq!(kind, "invalid-input", "{message}");
+    assert!(
+        message.contains("argument `rows`: row 1 has 1 values, row 0 has 4"),
+        "{message}"
+    );
 
     let input = rows(2, 3);
     let r = source

@@ -46,6 +46,32 @@ impl TensorType {
     }
 }
 
+/// Little-endian bytes of `values` (wasi-nn's tensor layout), copied in one pass.
+fn le_bytes<T: LeBytes>(values: &[T]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(std::mem::size_of_val(values));
+    for v in values {
+        v.extend_le(&mut bytes);
+    }
+    bytes
+}
+
+/// Numbers a tensor holds, written little-endian.
+trait LeBytes: Copy {
+    fn extend_le(self, out: &mut Vec<u8>);
+}
+
+macro_rules! le_bytes_impl {
+    ($($t:ty),*) => {$(
+        impl LeBytes for $t {
+            fn extend_le(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    )*};
+}
+
+le_bytes_impl!(u8, i32, i64, f32, f64);
+
 /// A tensor as wasi-nn defines it.
 #[derive(Clone, PartialEq)]
 pub struct Tensor {
@@ -70,7 +96,7 @@ impl Tensor {
         Self {
             dimensions,
             ty: TensorType::Fp32,
-            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            data: le_bytes(values),
         }
     }
 
@@ -153,7 +179,7 @@ impl Tensor {
                 Tensor {
                     dimensions,
                     ty: $wasi,
-                    data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    data: le_bytes(values),
                 }
             }};
         }

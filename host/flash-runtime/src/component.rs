@@ -101,4 +101,9 @@ impl FunctionComponentPre {
     pub fn loaded_from_cache(&self) -> bool {
         self.from_cache
     }
+
+    /// The engine this component was compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
 }

@@ -6,7 +6,10 @@
 //!   instance per call costs tens of microseconds instead of an mmap per call. It needs a
 //!   large virtual address space reservation, which some containers (tight `ulimit -v`)
 //!   refuse: we probe by building the engine and fall back to on-demand allocation with a
-//!   warning.
+//!   warning. When a slot is recycled, the first [`EngineOptions::memory_keep_resident`]
+//!   bytes of its memory are reset in place (only the pages the last call dirtied, where
+//!   the kernel offers `PAGEMAP_SCAN`) instead of being returned to the kernel, so the next
+//!   call does not page-fault its heap back in.
 //! - **Epoch interruption**: a background thread bumps the epoch every
 //!   [`EPOCH_TICK`]; each store's callback yields to the executor on every tick (so a busy
 //!   guest cannot starve other tasks) and traps once the call's deadline has passed.
@@ -24,6 +27,10 @@ use wasmtime::component::Component;
 /// How often the epoch advances: the granularity of deadlines and of fair yielding.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Default of [`EngineOptions::memory_keep_resident`]: enough for the heap a call of a
+/// typical Rust guest touches (its JSON in and out included). See docs/benchmarks.md.
+pub const DEFAULT_MEMORY_KEEP_RESIDENT: usize = 1 << 20;
+
 /// Tunables of an [`Engine`].
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -35,6 +42,9 @@ pub struct EngineOptions {
     pub pooling: bool,
     /// Directory of the AOT cache; `None` disables it.
     pub cache_dir: Option<PathBuf>,
+    /// Pooling only: bytes of each linear memory kept resident (reset in place) when its
+    /// slot is recycled; the rest is decommitted. 0 decommits everything.
+    pub memory_keep_resident: usize,
 }
 
 impl Default for EngineOptions {
@@ -44,6 +54,7 @@ impl Default for EngineOptions {
             max_instances: 128,
             pooling: true,
             cache_dir: default_cache_dir(),
+            memory_keep_resident: DEFAULT_MEMORY_KEEP_RESIDENT,
         }
     }
 }
@@ -192,7 +203,12 @@ fn config(options: &EngineOptions, pooling: bool) -> wasmtime::Config {
             .total_memories(n * 4)
             .total_tables(n * 8)
             .total_stacks(n)
-            .max_memory_size(options.max_memory_bytes);
+            .max_memory_size(options.max_memory_bytes)
+            .linear_memory_keep_resident(options.memory_keep_resident)
+            .table_keep_resident(options.memory_keep_resident.min(64 << 10))
+            // Resets only the pages a call dirtied (Linux ≥ 6.7; otherwise the low
+            // `memory_keep_resident` bytes are reset with memset).
+            .pagemap_scan(wasmtime::Enabled::Auto);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     }
     config

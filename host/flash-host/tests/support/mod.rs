@@ -338,3 +338,18 @@ pub fn error_of(result: &Value) -> (String, String) {
         err["error_message"].as_str().unwrap().to_string(),
     )
 }
+
+/// The JSON a finished process printed, after checking that it succeeded (stderr otherwise).
+pub fn stdout_json(out: std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}

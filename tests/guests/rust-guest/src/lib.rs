@@ -6,6 +6,8 @@
 //! * `test_other` (queue, GPU): the target of `remote_add`'s cross-config call;
 //! * `test_lb` (load-balanced, CPU): HTTP routes `POST /lb/echo` and `GET /lb/hello`.
 
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+
 use flash_sdk::{Error, ResourceConfig, Result, remote};
 use serde_json::Value;
 
@@ -85,6 +87,24 @@ fn grow(mb: u32) -> Result<u64> {
 #[remote(TEST_QUEUE)]
 fn env_var(name: String) -> Result<Option<String>> {
     Ok(std::env::var(name).ok())
+}
+
+/// Linear memory this instance has written to (zero in a fresh instance: `.bss`).
+static SCRATCH: [AtomicU8; 256 << 10] = [const { AtomicU8::new(0) }; 256 << 10];
+/// Calls made to this instance so far.
+static CALLS: AtomicU32 = AtomicU32::new(0);
+
+/// What this instance kept from earlier calls: how many calls it had served, and whether
+/// 256 KiB of its memory still held the bytes an earlier call wrote. A fresh instance per
+/// call must answer `[0, false]` every time, however the host recycles memory.
+#[remote(TEST_QUEUE)]
+fn leftovers() -> Result<(u32, bool)> {
+    let calls = CALLS.fetch_add(1, Ordering::Relaxed);
+    let dirty = SCRATCH.iter().any(|b| b.load(Ordering::Relaxed) != 0);
+    for (i, b) in SCRATCH.iter().enumerate() {
+        b.store((i % 251) as u8 | 1, Ordering::Relaxed);
+    }
+    Ok((calls, dirty))
 }
 
 /// Emits `n` chunks of partial output (`{"i": 0}`, `{"i": 1}`, ...), then returns `n`.
