@@ -20,11 +20,10 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// The arguments of one call, by parameter position, still as JSON text.
 ///
-/// Parsing only splits the payload into one borrowed slice per argument (`RawValue`);
-/// each argument is then decoded straight into its parameter's type. No intermediate
-/// `serde_json::Value` tree is built: for a batch of floats that tree is most of the
-/// decoding cost (an allocation per number), and this path runs in the guest on every
-/// call.
+/// Parsing only splits the payload into one borrowed slice per argument (`RawValue`, a
+/// scan without allocations); each argument is then decoded straight into its
+/// parameter's type. No intermediate `serde_json::Value` tree (an allocation per number)
+/// is built on this path, which runs in the guest on every call.
 #[derive(Debug)]
 pub struct Args<'a> {
     function: &'static str,

@@ -13,6 +13,7 @@
 //! | `FLASH_PEER_ENDPOINTS` | JSON `{resource: url}` overriding both |
 //! | `FLASH_CONCURRENCY` | jobs / requests run at once (default 1 for queue, 64 for load-balanced) |
 //! | `FLASH_MAX_MEMORY_MB` | memory cap per instance (default 256) |
+//! | `FLASH_KEEP_RESIDENT_KB` | memory of a recycled instance slot reset in place instead of returned to the kernel (default 1024; 0 trades speed for less resident memory) |
 //! | `FLASH_PEER_TIMEOUT_S` | bound of one peer call (default 300) |
 //! | `FLASH_IS_MOTHERSHIP=true` | run as the environment's mothership instead (see [`crate::mothership`]) |
 //! | `ORT_DYLIB_PATH` | ONNX Runtime shared library for `wasi:nn`; required when the resource preloads models (see [`crate::models`]) |
@@ -89,8 +90,21 @@ pub async fn run(args: HostArgs) -> Result<i32> {
     }
 
     let max_memory_mb: usize = env_parse("FLASH_MAX_MEMORY_MB")?.unwrap_or(256);
+    let memory_keep_resident = match env_parse::<usize>("FLASH_KEEP_RESIDENT_KB")? {
+        None => flash_runtime::engine::DEFAULT_MEMORY_KEEP_RESIDENT,
+        Some(kb) => kb
+            .checked_mul(1024)
+            .filter(|bytes| *bytes <= max_memory_mb << 20)
+            .with_context(|| {
+                format!(
+                    "FLASH_KEEP_RESIDENT_KB={kb} is more than an instance's memory cap \
+                     (FLASH_MAX_MEMORY_MB={max_memory_mb})"
+                )
+            })?,
+    };
     let engine = Engine::new(EngineOptions {
         max_memory_bytes: max_memory_mb << 20,
+        memory_keep_resident,
         ..Default::default()
     })?;
     let options = AppOptions {

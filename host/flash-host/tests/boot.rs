@@ -92,20 +92,66 @@ async fn an_unknown_resource_name_stops_the_boot() {
 }
 
 #[tokio::test]
-async fn test_input_runs_one_job_locally() {
+async fn engine_settings_out_of_range_stop_the_boot() {
     let tmp = tempfile::tempdir().unwrap();
     let artifact = rust_guest_artifact(tmp.path(), |_| {}).await;
+    for (value, expected) in [
+        (
+            "lots",
+            "FLASH_KEEP_RESIDENT_KB=`lots` is not a valid number",
+        ),
+        (
+            "1048576",
+            "FLASH_KEEP_RESIDENT_KB=1048576 is more than an instance's memory cap (FLASH_MAX_MEMORY_MB=256)",
+        ),
+    ] {
+        let (ok, stderr) = run_host(&envs(&[
+            ("FLASH_RESOURCE_NAME", "test_queue"),
+            ("FLASH_ARTIFACT_URL", artifact.to_str().unwrap()),
+            ("FLASH_KEEP_RESIDENT_KB", value),
+        ]));
+        assert!(!ok);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+    // In range (here: nothing kept resident), the same host runs a job.
+    assert_eq!(
+        one_job(
+            &artifact,
+            r#"{"function_name":"add","kwargs":{"a":1,"b":2}}"#,
+            &[("FLASH_KEEP_RESIDENT_KB", "0")]
+        ),
+        serde_json::json!({"output": 3})
+    );
+}
+
+/// Runs `flash-host --test-input input` on `artifact` with `env`; returns what it printed.
+fn one_job(artifact: &std::path::Path, input: &str, env: &[(&str, &str)]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_flash-host"))
         .args([
             "--artifact",
             artifact.to_str().unwrap(),
             "--test-input",
-            r#"{"function_name":"remote_add","kwargs":{"a":1,"b":2}}"#,
+            input,
         ])
         .env_remove("FLASH_RESOURCE_NAME")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
-    assert_eq!(stdout_json(out), serde_json::json!({"output": 3}));
+    stdout_json(out)
+}
+
+#[tokio::test]
+async fn test_input_runs_one_job_locally() {
+    let tmp = tempfile::tempdir().unwrap();
+    let artifact = rust_guest_artifact(tmp.path(), |_| {}).await;
+    assert_eq!(
+        one_job(
+            &artifact,
+            r#"{"function_name":"remote_add","kwargs":{"a":1,"b":2}}"#,
+            &[]
+        ),
+        serde_json::json!({"output": 3})
+    );
 }
 
 #[tokio::test]
