@@ -260,7 +260,6 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     let idents: Vec<_> = params.iter().map(|p| p.ident).collect();
     let tys: Vec<_> = params.iter().map(|p| p.ty).collect();
     let names: Vec<_> = params.iter().map(|p| p.name.as_str()).collect();
-    let args_mut = (!params.is_empty()).then(|| quote!(mut));
     let decoded: Vec<_> = params
         .iter()
         .map(|p| format_ident!("__flash_arg_{}", p.ident.unraw()))
@@ -268,14 +267,10 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
 
     // Spanned on the user's types, so that a missing `Serialize`/`Deserialize` impl is
     // reported on the parameter or return type rather than on the attribute.
-    let decode_args = params
-        .iter()
-        .zip(&decoded)
-        .enumerate()
-        .map(|(i, (p, var))| {
-            let ty = p.ty;
-            quote_spanned! {ty.span()=> let #var: #ty = __flash_args.take(#i)?; }
-        });
+    let slot_tys = params.iter().map(|p| {
+        let ty = p.ty;
+        quote_spanned! {ty.span()=> ::core::option::Option<#ty> }
+    });
     let encode_args = params.iter().map(|p| {
         let (ident, name) = (p.ident, p.name.as_str());
         quote_spanned! {p.ty.span()=> .arg(#name, &#ident)? }
@@ -328,12 +323,12 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             fn __flash_handler(
                 __flash_input: &str,
             ) -> ::flash_sdk::Result<::std::string::String> {
-                let #args_mut __flash_args = ::flash_sdk::__private::Args::parse(
-                    #fn_name,
-                    &[#(#names),*],
-                    __flash_input,
-                )?;
-                #(#decode_args)*
+                let (#(#decoded,)*): (#(#tys,)*) =
+                    ::flash_sdk::__private::decode_args::<(#(#slot_tys,)*)>(
+                        #fn_name,
+                        &[#(#names),*],
+                        __flash_input,
+                    )?;
                 #result_check
                 #encode_output
             }

@@ -6,115 +6,237 @@
 //! parameters are optional. Every failure is an [`ErrorKind::InvalidInput`] whose
 //! message names the function and the argument.
 //!
-//! [`Args`] decodes a payload on the callee side (`invoke`); [`ArgsBuilder`] encodes
+//! [`decode_args`] decodes a payload on the callee side (`invoke`); [`ArgsBuilder`] encodes
 //! one on the caller side (a `#[remote]` call that goes to a peer, always by name).
 
-use std::collections::BTreeMap;
+use std::cell::Cell;
+use std::fmt;
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// The arguments of one call, by parameter position, still as JSON text.
+/// The typed arguments of one function: a tuple of `Option<T>`, one per parameter, that a
+/// payload is decoded into in a single pass (each value straight into its parameter's
+/// type, no intermediate `serde_json::Value`; this runs in the guest on every call).
 ///
-/// Parsing only splits the payload into one borrowed slice per argument (`RawValue`, a
-/// scan without allocations); each argument is then decoded straight into its
-/// parameter's type. No intermediate `serde_json::Value` tree (an allocation per number)
-/// is built on this path, which runs in the guest on every call.
-#[derive(Debug)]
-pub struct Args<'a> {
+/// Implemented for up to 12 parameters (the tuples `Default` covers); `#[remote]` names
+/// the tuple.
+pub trait ArgSlots: Default {
+    /// The decoded arguments, `(T0, T1, ...)`.
+    type Values;
+
+    /// Decodes parameter `index` from the map's next value.
+    fn fill_named<'de, A: MapAccess<'de>>(
+        &mut self,
+        index: usize,
+        map: &mut A,
+    ) -> Result<(), A::Error>;
+
+    /// Decodes parameter `index` from the sequence's next element; `false` at its end.
+    fn fill_positional<'de, A: SeqAccess<'de>>(
+        &mut self,
+        index: usize,
+        seq: &mut A,
+    ) -> Result<bool, A::Error>;
+
+    /// The values, absent ones decoded from `null` (so `Option<T>` parameters are
+    /// optional); `Err(index)` names the first absent parameter that cannot be `null`.
+    fn finish(self) -> std::result::Result<Self::Values, usize>;
+}
+
+/// The absent value of a parameter: what its type makes of `null`.
+fn from_null<T: DeserializeOwned>() -> Option<T> {
+    T::deserialize(serde::de::value::UnitDeserializer::<de::value::Error>::new()).ok()
+}
+
+macro_rules! arg_slots {
+    ($($index:tt $t:ident),*) => {
+        impl<$($t: DeserializeOwned),*> ArgSlots for ($(Option<$t>,)*) {
+            type Values = ($($t,)*);
+
+            // `unused`, `unreachable`: the impl for no parameters never fills a slot.
+            #[allow(unused_variables, unreachable_code)]
+            fn fill_named<'de, A: MapAccess<'de>>(
+                &mut self,
+                index: usize,
+                map: &mut A,
+            ) -> Result<(), A::Error> {
+                match index {
+                    $($index => self.$index = Some(map.next_value()?),)*
+                    _ => unreachable!("argument index out of range"),
+                }
+                Ok(())
+            }
+
+            #[allow(unused_variables, unreachable_code)]
+            fn fill_positional<'de, A: SeqAccess<'de>>(
+                &mut self,
+                index: usize,
+                seq: &mut A,
+            ) -> Result<bool, A::Error> {
+                match index {
+                    $($index => match seq.next_element()? {
+                        Some(value) => self.$index = Some(value),
+                        None => return Ok(false),
+                    },)*
+                    _ => unreachable!("argument index out of range"),
+                }
+                Ok(true)
+            }
+
+            fn finish(self) -> std::result::Result<Self::Values, usize> {
+                Ok(($(match self.$index {
+                    Some(value) => value,
+                    None => from_null::<$t>().ok_or::<usize>($index)?,
+                },)*))
+            }
+        }
+    };
+}
+
+arg_slots!();
+arg_slots!(0 T0);
+arg_slots!(0 T0, 1 T1);
+arg_slots!(0 T0, 1 T1, 2 T2);
+arg_slots!(0 T0, 1 T1, 2 T2, 3 T3);
+arg_slots!(0 T0, 1 T1, 2 T2, 3 T3, 4 T4);
+arg_slots!(0 T0, 1 T1, 2 T2, 3 T3, 4 T4, 5 T5);
+arg_slots!(0 T0, 1 T1, 2 T2, 3 T3, 4 T4, 5 T5, 6 T6);
+arg_slots!(0 T0, 1 T1, 2 T2, 3 T3, 4 T4, 5 T5, 6 T6, 7 T7);
+arg_slots!(0 T0, 1 T1, 2 T2, 3 T3, 4 T4, 5 T5, 6 T6, 7 T7, 8 T8);
+arg_slots!(0 T0, 1 T1, 2 T2, 3 T3, 4 T4, 5 T5, 6 T6, 7 T7, 8 T8, 9 T9);
+arg_slots!(0 T0, 1 T1, 2 T2, 3 T3, 4 T4, 5 T5, 6 T6, 7 T7, 8 T8, 9 T9, 10 T10);
+arg_slots!(0 T0, 1 T1, 2 T2, 3 T3, 4 T4, 5 T5, 6 T6, 7 T7, 8 T8, 9 T9, 10 T10, 11 T11);
+
+/// Decodes the payload `input` of a call to `function` (parameters `params`, in order)
+/// into its typed arguments.
+pub fn decode_args<S: ArgSlots>(
     function: &'static str,
     params: &'static [&'static str],
-    values: Vec<Option<&'a RawValue>>,
-}
-
-impl<'a> Args<'a> {
-    /// Splits `input` into the values of `params`, rejecting unknown names and surplus
-    /// positions.
-    pub fn parse(
-        function: &'static str,
-        params: &'static [&'static str],
-        input: &'a str,
-    ) -> Result<Self> {
-        let invalid = |message: String| {
-            Error::new(ErrorKind::InvalidInput, format!("`{function}`: {message}"))
-        };
-        let not_json = |e: serde_json::Error| invalid(format!("input is not valid JSON: {e}"));
-        let mut values: Vec<Option<&'a RawValue>> = vec![None; params.len()];
-        let input = input.trim();
-        match input.as_bytes().first() {
-            None => {}
-            Some(b'{') => {
-                let named: BTreeMap<String, &'a RawValue> =
-                    serde_json::from_str(input).map_err(not_json)?;
-                for (name, value) in named {
-                    let Some(index) = params.iter().position(|p| *p == name) else {
-                        return Err(invalid(format!(
-                            "unexpected argument `{name}` (expected {})",
-                            describe_params(params)
-                        )));
-                    };
-                    values[index] = Some(value);
-                }
-            }
-            Some(b'[') => {
-                let items: Vec<&'a RawValue> = serde_json::from_str(input).map_err(not_json)?;
-                if items.len() > params.len() {
-                    return Err(invalid(format!(
-                        "takes {} argument(s) ({}), got {}",
-                        params.len(),
-                        describe_params(params),
-                        items.len()
-                    )));
-                }
-                for (slot, value) in values.iter_mut().zip(items) {
-                    *slot = Some(value);
-                }
-            }
-            // A scalar (small): parse it whole, for `null` or a precise complaint.
-            Some(_) => match serde_json::from_str::<Value>(input).map_err(not_json)? {
-                Value::Null => {}
-                other => {
-                    return Err(invalid(format!(
-                        "input must be a JSON object of named arguments or an array of \
-                         positional arguments, got {}",
-                        json_type(&other)
-                    )));
-                }
-            },
-        }
-        Ok(Args {
-            function,
+    input: &str,
+) -> Result<S::Values> {
+    let invalid =
+        |message: String| Error::new(ErrorKind::InvalidInput, format!("`{function}`: {message}"));
+    let input = input.trim();
+    let mut slots = S::default();
+    if !input.is_empty() {
+        // The argument being decoded when a value does not fit its type.
+        let current = Cell::new(None);
+        let visitor = PayloadVisitor {
             params,
-            values,
-        })
-    }
-
-    /// Decodes the argument at `index` (panics if `index` is out of range: that is a bug
-    /// in the macro expansion, not bad input).
-    pub fn take<T: DeserializeOwned>(&mut self, index: usize) -> Result<T> {
-        let name = self.params[index];
-        match self.values[index].take() {
-            Some(value) => serde_json::from_str(value.get()).map_err(|e| {
-                Error::invalid_input(format!(
-                    "`{}`: argument `{name}`: {}",
-                    self.function,
-                    without_position(&e)
-                ))
-            }),
-            // Absent: fine for types that accept `null` (`Option<T>`, `()`, `Value`).
-            None => serde_json::from_str("null").map_err(|_| {
-                Error::invalid_input(format!("`{}`: missing argument `{name}`", self.function))
-            }),
+            slots: &mut slots,
+            current: &current,
+        };
+        let mut deserializer = serde_json::Deserializer::from_str(input);
+        let decoded = deserializer
+            .deserialize_any(visitor)
+            .and_then(|()| deserializer.end());
+        if let Err(e) = decoded {
+            return Err(match (e.classify(), current.get()) {
+                (serde_json::error::Category::Data, Some(name)) => {
+                    invalid(format!("argument `{name}`: {}", without_position(&e)))
+                }
+                (serde_json::error::Category::Data, None) => invalid(without_position(&e)),
+                _ => invalid(format!("input is not valid JSON: {e}")),
+            });
         }
+    }
+    slots
+        .finish()
+        .map_err(|index| invalid(format!("missing argument `{}`", params[index])))
+}
+
+struct PayloadVisitor<'s, S> {
+    params: &'static [&'static str],
+    slots: &'s mut S,
+    current: &'s Cell<Option<&'static str>>,
+}
+
+impl<S> PayloadVisitor<'_, S> {
+    fn not_arguments<E: de::Error>(&self, what: &str) -> E {
+        E::custom(format!(
+            "input must be a JSON object of named arguments or an array of positional \
+             arguments, got {what}"
+        ))
     }
 }
 
-/// `e`'s message without serde_json's ` at line L column C` suffix: positions are
-/// relative to the argument's own text, which would mislead next to the whole payload.
+impl<'de, S: ArgSlots> Visitor<'de> for PayloadVisitor<'_, S> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object of named arguments or an array of positional arguments")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let Some(index) = self.params.iter().position(|p| *p == name) else {
+                return Err(de::Error::custom(format!(
+                    "unexpected argument `{name}` (expected {})",
+                    describe_params(self.params)
+                )));
+            };
+            self.current.set(Some(self.params[index]));
+            self.slots.fill_named(index, &mut map)?;
+            self.current.set(None);
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        for (index, name) in self.params.iter().enumerate() {
+            self.current.set(Some(name));
+            let more = self.slots.fill_positional(index, &mut seq)?;
+            self.current.set(None);
+            if !more {
+                return Ok(());
+            }
+        }
+        let mut surplus = 0;
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {
+            surplus += 1;
+        }
+        if surplus > 0 {
+            return Err(de::Error::custom(format!(
+                "takes {} argument(s) ({}), got {}",
+                self.params.len(),
+                describe_params(self.params),
+                self.params.len() + surplus
+            )));
+        }
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Err(self.not_arguments("a boolean"))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Err(self.not_arguments("a number"))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Err(self.not_arguments("a number"))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Err(self.not_arguments("a number"))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Err(self.not_arguments("a string"))
+    }
+}
+
+/// `e`'s message without serde_json's ` at line L column C` suffix (the position of a
+/// value that does not fit its type adds nothing to the argument's name).
 fn without_position(e: &serde_json::Error) -> String {
     let message = e.to_string();
     if e.line() == 0 {
@@ -192,17 +314,6 @@ fn describe_params(params: &[&str]) -> String {
     }
 }
 
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,8 +321,7 @@ mod tests {
     const PARAMS: &[&str] = &["text", "dims"];
 
     fn decode(input: &str) -> Result<(String, u32)> {
-        let mut args = Args::parse("embed", PARAMS, input)?;
-        Ok((args.take(0)?, args.take(1)?))
+        decode_args::<(Option<String>, Option<u32>)>("embed", PARAMS, input)
     }
 
     fn invalid(result: Result<impl std::fmt::Debug>) -> String {
@@ -256,7 +366,7 @@ mod tests {
             invalid(decode(r#"["hi", 8, 9]"#)),
             "`embed`: takes 2 argument(s) (`text`, `dims`), got 3"
         );
-        let err = Args::parse("ping", &[], r#"{"x":1}"#).unwrap_err();
+        let err = decode_args::<()>("ping", &[], r#"{"x":1}"#).unwrap_err();
         assert_eq!(
             err.message(),
             "`ping`: unexpected argument `x` (expected no arguments)"
@@ -285,11 +395,21 @@ mod tests {
             decode(r#"{"te\u0078t":"hi","dims":8}"#).unwrap(),
             ("hi".into(), 8)
         );
-        let mut args = Args::parse("f", &["rows"], r#"{"rows":[[1.5,-2],[0.25,3e2]]}"#).unwrap();
-        assert_eq!(
-            args.take::<Vec<Vec<f32>>>(0).unwrap(),
-            [[1.5, -2.0], [0.25, 300.0]]
+        let (rows,) = decode_args::<(Option<Vec<Vec<f32>>>,)>(
+            "f",
+            &["rows"],
+            r#"{"rows":[[1.5,-2],[0.25,3e2]]}"#,
+        )
+        .unwrap();
+        assert_eq!(rows, [[1.5, -2.0], [0.25, 300.0]]);
+        // A syntax error is an invalid payload, with its position in the payload.
+        let msg = invalid(decode(r#"{"text":"hi","dims":8,}"#));
+        assert!(
+            msg.starts_with("`embed`: input is not valid JSON: ") && msg.contains("column"),
+            "{msg}"
         );
+        // Trailing garbage after the payload is one too.
+        assert!(invalid(decode(r#"["hi", 8] x"#)).starts_with("`embed`: input is not valid JSON"));
     }
 
     #[test]
@@ -304,16 +424,13 @@ mod tests {
 
     #[test]
     fn absent_options_are_none_and_null_means_no_arguments() {
-        let mut args = Args::parse("hello", &["name"], "{}").unwrap();
-        assert_eq!(args.take::<Option<String>>(0).unwrap(), None);
-        let mut args = Args::parse("hello", &["name"], "null").unwrap();
-        assert_eq!(args.take::<Option<String>>(0).unwrap(), None);
-        let mut args = Args::parse("hello", &["name"], r#"{"name":"ada"}"#).unwrap();
-        assert_eq!(
-            args.take::<Option<String>>(0).unwrap().as_deref(),
-            Some("ada")
-        );
-        assert!(Args::parse("ping", &[], "  ").is_ok());
+        type Name = (Option<Option<String>>,);
+        let hello = |input| decode_args::<Name>("hello", &["name"], input).map(|(n,)| n);
+        assert_eq!(hello("{}").unwrap(), None);
+        assert_eq!(hello("null").unwrap(), None);
+        assert_eq!(hello("[]").unwrap(), None);
+        assert_eq!(hello(r#"{"name":"ada"}"#).unwrap().as_deref(), Some("ada"));
+        assert!(decode_args::<()>("ping", &[], "  ").is_ok());
     }
 
     #[test]

@@ -105,7 +105,7 @@ macro_rules! export_app {
 /// What macro expansions need. Not public API: may change in any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::args::{Args, ArgsBuilder, encode_output};
+    pub use crate::args::{ArgSlots, ArgsBuilder, decode_args, encode_output};
     pub use crate::exports::FlashApp;
     pub use crate::peer::{call_remote, runs_locally};
     pub use crate::registry::{FunctionEntry, check_route};
