@@ -16,6 +16,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
+use crate::data_plane::DataPlane;
+
 /// Default URL of a local `flash server` (its `--listen` default).
 pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:8765";
 
@@ -97,19 +99,23 @@ impl ApiError {
 #[derive(Clone)]
 pub struct StateManager {
     http: reqwest::Client,
-    /// Base URL without a trailing `/` (`{base}/graphql`, `{base}/v2/{id}`, `{base}/lb/{id}`).
+    /// Base URL of the control plane, without a trailing `/` (`{base}/graphql`).
     pub base: String,
+    /// Where its endpoints are reached (see [`DataPlane`]).
+    data_plane: DataPlane,
     key: String,
     key_source: String,
 }
 
 impl StateManager {
-    /// A client for `base` with `key`.
+    /// A client for the control plane at `base` with `key`; endpoints are reached through
+    /// the data plane that `base` and `RUNPOD_ENDPOINT_BASE_URL` imply ([`DataPlane`]).
     pub fn new(base: &str, key: String, key_source: &KeySource) -> Result<Self> {
         let base = base.trim().trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             anyhow::bail!("server URL `{base}` must start with http:// or https://");
         }
+        let data_plane = DataPlane::from_env(&base)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("flash/", env!("CARGO_PKG_VERSION")))
@@ -118,6 +124,7 @@ impl StateManager {
         Ok(Self {
             http,
             base,
+            data_plane,
             key,
             key_source: key_source.to_string(),
         })
@@ -133,14 +140,15 @@ impl StateManager {
         &self.http
     }
 
-    /// Queue URL of an endpoint (`{base}/v2/{id}`).
+    /// Queue URL of an endpoint (`flash server`: `{base}/v2/{id}`).
     pub fn queue_url(&self, id: &str) -> String {
-        format!("{}/v2/{id}", self.base)
+        self.data_plane.queue_url(id)
     }
 
-    /// Load-balanced URL of an endpoint (`{base}/lb/{id}`).
+    /// Load-balanced URL of an endpoint (`flash server`: `{base}/lb/{id}`; RunPod:
+    /// `https://{id}.api.runpod.ai`).
     pub fn lb_url(&self, id: &str) -> String {
-        format!("{}/lb/{id}", self.base)
+        self.data_plane.lb_url(id)
     }
 
     /// URL of an endpoint of either kind.

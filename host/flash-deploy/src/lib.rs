@@ -4,6 +4,8 @@
 //!
 //! - [`client`]: the GraphQL client (operations as RunPod Flash sends them, retries, errors
 //!   that say what to do);
+//! - [`data_plane`]: endpoint URLs (`flash server`'s on its own host, RunPod's on
+//!   `api.runpod.ai` and `{id}.api.runpod.ai`);
 //! - [`provision`]: the engine that makes a manifest's resource configs real as endpoints
 //!   (plan, save with retries, removed endpoints, the published manifest);
 //! - [`send`]: `flash deploy send` (upload, provision before activation, activate, publish);
@@ -14,6 +16,7 @@
 
 pub mod call;
 pub mod client;
+pub mod data_plane;
 pub mod environment;
 pub mod mothership;
 pub mod provision;
