@@ -132,26 +132,14 @@ async fn bench(reps: usize) -> Result<Vec<(usize, Duration, Duration)>> {
         for rep in 0..reps {
             let env = format!("bench-{rep}");
             deploy::new_environment(&sm, None, project.name(), &env, false).await?;
+            let (flash_dir, options) = (project.flash_dir(), SendOptions::default());
+            let send = || deploy::send(&sm, &flash_dir, &env, &options, &Quiet);
             let t = Instant::now();
-            let report = deploy::send(
-                &sm,
-                &project.flash_dir(),
-                &env,
-                &SendOptions::default(),
-                &Quiet,
-            )
-            .await?;
+            let report = send().await?;
             first.push(t.elapsed());
             assert_eq!(report.resources.len(), n);
             let t = Instant::now();
-            deploy::send(
-                &sm,
-                &project.flash_dir(),
-                &env,
-                &SendOptions::default(),
-                &Quiet,
-            )
-            .await?;
+            send().await?;
             unchanged.push(t.elapsed());
             deploy::delete(&sm, None, project.name(), &env).await?;
         }

@@ -151,6 +151,11 @@ impl StateManager {
         self.data_plane.lb_url(id)
     }
 
+    /// Whether `url` (an endpoint URL of this control plane) is a load-balanced one.
+    pub fn is_lb_url(&self, url: &str) -> bool {
+        self.data_plane.is_lb_url(url)
+    }
+
     /// URL of an endpoint of either kind.
     pub fn endpoint_url(&self, id: &str, load_balanced: bool) -> String {
         if load_balanced {

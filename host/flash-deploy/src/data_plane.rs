@@ -96,6 +96,16 @@ impl DataPlane {
             Self::RunPod { domain, .. } => format!("https://{id}.{domain}"),
         }
     }
+
+    /// Whether `url` (one of this data plane's endpoint URLs) is a load-balanced one.
+    pub fn is_lb_url(&self, url: &str) -> bool {
+        match self {
+            Self::SameHost { base } => url.starts_with(&format!("{base}/lb/")),
+            Self::RunPod { domain, .. } => {
+                url.starts_with("https://") && url.ends_with(&format!(".{domain}"))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -107,6 +117,7 @@ mod tests {
         let dp = DataPlane::resolve("http://127.0.0.1:8765", None).unwrap();
         assert_eq!(dp.queue_url("ep1"), "http://127.0.0.1:8765/v2/ep1");
         assert_eq!(dp.lb_url("ep1"), "http://127.0.0.1:8765/lb/ep1");
+        assert!(dp.is_lb_url(&dp.lb_url("ep1")) && !dp.is_lb_url(&dp.queue_url("ep1")));
         // Blank means unset; `{base}/v2` (what `flash server` tells clients to set) is
         // the same layout.
         for endpoint_base in [
@@ -127,6 +138,7 @@ mod tests {
         let dp = DataPlane::resolve("https://api.runpod.io", None).unwrap();
         assert_eq!(dp.queue_url("abc123"), "https://api.runpod.ai/v2/abc123");
         assert_eq!(dp.lb_url("abc123"), "https://abc123.api.runpod.ai");
+        assert!(dp.is_lb_url(&dp.lb_url("abc123")) && !dp.is_lb_url(&dp.queue_url("abc123")));
     }
 
     #[test]

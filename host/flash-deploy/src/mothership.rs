@@ -330,16 +330,7 @@ pub async fn reconcile(
     .await;
     let mut resources: Vec<ResourceReport> = plans
         .iter()
-        .filter_map(|p| {
-            let d = deployed.get(&p.resource)?;
-            Some(ResourceReport {
-                resource: p.resource.clone(),
-                load_balanced: p.load_balanced,
-                endpoint_id: d.endpoint_id.clone(),
-                url: d.url.clone(),
-                action: p.action,
-            })
-        })
+        .filter_map(|p| Some(ResourceReport::deployed(p, deployed.get(&p.resource)?)))
         .collect();
 
     // Persist what exists now, even after a partial failure, so the next boot builds on it;
@@ -383,13 +374,7 @@ pub async fn reconcile(
     for (id, (name, url)) in provision::removed_endpoints(&previous, &env, &deployed) {
         tracing::info!(resource = %name, endpoint = %id, "deleting the endpoint of a removed resource");
         sm.delete_endpoint(&id).await?;
-        resources.push(ResourceReport {
-            resource: name,
-            load_balanced: url.contains("/lb/"),
-            endpoint_id: id,
-            url,
-            action: Action::Deleted,
-        });
+        resources.push(ResourceReport::deleted(sm, id, name, url));
     }
 
     let health = verify_health(sm, &desired, &deployed, options.health_wait).await;
@@ -446,15 +431,7 @@ async fn verify_health(
 mod tests {
     use super::*;
 
-    fn ctx(require_auth: bool) -> DeployContext {
-        DeployContext {
-            app: "app".into(),
-            env_name: "dev".into(),
-            env_id: "env-1".into(),
-            api_key: "k".into(),
-            require_auth,
-        }
-    }
+    use crate::provision::tests::ctx;
 
     #[test]
     fn mothership_endpoint_is_one_lb_worker_marked_as_mothership() {

@@ -70,6 +70,30 @@ pub struct ResourceReport {
     pub action: Action,
 }
 
+impl ResourceReport {
+    /// The row of `plan`'s resource, deployed as `endpoint`.
+    pub fn deployed(plan: &Plan, endpoint: &DeployedResource) -> Self {
+        Self {
+            resource: plan.resource.clone(),
+            load_balanced: plan.load_balanced,
+            endpoint_id: endpoint.endpoint_id.clone(),
+            url: endpoint.url.clone(),
+            action: plan.action,
+        }
+    }
+
+    /// The row of an endpoint deleted because its resource `name` was removed.
+    pub fn deleted(sm: &StateManager, endpoint_id: String, name: String, url: String) -> Self {
+        Self {
+            resource: name,
+            load_balanced: sm.is_lb_url(&url),
+            endpoint_id,
+            url,
+            action: Action::Deleted,
+        }
+    }
+}
+
 fn action_str<S: serde::Serializer>(action: &Action, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(action.as_str())
 }
@@ -512,7 +536,7 @@ pub fn published_manifest(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn manifest() -> Manifest {
@@ -543,7 +567,8 @@ mod tests {
         .unwrap()
     }
 
-    fn ctx(require_auth: bool) -> DeployContext {
+    /// The deploy context of the unit tests here and in `mothership`.
+    pub(crate) fn ctx(require_auth: bool) -> DeployContext {
         DeployContext {
             app: "app".into(),
             env_name: "dev".into(),

@@ -338,16 +338,7 @@ pub async fn send(
     let removed = provision::removed_endpoints(&previous, &env, &deployed);
     let mut reports: Vec<ResourceReport> = plans
         .iter()
-        .map(|p| {
-            let d = &deployed[&p.resource];
-            ResourceReport {
-                resource: p.resource.clone(),
-                load_balanced: p.load_balanced,
-                endpoint_id: d.endpoint_id.clone(),
-                url: d.url.clone(),
-                action: p.action,
-            }
-        })
+        .map(|p| ResourceReport::deployed(p, &deployed[&p.resource]))
         .collect();
     if !removed.is_empty() {
         progress.step("deleting endpoints of removed resources");
@@ -359,13 +350,7 @@ pub async fn send(
                  resource `{name}` failed: delete it with `flash deploy send {env_name}` again"
             )
         })?;
-        reports.push(ResourceReport {
-            resource: name,
-            load_balanced: url.contains("/lb/"),
-            endpoint_id: id,
-            url,
-            action: Action::Deleted,
-        });
+        reports.push(ResourceReport::deleted(sm, id, name, url));
     }
     Ok(SendReport {
         build_id,
