@@ -86,7 +86,8 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// A failed call: an [`ErrorKind`] and a message.
+/// A failed call: an [`ErrorKind`], a message and, for failures that come back from a
+/// peer, the traceback the failing guest reported.
 ///
 /// Build one with [`Error::msg`] (a user error), [`Error::invalid_input`] or
 /// [`Error::new`], or let `?` convert any [`std::error::Error`] (into a user error whose
@@ -95,6 +96,7 @@ impl fmt::Display for ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    traceback: Option<String>,
 }
 
 impl Error {
@@ -103,6 +105,7 @@ impl Error {
         Error {
             kind,
             message: message.to_string(),
+            traceback: None,
         }
     }
 
@@ -131,11 +134,17 @@ impl Error {
         &self.message
     }
 
-    /// Prefixes the message with `context: `, keeping the kind.
+    /// Where the failure happened, as the failing guest reported it (a Python
+    /// traceback, a JavaScript stack), for failures that came back from a peer call.
+    pub fn traceback(&self) -> Option<&str> {
+        self.traceback.as_deref()
+    }
+
+    /// Prefixes the message with `context: `, keeping the kind and traceback.
     pub fn context(self, context: impl fmt::Display) -> Self {
         Error {
-            kind: self.kind,
             message: format!("{context}: {}", self.message),
+            ..self
         }
     }
 
@@ -145,6 +154,7 @@ impl Error {
         Error {
             kind: ErrorKind::from_wit(error.kind),
             message: error.message,
+            traceback: error.traceback,
         }
     }
 
@@ -152,6 +162,7 @@ impl Error {
         wit::CallError {
             kind: self.kind.to_wit(),
             message: self.message,
+            traceback: self.traceback,
         }
     }
 }

@@ -185,7 +185,12 @@ fn error_response(err: &CallError) -> Response {
         StatusCode::from_u16(err.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,
-        axum::Json(json!({"success": false, "error": err.message, "kind": err.kind})),
+        axum::Json(json!({
+            "success": false,
+            "error": err.message,
+            "kind": err.kind,
+            "traceback": err.traceback,
+        })),
     )
         .into_response()
 }

@@ -406,7 +406,7 @@ pub fn error_string(err: &flash_runtime::CallError, worker_id: &str) -> String {
     json!({
         "error_type": err.kind.as_str(),
         "error_message": err.message,
-        "error_traceback": "",
+        "error_traceback": err.traceback.as_deref().unwrap_or_default(),
         "hostname": hostname(),
         "worker_id": worker_id,
         "runpod_version": RUNPOD_PROTOCOL_VERSION,

@@ -213,7 +213,8 @@ impl ServiceRegistry {
                     function,
                     response.get("error"),
                     response.get("kind"),
-                )),
+                )
+                .with_traceback(response.get("traceback").and_then(string_of))),
             }
         } else {
             let body = json!({ "input": { "function_name": function, "input": payload, CALL_DEPTH_KEY: depth } });
@@ -330,8 +331,12 @@ impl ServiceRegistry {
     }
 }
 
+fn string_of(value: &Value) -> Option<String> {
+    value.as_str().map(str::to_string)
+}
+
 /// Decodes a remote error: the worker's JSON error string (`error_type`,
-/// `error_message`), an `/execute` error body, or any other text.
+/// `error_message`, `error_traceback`), an `/execute` error body, or any other text.
 fn remote_error(function: &str, error: Option<&Value>, kind: Option<&Value>) -> CallError {
     let parse_kind =
         |v: Option<&Value>| v.and_then(|k| serde_json::from_value::<ErrorKind>(k.clone()).ok());
@@ -355,7 +360,8 @@ fn remote_error(function: &str, error: Option<&Value>, kind: Option<&Value>) -> 
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        return CallError::new(kind, message);
+        return CallError::new(kind, message)
+            .with_traceback(map.get("error_traceback").and_then(string_of));
     }
     CallError::new(ErrorKind::RemoteFailure, text)
 }

@@ -248,7 +248,7 @@ fn manifest(project: &str) -> Value {
         "version": "1.0",
         "generated_at": "2026-11-28T00:00:00Z",
         "project_name": project,
-        "flash_contract": "flash:runtime@0.1.0",
+        "flash_contract": "flash:runtime@0.2.0",
         "resources": {},
         "function_registry": {},
         "resources_endpoints": {

@@ -1,8 +1,9 @@
 //! [`CallError`]: the typed failure of a call, shared by guests, hosts and the wire.
 //!
 //! It mirrors the WIT `call-error` record. Handlers turn it into job errors and HTTP
-//! statuses; peers send it across the network as JSON (`{"kind": "...", "message": "..."}`)
-//! so that a remote failure arrives in the calling guest with its kind intact.
+//! statuses; peers send it across the network as JSON (`{"kind": "...", "message": "...",
+//! "traceback": "..."}`) so that a remote failure arrives in the calling guest with its kind
+//! and traceback intact.
 
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +59,9 @@ impl ErrorKind {
 pub struct CallError {
     pub kind: ErrorKind,
     pub message: String,
+    /// Where the failure happened, as the guest reported it (a Python traceback, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
 }
 
 impl CallError {
@@ -65,7 +69,14 @@ impl CallError {
         Self {
             kind,
             message: message.into(),
+            traceback: None,
         }
+    }
+
+    /// The same error with `traceback` attached (an empty one counts as none).
+    pub fn with_traceback(mut self, traceback: Option<String>) -> Self {
+        self.traceback = traceback.filter(|t| !t.is_empty());
+        self
     }
 }
 
@@ -101,10 +112,7 @@ impl From<ErrorKind> for types::ErrorKind {
 
 impl From<types::CallError> for CallError {
     fn from(e: types::CallError) -> Self {
-        Self {
-            kind: e.kind.into(),
-            message: e.message,
-        }
+        Self::new(e.kind.into(), e.message).with_traceback(e.traceback)
     }
 }
 
@@ -113,6 +121,7 @@ impl From<CallError> for types::CallError {
         Self {
             kind: e.kind.into(),
             message: e.message,
+            traceback: e.traceback,
         }
     }
 }

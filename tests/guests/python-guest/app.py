@@ -125,7 +125,7 @@ def bind(function: Function, payload: str) -> list[Any]:
 
 
 def fail(kind: ErrorKind, message: str) -> Err:
-    return Err(CallError(kind=kind, message=message))
+    return Err(CallError(kind=kind, message=message, traceback=None))
 
 
 class Describe(exports.Describe):
