@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod control_plane;
+
 /// The repository root (the workspace directory).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -144,6 +146,26 @@ pub fn python() -> Result<PathBuf> {
     }
     let _ = PYTHON.set(python.clone());
     Ok(python)
+}
+
+/// Runs `script` with the test venv's Python and `envs`, and returns the JSON document it
+/// prints on its last line of output.
+pub fn run_python_script(script: &str, envs: &[(&str, String)]) -> Result<serde_json::Value> {
+    let out = Command::new(python()?)
+        .arg("-c")
+        .arg(script)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .output()
+        .context("running python")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("python failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status);
+    }
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .with_context(|| format!("python printed no JSON: {stdout}\nstderr: {stderr}"))
 }
 
 /// A directory holding the venv's executables (`componentize-py`, ...).
