@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: build examples/quickstart, start a local
-# `flash server` (which runs one `flash-host` worker per resource config), `flash deploy
-# new/send` to it, `flash call` every function — the queue ones through the
-# RunPod-compatible gateway, the HTTP routes through the load-balanced proxy, including
-# `predict`'s cross-config peer call — then `flash deploy delete` and clean up.
+# The main job on the embedded default: build examples/quickstart (Rust) and
+# examples/quickstart-python (the same app in Python), start a local `flash server` (which
+# runs one `flash-host` worker per resource config), `flash deploy new/send` each to it,
+# `flash call` every function — the queue ones through the RunPod-compatible gateway, the
+# HTTP routes through the load-balanced proxy, including `predict`'s cross-config peer
+# call — then `flash deploy delete` and clean up. The first Python build installs the
+# pinned componentize-py into the cache directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -15,6 +17,8 @@ flash="$CARGO_TARGET_DIR/debug/flash"
 
 echo "==> flash build (examples/quickstart)"
 (cd examples/quickstart && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/guests" "$flash" build)
+echo "==> flash build (examples/quickstart-python)"
+(cd examples/quickstart-python && "$flash" build)
 
 data="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
@@ -31,17 +35,24 @@ done
 export FLASH_SERVER_URL="http://127.0.0.1:$port" FLASH_HOME="$data"
 unset RUNPOD_API_KEY
 fail() { echo "--- server log"; tail -50 "$data/server.log"; exit 1; }
-cd examples/quickstart
-echo "==> flash deploy new demo && flash deploy send demo"
-"$flash" deploy new demo || fail
-"$flash" deploy send demo || fail
-echo "==> flash call (queue: embed, similarity; load-balanced: predict -> peer call to embed, stats)"
-for call in 'embed {"text":"hello flash","dims":8}' 'similarity {"a":"good day","b":"great day"}' \
-            'predict {"text":"what a great day"}' 'stats {}'; do
-    fn="${call%% *}"; args="${call#* }"
-    echo "--- $fn $args"
-    "$flash" call "$fn" "$args" --env demo || fail
-done
-"$flash" deploy info demo || fail
-echo "==> flash deploy delete demo"
-"$flash" deploy delete demo --yes || fail
+demo() {
+    local example="$1"
+    (
+        cd "examples/$example"
+        echo "==> [$example] flash deploy new demo && flash deploy send demo"
+        "$flash" deploy new demo || fail
+        "$flash" deploy send demo || fail
+        echo "==> [$example] flash call (queue: embed, similarity; load-balanced: predict -> peer call to embed, stats)"
+        for call in 'embed {"text":"hello flash","dims":8}' 'similarity {"a":"good day","b":"great day"}' \
+                    'predict {"text":"what a great day"}' 'stats {}'; do
+            fn="${call%% *}"; args="${call#* }"
+            echo "--- $fn $args"
+            "$flash" call "$fn" "$args" --env demo || fail
+        done
+        "$flash" deploy info demo || fail
+        echo "==> [$example] flash deploy delete demo"
+        "$flash" deploy delete demo --yes || fail
+    )
+}
+demo quickstart
+demo quickstart-python

@@ -202,4 +202,3 @@ pub fn has_env(pid: u32, key: &str, value: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/environ"))
         .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
 }
-

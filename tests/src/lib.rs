@@ -161,7 +161,10 @@ pub fn run_python_script(script: &str, envs: &[(&str, String)]) -> Result<serde_
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        bail!("python failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status);
+        bail!(
+            "python failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+            out.status
+        );
     }
     let last = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(last)

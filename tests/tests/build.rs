@@ -169,7 +169,7 @@ fn build_outside_a_project_says_what_to_do() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let expected = format!(
-        "error: no flash.toml found in {} or any parent directory; create a project with `flash init <name>` or run from a project directory",
+        "error: no flash.toml found in {} or any parent directory, and no Python module there uses flash_sdk; create a project with `flash init <name> [--lang python]` or run from a project directory",
         dir.path().canonicalize().unwrap().display()
     );
     assert_eq!(stderr.trim(), expected);

@@ -10,6 +10,11 @@
 //! path = "."
 //!
 //! [[component]]
+//! name = "api"
+//! kind = "python"       # modules using flash_sdk in `path`, + optional requirements.txt
+//! path = "api"
+//!
+//! [[component]]
 //! name = "pyfuncs"
 //! kind = "command"      # any toolchain: run `command`, which writes `output`
 //! command = "componentize-py -d ../../wit -w function componentize app -o {output}"
@@ -36,6 +41,9 @@ pub const PROJECT_FILE: &str = "flash.toml";
 pub struct Project {
     pub root: PathBuf,
     pub file: ProjectFile,
+    /// There is no `flash.toml`: a directory of Python modules using `flash_sdk` (a
+    /// ported runpod-flash app) is built as one Python component named after the directory.
+    pub implicit: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,6 +103,8 @@ pub enum ComponentKind {
     /// A cargo crate built for `wasm32-wasip2`.
     #[default]
     Rust,
+    /// A directory of Python modules using `flash_sdk` (built with componentize-py).
+    Python,
     /// Any command that writes a component (componentize-py, componentize-js, ...).
     Command,
 }
@@ -112,9 +122,13 @@ impl Project {
             }
             dir = d.parent();
         }
+        if let Some(project) = Self::implicit_python(&start) {
+            return Ok(project);
+        }
         bail!(
-            "no {PROJECT_FILE} found in {} or any parent directory; create a project with \
-             `flash init <name>` or run from a project directory",
+            "no {PROJECT_FILE} found in {} or any parent directory, and no Python module there \
+             uses flash_sdk; create a project with `flash init <name> [--lang python]` or run \
+             from a project directory",
             start.display()
         )
     }
@@ -129,6 +143,7 @@ impl Project {
         let project = Self {
             root: root.to_path_buf(),
             file,
+            implicit: false,
         };
         project
             .check()
@@ -172,6 +187,49 @@ impl Project {
             }
         }
         Ok(())
+    }
+
+    /// A directory without `flash.toml` whose top-level Python modules use `flash_sdk`
+    /// (runpod-flash's project shape): one Python component, app named after the
+    /// directory as runpod-flash names it.
+    fn implicit_python(dir: &Path) -> Option<Self> {
+        let uses_sdk = std::fs::read_dir(dir).ok()?.flatten().any(|entry| {
+            let path = entry.path();
+            path.extension().is_some_and(|e| e == "py")
+                && std::fs::read_to_string(&path).is_ok_and(|text| text.contains("flash_sdk"))
+        });
+        if !uses_sdk {
+            return None;
+        }
+        let name: String = dir
+            .file_name()?
+            .to_string_lossy()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(64)
+            .collect();
+        Some(Self {
+            root: dir.to_path_buf(),
+            file: ProjectFile {
+                app: App { name: name.clone() },
+                components: vec![ComponentDecl {
+                    name,
+                    kind: ComponentKind::Python,
+                    path: default_path(),
+                    command: None,
+                    output: None,
+                    inputs: Vec::new(),
+                }],
+                models: Vec::new(),
+            },
+            implicit: true,
+        })
     }
 
     /// The `.flash/` directory of the project.

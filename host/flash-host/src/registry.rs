@@ -209,12 +209,10 @@ impl ServiceRegistry {
                     .cloned()
                     .unwrap_or(Value::Null)
                     .to_string()),
-                _ => Err(remote_error(
-                    function,
-                    response.get("error"),
-                    response.get("kind"),
-                )
-                .with_traceback(response.get("traceback").and_then(string_of))),
+                _ => Err(
+                    remote_error(function, response.get("error"), response.get("kind"))
+                        .with_traceback(response.get("traceback").and_then(string_of)),
+                ),
             }
         } else {
             let body = json!({ "input": { "function_name": function, "input": payload, CALL_DEPTH_KEY: depth } });

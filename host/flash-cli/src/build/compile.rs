@@ -2,8 +2,9 @@
 //!
 //! Rust components are built with `cargo build --release --target wasm32-wasip2` and the
 //! `.wasm` is taken from cargo's JSON messages (no guessing of target paths); cargo's
-//! fingerprints make an unchanged crate a no-op. Other languages use a `command` whose
-//! `inputs` are compared with the output's mtime.
+//! fingerprints make an unchanged crate a no-op. Python components are built by
+//! [`super::python`]. Other languages use a `command` whose `inputs` are compared with the
+//! output's mtime.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub fn compile(project: &Project, decl: &ComponentDecl, output: &dyn Fn(&str)) -
     }
     match decl.kind {
         ComponentKind::Rust => cargo_build(&dir, output),
+        ComponentKind::Python => super::python::build(project, decl, output),
         ComponentKind::Command => command_build(&dir, decl, output),
     }
 }

@@ -1,7 +1,8 @@
 //! `flash build`: project → guest components → scan → manifest → artifact.
 //!
-//! 1. [`compile`] builds every component the project declares (cargo for Rust, any
-//!    command for other languages), relying on the toolchain's own incremental builds;
+//! 1. [`compile`] builds every component the project declares (cargo for Rust,
+//!    componentize-py for Python (see [`python`]), any command for other languages),
+//!    relying on the toolchain's own incremental builds;
 //! 2. each component is loaded with wasmtime and its `describe` called (the scanner),
 //!    with descriptions cached by component sha256 so unchanged components are not even
 //!    compiled by wasmtime again;
@@ -12,6 +13,8 @@
 //! byte-identical and reported as up to date.
 
 pub mod compile;
+pub mod embedded;
+pub mod python;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

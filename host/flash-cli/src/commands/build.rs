@@ -37,6 +37,13 @@ impl BuildArgs {
     pub async fn run(self) -> Result<()> {
         let start = self.project.unwrap_or_else(|| PathBuf::from("."));
         let project = Project::discover(&start)?;
+        if project.implicit {
+            println!(
+                "no flash.toml: building the Python modules of {} as app `{}`",
+                project.root.display(),
+                project.name()
+            );
+        }
         let output = {
             let reporter = SpinnerReporter::new();
             build::build(&project, &reporter).await?

@@ -1,13 +1,23 @@
-//! `flash init <name>`: scaffold a project that builds and runs as is.
+//! `flash init <name> [--lang rust|python]`: scaffold a project that builds and runs as is.
 //!
-//! The template has two resource configs — a GPU queue config and a CPU load-balanced
-//! API — and a route that calls the queue function across configs, so a new user sees
-//! the whole model (configs, routes, peer calls) in one small file.
+//! The Rust template has two resource configs — a GPU queue config and a CPU
+//! load-balanced API — and a route that calls the queue function across configs, so a new
+//! user sees the whole model (configs, routes, peer calls) in one small file. The Python
+//! template has runpod-flash's three-file shape (`gpu_worker.py`, `cpu_worker.py`,
+//! `lb_worker.py`), with the route calling the GPU worker across configs.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
-use clap::Args;
+use clap::{Args, ValueEnum};
+
+/// The language of a new project.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    #[default]
+    Rust,
+    Python,
+}
 
 /// Create a new Flash project in a new directory.
 #[derive(Debug, Args)]
@@ -17,6 +27,9 @@ pub struct InitArgs {
     /// Create the project here instead of `./<name>`.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// The language of the functions.
+    #[arg(long, value_enum, default_value_t = Lang::Rust)]
+    pub lang: Lang,
     /// Path of the `flash-sdk` crate the project depends on (default: the SDK this `flash`
     /// was built from; `FLASH_SDK_PATH` also works).
     #[arg(long, env = "FLASH_SDK_PATH", value_name = "DIR")]
@@ -36,6 +49,16 @@ impl InitArgs {
                 "{} already exists and is not empty; choose another name or --dir",
                 dir.display()
             );
+        }
+        if self.lang == Lang::Python {
+            scaffold_python(&dir, &self.name)?;
+            println!(
+                "Created Flash project `{}` (Python) in {}",
+                self.name,
+                dir.display()
+            );
+            println!("Next:\n  cd {}\n  flash build\n  flash run", dir.display());
+            return Ok(());
         }
         let sdk = match self.sdk_path {
             Some(p) => p,
@@ -84,6 +107,85 @@ pub fn scaffold(dir: &Path, name: &str, sdk: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Writes the Python template: runpod-flash's three workers plus `flash.toml`.
+pub fn scaffold_python(dir: &Path, name: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let component = name.replace('-', "_");
+    let files = [
+        (
+            "flash.toml",
+            format!(
+                "[app]\nname = \"{name}\"\n\n[[component]]\nname = \"{component}\"\n\
+                 kind = \"python\"      # every module here that uses flash_sdk\npath = \".\"\n"
+            ),
+        ),
+        ("requirements.txt", PYTHON_REQUIREMENTS.to_string()),
+        (".gitignore", ".flash/\n__pycache__/\n.venv/\n".to_string()),
+        ("gpu_worker.py", PYTHON_GPU_WORKER.to_string()),
+        ("cpu_worker.py", PYTHON_CPU_WORKER.to_string()),
+        ("lb_worker.py", PYTHON_LB_WORKER.to_string()),
+    ];
+    for (path, content) in files {
+        std::fs::write(dir.join(path), content).with_context(|| format!("writing {path}"))?;
+    }
+    Ok(())
+}
+
+const PYTHON_REQUIREMENTS: &str = "\
+# Pure-Python packages the workers import, bundled into the component by `flash build`
+# (packages with native extensions cannot run in a WebAssembly component).
+";
+
+const PYTHON_GPU_WORKER: &str = r#"# GPU queue worker: scales from 0 to 3 workers on 48 GB Ampere or 24 GB Ada GPUs.
+# Call it: flash call gpu_hello '{"input_data": {"message": "hi"}}'
+from flash_sdk import Endpoint, GpuGroup
+
+
+@Endpoint(name="gpu_worker", gpu=[GpuGroup.AMPERE_48, GpuGroup.ADA_24], workers=(0, 3))
+async def gpu_hello(input_data: dict) -> dict:
+    """Counts the words of a message. Model inference goes through the host's wasi:nn."""
+    message = input_data.get("message", "Hello from the GPU worker!")
+    return {"message": message, "words": len(message.split())}
+"#;
+
+const PYTHON_CPU_WORKER: &str = r#"# CPU queue worker.
+# Call it: flash call cpu_hello '{"input_data": {"message": "hi"}}'
+from flash_sdk import Endpoint, current_resource
+
+
+@Endpoint(name="cpu_worker", cpu="cpu3c-1-2")
+def cpu_hello(input_data: dict) -> dict:
+    """Returns a greeting and the resource config that served it."""
+    import platform
+
+    return {
+        "message": input_data.get("message", "Hello from the CPU worker!"),
+        "served_by": current_resource(),
+        "python_version": platform.python_version(),
+    }
+"#;
+
+const PYTHON_LB_WORKER: &str = r#"# Load-balanced HTTP endpoint with custom routes; one worker always up.
+# Call it: curl -X POST <url>/process -d '{"input_data": {"message": "hi"}}'
+from flash_sdk import Endpoint
+
+api = Endpoint(name="lb_worker", cpu="cpu3c-1-2", workers=(1, 3))
+
+
+@api.post("/process")
+async def process(input_data: dict) -> dict:
+    """Runs the GPU worker on the input: a call to another endpoint, written as a local one."""
+    from gpu_worker import gpu_hello
+
+    result = await gpu_hello(input_data)
+    return {"status": "success", "gpu": result}
+
+
+@api.get("/health")
+async def health() -> dict:
+    return {"status": "healthy"}
+"#;
 
 const TEMPLATE_LIB: &str = r#"//! A Flash app: two resource configs and a cross-config call.
 

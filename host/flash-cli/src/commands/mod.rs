@@ -10,7 +10,7 @@ mod server;
 
 use clap::{Parser, Subcommand};
 
-/// Deploy Rust functions as WebAssembly components to serverless endpoints.
+/// Deploy Rust and Python functions as WebAssembly components to serverless endpoints.
 #[derive(Debug, Parser)]
 #[command(name = "flash", version, about, long_about = None)]
 pub struct Cli {

@@ -1,0 +1,448 @@
+//! Python functions end to end: `flash build` of Python projects (componentize-py, pinned
+//! and installed by `flash` itself), deploys on a real `flash server`, calls through the
+//! real `flash` CLI, the real `runpod` client and plain HTTP, and calls across languages.
+//!
+//! Every project is copied to a temporary directory first, so tests never write into
+//! `examples/` and can edit what they build.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use flash_tests::control_plane::{Server, fails, flash, flash_env, ok};
+use serde_json::{Value, json};
+
+/// Copies `examples/<name>` (or any directory) to a new temporary directory.
+fn copy_project(from: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(from, dir.path());
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let name = entry.file_name();
+        if name == ".flash" || name == "__pycache__" || name == "target" {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            copy_dir(&path, &to.join(&name));
+        } else {
+            std::fs::copy(&path, to.join(&name)).unwrap();
+        }
+    }
+}
+
+fn example(name: &str) -> PathBuf {
+    flash_tests::repo_root().join("examples").join(name)
+}
+
+/// `flash build` with no server (build commands never talk to one).
+fn build(dir: &Path) -> Output {
+    flash(dir, "http://127.0.0.1:9", dir, &["build"])
+}
+
+fn call(dir: &Path, server: &Server, function: &str, args: &str) -> Value {
+    let out = flash(
+        dir,
+        &server.url,
+        server.data_dir.path(),
+        &["call", function, args, "--env", "dev", "--timeout", "120"],
+    );
+    let stdout = ok(&out, Some(server));
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// Builds, creates `dev` and sends: the project is then served by `server`.
+fn deploy(dir: &Path, server: &Server) {
+    let home = server.data_dir.path();
+    for args in [
+        &["build"][..],
+        &["deploy", "new", "dev"],
+        &["deploy", "send", "dev"],
+    ] {
+        ok(&flash(dir, &server.url, home, args), Some(server));
+    }
+}
+
+/// The endpoint id of `resource` in the project's deploy state.
+fn endpoint_id(dir: &Path, resource: &str) -> String {
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(dir.join(".flash/resources.json")).unwrap()).unwrap();
+    state["environments"]["dev"]["resources"][resource]["endpoint_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no endpoint for {resource} in {state}"))
+        .to_string()
+}
+
+#[test]
+fn python_quickstart_serves_queue_and_http_functions_with_peer_calls() {
+    let project = copy_project(&example("quickstart-python"));
+    let dir = project.path();
+    let server = Server::start();
+
+    let out = ok(&build(dir), None);
+    for expected in ["gpu_config", "api", "POST /predict", "GET /stats"] {
+        assert!(out.contains(expected), "`{expected}` not in:\n{out}");
+    }
+    deploy(dir, &server);
+
+    let v = call(
+        dir,
+        &server,
+        "embed",
+        r#"{"text": "hello flash", "dims": 8}"#,
+    );
+    assert_eq!(v.as_array().map(Vec::len), Some(8), "{v}");
+    let s = call(
+        dir,
+        &server,
+        "similarity",
+        r#"{"a": "good day", "b": "great day"}"#,
+    );
+    assert!(s.as_f64().is_some_and(|s| s > 0.0 && s <= 1.0), "{s}");
+    // `predict` (load-balanced, `api`) awaits `embed` on `gpu_config`: a peer call.
+    let p = call(dir, &server, "predict", r#"{"text": "what a great day"}"#);
+    assert_eq!(p["label"], "positive", "{p}");
+    assert_eq!(p["dims"], 64, "{p}");
+    let stats = call(dir, &server, "stats", "{}");
+    assert_eq!(stats["served_by"], "api", "{stats}");
+    assert_eq!(stats["app"], "quickstart-python", "{stats}");
+
+    // The real `runpod` client on the Python queue endpoint: a result, and a failure
+    // whose kind and Python traceback travel in RunPod's error fields.
+    let gpu = endpoint_id(dir, "gpu_config");
+    let script = r#"
+import json, os
+import runpod
+runpod.api_key = os.environ["KEY"]
+ep = runpod.Endpoint(os.environ["EP"])
+out = {"ok": ep.run_sync({"text": "hello flash", "dims": 8}, timeout=120)}
+job = ep.run({"text": "hello", "dims": 0})
+out["failed_output"] = job.output(timeout=120)
+out["failed_status"] = job.status()
+print(json.dumps(out))
+"#;
+    let out = flash_tests::run_python_script(
+        script,
+        &[
+            ("RUNPOD_ENDPOINT_BASE_URL", format!("{}/v2", server.url)),
+            ("KEY", server.key()),
+            ("EP", gpu.clone()),
+        ],
+    )
+    .unwrap();
+    assert_eq!(out["ok"], v, "{out}");
+    assert_eq!(out["failed_status"], "FAILED", "{out}");
+    let status: Value = reqwest::blocking::Client::new()
+        .post(format!("{}/v2/{gpu}/runsync", server.url))
+        .bearer_auth(server.key())
+        .json(&json!({"input": {"text": "hello", "dims": 0}}))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(status["status"], "FAILED", "{status}");
+    let error: Value = serde_json::from_str(status["error"].as_str().unwrap()).unwrap();
+    assert_eq!(error["error_type"], "user-error", "{error}");
+    assert_eq!(
+        error["error_message"], "ValueError: dims must be in 1..=4096, got 0",
+        "{error}"
+    );
+    let traceback = error["error_traceback"].as_str().unwrap();
+    assert!(
+        traceback.contains("embeddings.py") && traceback.contains("raise ValueError"),
+        "{traceback}"
+    );
+
+    // Invalid input names the argument.
+    let out = flash(
+        dir,
+        &server.url,
+        server.data_dir.path(),
+        &["call", "embed", r#"{"text": "x"}"#, "--env", "dev"],
+    );
+    let stderr = fails(&out);
+    assert!(
+        stderr.contains("invalid-input") && stderr.contains("dims"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn polyglot_functions_call_each_other_across_languages() {
+    let project = copy_project(&example("polyglot"));
+    let dir = project.path();
+    // The Rust half depends on the SDK by a relative path: point it at this repository.
+    let cargo_toml = dir.join("rust/Cargo.toml");
+    let sdk = flash_tests::repo_root().join("guest-sdk/flash-sdk");
+    let text = std::fs::read_to_string(&cargo_toml).unwrap().replace(
+        "path = \"../../../guest-sdk/flash-sdk\"",
+        &format!("path = {:?}", sdk.display().to_string()),
+    );
+    std::fs::write(&cargo_toml, text).unwrap();
+    let server = Server::start();
+    let home = server.data_dir.path().to_path_buf();
+    for args in [
+        &["build"][..],
+        &["deploy", "new", "dev"],
+        &["deploy", "send", "dev"],
+    ] {
+        ok(
+            &flash_env(
+                dir,
+                &server.url,
+                &home,
+                args,
+                &[(
+                    "CARGO_TARGET_DIR",
+                    &flash_tests::guest_target_dir().display().to_string(),
+                )],
+            ),
+            Some(&server),
+        );
+    }
+    // Python (load-balanced `py_api`) → Rust (queue `text_stats`).
+    let analyzed = call(
+        dir,
+        &server,
+        "analyze",
+        r#"{"text": "polyglot teams ship faster"}"#,
+    );
+    assert_eq!(analyzed["stats"]["words"], 4, "{analyzed}");
+    assert_eq!(analyzed["stats"]["longest"], "polyglot", "{analyzed}");
+    assert_eq!(analyzed["stats"]["language"], "rust", "{analyzed}");
+    assert_eq!(analyzed["served_by"], "py_api", "{analyzed}");
+    // Rust (queue `text_stats`) → Python (queue `py_worker`).
+    let headline = call(
+        dir,
+        &server,
+        "headline",
+        r#"{"text": "one two three four five"}"#,
+    );
+    assert_eq!(headline, json!("ONE TWO THREE ..."));
+}
+
+/// A Python project in a temporary directory: `files` are (path, content).
+fn python_project(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, content) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    dir
+}
+
+const FLASH_TOML: &str =
+    "[app]\nname = \"pyapp\"\n\n[[component]]\nname = \"pyapp\"\nkind = \"python\"\npath = \".\"\n";
+
+/// Runs one job of the built artifact with `flash-host --test-input` (every resource
+/// local) and returns its output, or the error body when the job failed.
+fn run_job(dir: &Path, function: &str, kwargs: Value) -> Result<Value, Value> {
+    let out = std::process::Command::new(flash_tests::bin("flash-host"))
+        .arg("--artifact")
+        .arg(dir.join(".flash/artifact.tar.gz"))
+        .args([
+            "--test-input",
+            &json!({"function_name": function, "kwargs": kwargs}).to_string(),
+        ])
+        .env_remove("FLASH_RESOURCE_NAME")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let body: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    if out.status.success() {
+        Ok(body["output"].clone())
+    } else {
+        Err(body)
+    }
+}
+
+#[test]
+fn pure_python_dependencies_are_bundled_and_native_ones_are_refused() {
+    // A pure-Python package from requirements.txt, imported at the top of the module.
+    let project = python_project(&[
+        ("flash.toml", FLASH_TOML),
+        (
+            "requirements.txt",
+            "# what the worker imports\nsix==1.17.0\nrunpod-flash\n",
+        ),
+        (
+            "worker.py",
+            "import six\nfrom flash_sdk import Endpoint\n\n\
+             @Endpoint(name=\"worker\", cpu=\"cpu3c-1-2\")\n\
+             def version() -> str:\n    return six.__version__\n",
+        ),
+    ]);
+    let out = ok(&build(project.path()), None);
+    assert!(
+        out.contains("`runpod-flash` is skipped: flash_sdk is built into every component"),
+        "{out}"
+    );
+    assert_eq!(
+        run_job(project.path(), "version", json!({})),
+        Ok(json!("1.17.0"))
+    );
+
+    // A native package in requirements.txt: an error that names it.
+    let native = python_project(&[
+        ("flash.toml", FLASH_TOML),
+        ("requirements.txt", "numpy==2.2.6\n"),
+        (
+            "worker.py",
+            "from flash_sdk import Endpoint\n\n@Endpoint(name=\"worker\", cpu=\"cpu3c-1-2\")\n\
+             def f() -> int:\n    return 1\n",
+        ),
+    ]);
+    let stderr = fails(&build(native.path()));
+    assert!(
+        stderr.contains(
+            "`numpy` (from requirements.txt) has no pure-Python wheel: it has native extensions"
+        ),
+        "{stderr}"
+    );
+
+    // A native package in `Endpoint(dependencies=[...])` (imported lazily, as runpod-flash
+    // apps do): left out with a warning; the pure one next to it is bundled.
+    let lazy = python_project(&[
+        ("flash.toml", FLASH_TOML),
+        (
+            "worker.py",
+            "from flash_sdk import Endpoint\n\n\
+             @Endpoint(name=\"worker\", cpu=\"cpu3c-1-2\", dependencies=[\"numpy\", \"six==1.17.0\"])\n\
+             def probe() -> dict:\n\
+             \x20   import six\n\
+             \x20   try:\n        import numpy\n        has_numpy = True\n\
+             \x20   except ImportError:\n        has_numpy = False\n\
+             \x20   return {\"six\": six.__version__, \"numpy\": has_numpy}\n",
+        ),
+    ]);
+    let out = ok(&build(lazy.path()), None);
+    assert!(
+        out.contains("warning: dependency `numpy` has no pure-Python wheel"),
+        "{out}"
+    );
+    assert_eq!(
+        run_job(lazy.path(), "probe", json!({})),
+        Ok(json!({"six": "1.17.0", "numpy": false}))
+    );
+}
+
+#[test]
+fn python_builds_are_reproducible_and_unchanged_projects_are_not_rebuilt() {
+    let first = copy_project(&example("quickstart-python"));
+    let second = copy_project(&example("quickstart-python"));
+    let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let home = first.path().to_path_buf();
+    for dir in [first.path(), second.path()] {
+        ok(
+            &flash_env(dir, "http://127.0.0.1:9", &home, &["build"], &epoch),
+            None,
+        );
+    }
+    let artifact = |d: &Path| std::fs::read(d.join(".flash/artifact.tar.gz")).unwrap();
+    let wasm = |d: &Path| {
+        std::fs::read(d.join(".flash/python/quickstart_python/quickstart_python.wasm")).unwrap()
+    };
+    assert!(
+        wasm(first.path()) == wasm(second.path()),
+        "two builds of the same sources gave different components"
+    );
+    assert!(artifact(first.path()) == artifact(second.path()));
+
+    // Built again without a change: componentize-py does not run.
+    let out = ok(&build(first.path()), None);
+    assert!(out.contains("up to date"), "{out}");
+}
+
+#[test]
+fn init_python_scaffolds_runpod_flash_workers_that_build_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(
+        &flash(
+            dir.path(),
+            "http://127.0.0.1:9",
+            dir.path(),
+            &["init", "py-app", "--lang", "python"],
+        ),
+        None,
+    );
+    let project = dir.path().join("py-app");
+    for file in [
+        "flash.toml",
+        "gpu_worker.py",
+        "cpu_worker.py",
+        "lb_worker.py",
+        "requirements.txt",
+    ] {
+        assert!(project.join(file).is_file(), "{file} missing");
+    }
+    let out = ok(&build(&project), None);
+    for expected in [
+        "gpu_worker",
+        "cpu_worker",
+        "lb_worker",
+        "POST /process",
+        "GET /health",
+    ] {
+        assert!(out.contains(expected), "`{expected}` not in:\n{out}");
+    }
+    // `process` (lb_worker) awaits `gpu_hello` (gpu_worker); run locally it runs in place.
+    let result = run_job(
+        &project,
+        "process",
+        json!({"input_data": {"message": "two words"}}),
+    );
+    assert_eq!(
+        result,
+        Ok(json!({"status": "success", "gpu": {"message": "two words", "words": 2}}))
+    );
+}
+
+#[test]
+fn python_build_errors_say_what_to_do() {
+    // No Python to run componentize-py with (in a cache of its own, so the pinned
+    // toolchain has to be installed).
+    let cache = tempfile::tempdir().unwrap();
+    let project = python_project(&[
+        ("flash.toml", FLASH_TOML),
+        ("worker.py", "from flash_sdk import Endpoint\n"),
+    ]);
+    let out = flash_env(
+        project.path(),
+        "http://127.0.0.1:9",
+        project.path(),
+        &["build"],
+        &[
+            ("FLASH_CACHE_DIR", &cache.path().display().to_string()),
+            ("FLASH_PYTHON", "/nonexistent/python3"),
+        ],
+    );
+    let stderr = fails(&out);
+    assert!(
+        stderr.contains("Python components need Python 3.10 or newer at build time")
+            && stderr.contains("FLASH_PYTHON"),
+        "{stderr}"
+    );
+
+    // A module that fails at import: the build shows the Python error.
+    let broken = python_project(&[
+        ("flash.toml", FLASH_TOML),
+        (
+            "worker.py",
+            "from flash_sdk import Endpoint\n\n@Endpoint(name=\"w\", gpu=\"AMPERE_48\", cpu=\"cpu3c-1-2\")\ndef f():\n    return 1\n",
+        ),
+    ]);
+    let stderr = fails(&build(broken.path()));
+    assert!(stderr.contains("worker.py"), "{stderr}");
+
+    // No module uses flash_sdk.
+    let empty = python_project(&[("flash.toml", FLASH_TOML), ("util.py", "X = 1\n")]);
+    let stderr = fails(&build(empty.path()));
+    assert!(stderr.contains("no Python module"), "{stderr}");
+}
