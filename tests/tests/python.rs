@@ -119,8 +119,8 @@ import json, os
 import runpod
 runpod.api_key = os.environ["KEY"]
 ep = runpod.Endpoint(os.environ["EP"])
-out = {"ok": ep.run_sync({"text": "hello flash", "dims": 8}, timeout=120)}
-job = ep.run({"text": "hello", "dims": 0})
+out = {"ok": ep.run_sync({"function_name": "embed", "kwargs": {"text": "hello flash", "dims": 8}}, timeout=120)}
+job = ep.run({"function_name": "embed", "kwargs": {"text": "hello", "dims": 0}})
 out["failed_output"] = job.output(timeout=120)
 out["failed_status"] = job.status()
 print(json.dumps(out))
@@ -139,7 +139,7 @@ print(json.dumps(out))
     let status: Value = reqwest::blocking::Client::new()
         .post(format!("{}/v2/{gpu}/runsync", server.url))
         .bearer_auth(server.key())
-        .json(&json!({"input": {"text": "hello", "dims": 0}}))
+        .json(&json!({"input": {"function_name": "embed", "kwargs": {"text": "hello", "dims": 0}}}))
         .timeout(Duration::from_secs(120))
         .send()
         .unwrap()
@@ -227,6 +227,12 @@ fn polyglot_functions_call_each_other_across_languages() {
 }
 
 /// A Python project in a temporary directory: `files` are (path, content).
+/// What a successful `flash build` printed, progress (stderr) included.
+fn build_log(out: &Output) -> String {
+    let stdout = ok(out, None);
+    format!("{stdout}{}", String::from_utf8_lossy(&out.stderr))
+}
+
 fn python_project(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for (path, content) in files {
@@ -279,7 +285,7 @@ fn pure_python_dependencies_are_bundled_and_native_ones_are_refused() {
              def version() -> str:\n    return six.__version__\n",
         ),
     ]);
-    let out = ok(&build(project.path()), None);
+    let out = build_log(&build(project.path()));
     assert!(
         out.contains("`runpod-flash` is skipped: flash_sdk is built into every component"),
         "{out}"
@@ -322,7 +328,7 @@ fn pure_python_dependencies_are_bundled_and_native_ones_are_refused() {
              \x20   return {\"six\": six.__version__, \"numpy\": has_numpy}\n",
         ),
     ]);
-    let out = ok(&build(lazy.path()), None);
+    let out = build_log(&build(lazy.path()));
     assert!(
         out.contains("warning: dependency `numpy` has no pure-Python wheel"),
         "{out}"
@@ -334,30 +340,39 @@ fn pure_python_dependencies_are_bundled_and_native_ones_are_refused() {
 }
 
 #[test]
-fn python_builds_are_reproducible_and_unchanged_projects_are_not_rebuilt() {
-    let first = copy_project(&example("quickstart-python"));
-    let second = copy_project(&example("quickstart-python"));
-    let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
-    let home = first.path().to_path_buf();
-    for dir in [first.path(), second.path()] {
-        ok(
-            &flash_env(dir, "http://127.0.0.1:9", &home, &["build"], &epoch),
-            None,
-        );
-    }
-    let artifact = |d: &Path| std::fs::read(d.join(".flash/artifact.tar.gz")).unwrap();
-    let wasm = |d: &Path| {
-        std::fs::read(d.join(".flash/python/quickstart_python/quickstart_python.wasm")).unwrap()
-    };
-    assert!(
-        wasm(first.path()) == wasm(second.path()),
-        "two builds of the same sources gave different components"
-    );
-    assert!(artifact(first.path()) == artifact(second.path()));
+fn unchanged_python_projects_are_not_rebuilt_and_changed_ones_are() {
+    let project = copy_project(&example("quickstart-python"));
+    let dir = project.path();
+    let artifact = || std::fs::read(dir.join(".flash/artifact.tar.gz")).unwrap();
+    let first_log = build_log(&build(dir));
+    assert!(first_log.contains("componentize-py"), "{first_log}");
+    let first = artifact();
 
-    // Built again without a change: componentize-py does not run.
-    let out = ok(&build(first.path()), None);
-    assert!(out.contains("up to date"), "{out}");
+    // Built again without a change: componentize-py does not run, and the artifact is
+    // the same, byte for byte.
+    let again = build_log(&build(dir));
+    assert!(again.contains("up to date"), "{again}");
+    assert!(!again.contains("componentize-py"), "{again}");
+    assert!(
+        artifact() == first,
+        "an unchanged project gave a different artifact"
+    );
+
+    // A changed module is rebuilt, and the change is served.
+    let api = dir.join("api.py");
+    let source = std::fs::read_to_string(&api).unwrap();
+    assert!(source.contains("\"version\": \"0.1.0\""), "{source}");
+    std::fs::write(
+        &api,
+        source.replace("\"version\": \"0.1.0\"", "\"version\": \"0.2.0\""),
+    )
+    .unwrap();
+    let rebuilt = build_log(&build(dir));
+    assert!(!rebuilt.contains("up to date"), "{rebuilt}");
+    assert_eq!(
+        run_job(dir, "stats", json!({})).map(|v| v["version"].clone()),
+        Ok(json!("0.2.0"))
+    );
 }
 
 #[test]
@@ -445,4 +460,26 @@ fn python_build_errors_say_what_to_do() {
     let empty = python_project(&[("flash.toml", FLASH_TOML), ("util.py", "X = 1\n")]);
     let stderr = fails(&build(empty.path()));
     assert!(stderr.contains("no Python module"), "{stderr}");
+}
+
+/// flash_sdk's `Endpoint` rules against the real runpod-flash from PyPI
+/// (guest-sdk/python/tests, run with the test venv's Python).
+#[test]
+fn flash_sdk_endpoint_rules_match_runpod_flash() {
+    let out = std::process::Command::new(flash_tests::python().unwrap())
+        .args([
+            "-W",
+            "ignore::FutureWarning",
+            "-m",
+            "unittest",
+            "discover",
+            "-v",
+            "-s",
+        ])
+        .arg(flash_tests::repo_root().join("guest-sdk/python/tests"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("\nOK"), "{report}");
 }

@@ -137,6 +137,12 @@ pub fn build(project: &Project, decl: &ComponentDecl, output: &dyn Fn(&str)) -> 
         entry_module(&modules),
     )?;
     python_path.insert(0, entry);
+    // CPython records the modification times it sees (import caches keep each directory's
+    // mtime), and componentize-py snapshots that heap into the component: fix them so
+    // that equal sources give equal components.
+    for dir in &python_path {
+        fix_mtimes(dir)?;
+    }
 
     let partial = work.join(format!("{}.wasm.partial", decl.name));
     toolchain.componentize(&wit, &python_path, &partial, output)?;
@@ -211,6 +217,31 @@ fn copy_tree(
     Ok(())
 }
 
+/// The modification time every file of a component's Python path gets before
+/// componentize-py runs: 1980-01-01, the earliest time a zip (and so a wheel) can hold.
+const FIXED_MTIME: std::time::Duration = std::time::Duration::from_secs(315_532_800);
+
+/// Sets the modification time of `dir` and of everything under it to [`FIXED_MTIME`].
+fn fix_mtimes(dir: &Path) -> Result<()> {
+    let time = std::time::UNIX_EPOCH + FIXED_MTIME;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            fix_mtimes(&entry.path())?;
+        } else if file_type.is_file() {
+            set_mtime(&entry.path(), time)?;
+        }
+    }
+    set_mtime(dir, time)
+}
+
+fn set_mtime(path: &Path, time: std::time::SystemTime) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|file| file.set_modified(time))
+        .with_context(|| format!("setting the modification time of {}", path.display()))
+}
+
 /// `pkg/sub/mod.py` → `pkg.sub.mod`, `pkg/__init__.py` → `pkg`; None for names Python
 /// cannot import.
 fn module_name(relative: &Path) -> Option<String> {
@@ -252,7 +283,7 @@ fn read_requirements(dir: &Path, output: &dyn Fn(&str)) -> Result<Vec<String>> {
         }
         if is_sdk_package(line) {
             output(&format!(
-                "requirements.txt: `{line}` is skipped: flash_sdk is built into every component"
+                "note: requirements.txt: `{line}` is skipped: flash_sdk is built into every component"
             ));
             continue;
         }

@@ -73,6 +73,16 @@ impl SpinnerReporter {
         bar.enable_steady_tick(Duration::from_millis(120));
         Self { bar }
     }
+
+    /// Prints a line above the spinner, or on stderr when there is no terminal to draw
+    /// the spinner on (CI logs keep every line).
+    fn println(&self, line: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
 }
 
 impl Default for SpinnerReporter {
@@ -88,10 +98,16 @@ impl Reporter for SpinnerReporter {
         self.bar.set_message("");
     }
     fn component_output(&self, _name: &str, line: &str) {
-        self.bar.set_message(line.trim().to_string());
+        // Warnings and notes stay on screen; the rest is progress that the next line
+        // replaces (all of it stays in logs without a terminal).
+        if self.bar.is_hidden() || line.starts_with("warning:") || line.starts_with("note:") {
+            self.println(format!("  {}", line.trim_end()));
+        } else {
+            self.bar.set_message(line.trim().to_string());
+        }
     }
     fn component_finished(&self, name: &str, elapsed: Duration) {
-        self.bar.println(format!(
+        self.println(format!(
             "  built component {name} in {:.1}s",
             elapsed.as_secs_f64()
         ));
@@ -104,7 +120,7 @@ impl Reporter for SpinnerReporter {
             "loading with wasmtime and calling describe"
         });
         if !cached {
-            self.bar.println(format!("  scanned component {name}"));
+            self.println(format!("  scanned component {name}"));
         }
     }
 }
