@@ -483,3 +483,60 @@ fn flash_sdk_endpoint_rules_match_runpod_flash() {
     assert!(out.status.success(), "{report}");
     assert!(report.contains("\nOK"), "{report}");
 }
+
+/// runpod-flash's own `flash init` skeleton, written by the real runpod-flash package, with
+/// only its import lines changed and no flash.toml: it builds, deploys and answers.
+#[test]
+fn runpod_flash_skeleton_runs_with_only_the_import_changed() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("hello-flash");
+    let created = flash_tests::run_python_script(
+        "import json, os, pathlib, warnings\n\
+         warnings.simplefilter('ignore')\n\
+         from runpod_flash.cli.utils.skeleton import create_project_skeleton\n\
+         print(json.dumps(create_project_skeleton(pathlib.Path(os.environ['DIR']))))",
+        &[("DIR", dir.display().to_string())],
+    )
+    .unwrap();
+    assert!(created.to_string().contains("lb_worker.py"), "{created}");
+    for file in ["gpu_worker.py", "cpu_worker.py", "lb_worker.py"] {
+        let path = dir.join(file);
+        let source = std::fs::read_to_string(&path).unwrap();
+        assert!(source.contains("from runpod_flash import"), "{source}");
+        std::fs::write(
+            &path,
+            source.replace("from runpod_flash import", "from flash_sdk import"),
+        )
+        .unwrap();
+    }
+    assert!(!dir.join("flash.toml").exists());
+
+    let server = Server::start();
+    deploy(&dir, &server);
+    let gpu = call(
+        &dir,
+        &server,
+        "gpu_hello",
+        r#"{"input_data": {"message": "hi gpu"}}"#,
+    );
+    assert_eq!(gpu["message"], "hi gpu", "{gpu}");
+    // torch (a native package) is left out of the component; the skeleton handles that.
+    assert_eq!(gpu["gpu"]["available"], false, "{gpu}");
+    assert!(
+        gpu["python_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.")),
+        "{gpu}"
+    );
+    let cpu = call(&dir, &server, "cpu_hello", r#"{"input_data": {}}"#);
+    assert_eq!(cpu["message"], "Hello from CPU worker!", "{cpu}");
+    assert!(
+        cpu["timestamp"].as_str().is_some_and(|t| t.len() >= 19),
+        "{cpu}"
+    );
+    let processed = call(&dir, &server, "process", r#"{"input_data": {"n": 1}}"#);
+    assert_eq!(processed["status"], "success", "{processed}");
+    assert_eq!(processed["echo"], json!({"n": 1}), "{processed}");
+    let health = call(&dir, &server, "health", "{}");
+    assert_eq!(health, json!({"status": "healthy"}));
+}
