@@ -40,7 +40,7 @@ trap cleanup EXIT
 
 echo "==> building the quickstarts" >&2
 (cd examples/quickstart-python && "$bin/flash" build >&2)
-(cd examples/quickstart && "$bin/flash" build >&2)
+(cd examples/quickstart && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/guests" "$bin/flash" build >&2)
 
 port=18500
 # Waits (at most 30 s) until `url` answers 200; prints the milliseconds since `start_ns`.

@@ -224,6 +224,17 @@ fn polyglot_functions_call_each_other_across_languages() {
         r#"{"text": "one two three four five"}"#,
     );
     assert_eq!(headline, json!("ONE TWO THREE ..."));
+    // A GET route: `flash call` sends the arguments as the query string, with a string
+    // that reads as JSON ("2") kept a string.
+    let preview = call(
+        dir,
+        &server,
+        "preview",
+        r#"{"text": "to be or not", "words": 2}"#,
+    );
+    assert_eq!(preview, json!({"summary": "to be ...", "words": 2}));
+    let preview = call(dir, &server, "preview", r#"{"text": "42", "words": 1}"#);
+    assert_eq!(preview, json!({"summary": "42", "words": 1}));
 }
 
 /// A Python project in a temporary directory: `files` are (path, content).

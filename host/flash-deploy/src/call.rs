@@ -112,6 +112,8 @@ async fn call_lb(
     let mut req = sm.request(method.clone(), &target).timeout(remaining);
     if let Some(body) = &body {
         req = req.json(body);
+    } else if method == reqwest::Method::GET {
+        req = req.query(&query_pairs(&entry.name, kwargs)?);
     }
     let resp = req
         .send()
@@ -124,6 +126,30 @@ async fn call_lb(
         bail!("{method} {target} answered HTTP {status}: {value}");
     }
     Ok(value)
+}
+
+/// The arguments of a call to a `GET` route, as the query string the route decodes: each
+/// value as JSON text, except a string that is not itself JSON, which goes as is (so
+/// `{"q": "cats", "n": 2, "id": "7"}` → `?q=cats&n=2&id=%227%22`).
+fn query_pairs(function: &str, kwargs: &Value) -> Result<Vec<(String, String)>> {
+    let args = match kwargs {
+        Value::Null => return Ok(Vec::new()),
+        Value::Object(args) => args,
+        _ => bail!(
+            "`{function}` is a GET route, which takes named arguments: pass a JSON object \
+             such as '{{\"name\": \"value\"}}'"
+        ),
+    };
+    Ok(args
+        .iter()
+        .map(|(name, value)| {
+            let text = match value {
+                Value::String(s) if serde_json::from_str::<Value>(s).is_err() => s.clone(),
+                other => other.to_string(),
+            };
+            (name.clone(), text)
+        })
+        .collect())
 }
 
 async fn call_queue(
@@ -184,4 +210,30 @@ async fn job_body(resp: reqwest::Response, what: &str) -> Result<Value> {
         bail!("{what} answered HTTP {status}: {text}");
     }
     serde_json::from_str(&text).with_context(|| format!("{what} answered non-JSON: {text}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_arguments_are_json_text_except_plain_strings() {
+        let pairs = query_pairs(
+            "f",
+            &json!({"q": "cats & dogs", "n": 2, "id": "7", "tags": ["a"]}),
+        );
+        let expected = [
+            ("q", "cats & dogs"),
+            ("n", "2"),
+            ("id", "\"7\""),
+            ("tags", "[\"a\"]"),
+        ];
+        assert_eq!(
+            pairs.unwrap(),
+            expected.map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert_eq!(query_pairs("f", &json!({})).unwrap(), vec![]);
+        let err = query_pairs("f", &json!([1])).unwrap_err().to_string();
+        assert!(err.contains("named arguments"), "{err}");
+    }
 }
