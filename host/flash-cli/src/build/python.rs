@@ -393,14 +393,7 @@ fn install(
     }
     let partial = site.with_extension("partial");
     let _ = std::fs::remove_dir_all(&partial);
-    let result = Command::new(&toolchain.python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
+    let result = pip_install(&toolchain.python)
         .args([
             "--no-compile",
             "--only-binary=:all:",
@@ -488,15 +481,7 @@ impl Toolchain {
             "creating a virtual environment for componentize-py",
         )?;
         run(
-            Command::new(&toolchain.python)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
-                .arg(COMPONENTIZE_PY),
+            pip_install(&toolchain.python).arg(COMPONENTIZE_PY),
             &format!("installing {COMPONENTIZE_PY}"),
         )?;
         std::fs::write(&ready, COMPONENTIZE_PY)?;
@@ -610,6 +595,19 @@ impl Toolchain {
         }
         Ok(())
     }
+}
+
+/// `python -m pip install`, quiet.
+fn pip_install(python: &Path) -> Command {
+    let mut command = Command::new(python);
+    command.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]);
+    command
 }
 
 fn run(command: &mut Command, what: &str) -> Result<()> {
