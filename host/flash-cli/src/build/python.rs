@@ -452,6 +452,17 @@ impl Toolchain {
         if ready.is_file() {
             return Ok(toolchain);
         }
+        // Builds running at once (two projects, or parallel tests) install it once: the
+        // first holds the lock, the others wait and then find the marker.
+        std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+        let lock_path = cache.join(format!("{version}.lock"));
+        let lock = std::fs::File::create(&lock_path)
+            .with_context(|| format!("creating {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+        if ready.is_file() {
+            return Ok(toolchain);
+        }
         let python = std::env::var_os("FLASH_PYTHON").unwrap_or_else(|| "python3".into());
         let found = Command::new(&python)
             .args(["-c", "import sys; print(sys.version_info >= (3, 10))"])
