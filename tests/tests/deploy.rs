@@ -392,7 +392,8 @@ fn deploy_errors_say_what_to_do() {
     let err = fails(&flash(dir, &down, &home, &["deploy", "list"]));
     assert!(
         err.contains(&format!(
-            "error: cannot reach the Flash server at {down}: start it with `flash server`"
+            "error: cannot reach the server at {down} (Connection refused (os error 111)): \
+             start a local one with `flash server`"
         )),
         "{err}"
     );
@@ -407,7 +408,7 @@ fn deploy_errors_say_what_to_do() {
     ));
     assert!(
         err.contains(&format!(
-            "error: the server at {} rejected the API key from RUNPOD_API_KEY",
+            "error: the State Manager at {} rejected the API key from RUNPOD_API_KEY",
             server.url
         )),
         "{err}"

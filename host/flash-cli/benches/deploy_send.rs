@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use flash::build::{self, Silent};
-use flash::deploy::client::KeySource;
-use flash::deploy::{self, Quiet, SendOptions, StateManager};
+use flash::deploy::{self, Quiet, SendOptions};
 use flash::project::Project;
+use flash_api::{ClientConfig, KeySource, StateManagerClient};
 
 const SIZES: [usize; 3] = [1, 5, 10];
 
@@ -109,11 +109,11 @@ async fn bench(reps: usize) -> Result<Vec<(usize, Duration, Duration)>> {
         SocketAddr::from(([127, 0, 0, 1], 0)),
     );
     let server = flash_control::server::Server::bind(config).await?;
-    let sm = StateManager::new(
+    let sm = StateManagerClient::new(ClientConfig::new(
         &server.url(),
         server.api_key().to_string(),
-        &KeySource::File(flash_control::auth::api_key_path(data.path())),
-    )?;
+        KeySource::File(flash_control::auth::api_key_path(data.path())),
+    )?)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.run(async {
         let _ = stop_rx.await;

@@ -2,8 +2,7 @@
 //! `flash server`'s key file) and the State Manager client built with it.
 
 use anyhow::{Context, Result, anyhow};
-use flash_deploy::StateManager;
-use flash_deploy::client::KeySource;
+use flash_api::{ClientConfig, KeySource, StateManagerClient};
 
 /// Finds the API key: `RUNPOD_API_KEY`, else the local server's `<data dir>/api_key`.
 pub fn discover_api_key() -> Result<(String, KeySource)> {
@@ -29,7 +28,9 @@ pub fn discover_api_key() -> Result<(String, KeySource)> {
 }
 
 /// Connects to the server at `url` with the discovered API key.
-pub fn connect(url: &str) -> Result<StateManager> {
+pub fn connect(url: &str) -> Result<StateManagerClient> {
     let (key, source) = discover_api_key()?;
-    StateManager::new(url, key, &source)
+    Ok(StateManagerClient::new(ClientConfig::new(
+        url, key, source,
+    )?)?)
 }

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::deploy::client::KeySource;
 use crate::deploy::resource_manager::ResourceManager;
-use crate::deploy::{self, SendOptions, SendReport, StateManager};
+use crate::deploy::{self, SendOptions, SendReport};
 use crate::project::Project;
+use flash_api::{ClientConfig, KeySource, StateManagerClient};
 
 /// A running local control plane with the project's build active in one environment.
 pub struct LocalDeployment {
@@ -27,14 +27,18 @@ pub struct LocalDeployment {
     pub report: SendReport,
     /// The environment's mothership endpoint.
     pub mothership_id: String,
-    sm: StateManager,
+    sm: StateManagerClient,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     serving: Option<tokio::task::JoinHandle<Result<()>>>,
 }
 
 /// `deploy new` + `send` of the project's last build; returns the report and the
 /// environment's mothership id.
-async fn deploy(sm: &StateManager, project: &Project, env: &str) -> Result<(SendReport, String)> {
+async fn deploy(
+    sm: &StateManagerClient,
+    project: &Project,
+    env: &str,
+) -> Result<(SendReport, String)> {
     let state = ResourceManager::new(&project.flash_dir());
     let created = deploy::new_environment(sm, Some(&state), project.name(), env, false).await?;
     let report = deploy::send(
@@ -73,11 +77,11 @@ impl LocalDeployment {
             let _ = stop_rx.await;
         }));
         let deployed = async {
-            let sm = StateManager::new(
+            let sm = StateManagerClient::new(ClientConfig::new(
                 &url,
                 api_key.clone(),
-                &KeySource::File(flash_control::auth::api_key_path(data_dir)),
-            )?;
+                KeySource::File(flash_control::auth::api_key_path(data_dir)),
+            )?)?;
             let (report, mothership_id) = deploy(&sm, project, env).await?;
             anyhow::Ok((sm, report, mothership_id))
         }
@@ -104,7 +108,7 @@ impl LocalDeployment {
 
     /// URL of the mothership's routes (`/ping`, `/manifest`, `/reconciliation`).
     pub fn mothership_url(&self) -> String {
-        self.sm.lb_url(&self.mothership_id)
+        self.sm.data_plane().lb_url(&self.mothership_id)
     }
 
     /// Waits (bounded) for the mothership to finish reconciling; returns its report.

@@ -1,39 +1,24 @@
-//! The deploy lifecycle of a Flash app against a State Manager (RunPod's GraphQL API, or
-//! `flash server`'s copy of it), shared by the `flash` CLI and by `flash-host` running as
-//! an environment's mothership.
+//! The provisioning engine of Flash: it makes a manifest's resource configs real as
+//! endpoints on a State Manager (RunPod's GraphQL API, or `flash server`'s copy of it).
 //!
-//! - [`client`]: the GraphQL client (operations as RunPod Flash sends them, retries, errors
-//!   that say what to do);
-//! - [`data_plane`]: endpoint URLs (`flash server`'s on its own host, RunPod's on
-//!   `api.runpod.ai` and `{id}.api.runpod.ai`);
-//! - [`provision`]: the engine that makes a manifest's resource configs real as endpoints
-//!   (plan, save with retries, removed endpoints, the published manifest);
-//! - [`send`]: `flash deploy send` (upload, provision before activation, activate, publish);
-//! - [`mothership`]: the environment's mothership endpoint and its reconciliation on boot;
-//! - [`environment`]: `flash deploy new/list/info/delete`;
-//! - [`call`]: `flash call`;
-//! - [`resource_manager`]: local state of deployed endpoints (`.flash/resources.json`).
+//! It is a library with no CLI in it, so that both sides of a deploy link the same rules:
+//! the `flash` CLI (`flash deploy send`, whose command body, with the developer machine's
+//! `.flash/resources.json`, lives in `flash-cli`) and `flash-host` running as an
+//! environment's mothership. The State Manager is reached through `flash-api`.
+//!
+//! - [`provision`]: plan each resource config against what is deployed, save endpoints
+//!   with retries, find removed endpoints, build the published manifest;
+//! - [`mothership`]: the environment's mothership endpoint, and its reconciliation on boot.
 
-pub mod call;
-pub mod client;
-pub mod data_plane;
-pub mod environment;
 pub mod mothership;
 pub mod provision;
-pub mod resource_manager;
-pub mod send;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-pub use call::{call, default_environment};
-pub use client::{DEFAULT_SERVER_URL, StateManager};
-pub use environment::{
-    EndpointInfo, EnvironmentInfo, EnvironmentRow, NewEnvironment, delete, info, list,
-    new_environment,
+pub use provision::{
+    Action, DeployContext, DeployedResource, ResourceReport, SOURCE_FINGERPRINT_ENV, source_hash,
 };
-pub use provision::{Action, ResourceReport, SOURCE_FINGERPRINT_ENV, source_hash};
-pub use send::{Quiet, SendOptions, SendProgress, SendReport, send};
 
 /// Name of the artifact under `.flash/`.
 pub const ARTIFACT_FILE: &str = "artifact.tar.gz";
@@ -45,30 +30,9 @@ pub const DEPLOY_KEY: &str = "flash_deploy";
 /// Name reserved for the environment's mothership endpoint.
 pub const MOTHERSHIP: &str = "mothership";
 
-pub(crate) fn str_field<'a>(v: &'a Value, key: &str) -> Result<&'a str> {
+/// The string `key` of a State Manager answer, or an error that quotes the answer.
+pub fn str_field<'a>(v: &'a Value, key: &str) -> Result<&'a str> {
     v.get(key)
         .and_then(Value::as_str)
         .with_context(|| format!("the server's answer has no `{key}`: {v}"))
-}
-
-/// The app named `name`; an error that says how to create it when missing.
-pub async fn require_app(sm: &StateManager, name: &str) -> Result<Value> {
-    sm.app_by_name(name).await?.with_context(|| {
-        format!(
-            "app `{name}` not found on {}: create it with `flash deploy new <env>`",
-            sm.base
-        )
-    })
-}
-
-/// The environment `env` of app `app`; an error that says how to create it when missing.
-pub async fn require_environment(sm: &StateManager, app: &Value, env: &str) -> Result<Value> {
-    let app_id = str_field(app, "id")?;
-    let app_name = app.get("name").and_then(Value::as_str).unwrap_or(app_id);
-    sm.environment_by_name(app_id, env).await?.with_context(|| {
-        format!(
-            "environment `{env}` not found in app `{app_name}`: create it with `flash deploy \
-             new {env}` (`flash deploy list` shows the existing ones)"
-        )
-    })
 }

@@ -33,10 +33,10 @@ use flash_manifest::Manifest;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::client::{self, StateManager};
+use crate::provision::DeployedResource;
 use crate::provision::{self, Action, DeployContext, ResourceReport};
-use crate::resource_manager::DeployedResource;
 use crate::{DEPLOY_KEY, IMAGE_NAME, MOTHERSHIP, str_field};
+use flash_api::StateManagerClient;
 
 /// Top-level key of the published manifest that the mothership writes (which mothership
 /// endpoint reconciled it).
@@ -101,7 +101,7 @@ fn saves(ctx: &DeployContext, existing: Option<(&str, Option<&str>)>) -> (Value,
 /// Creates the environment's mothership endpoint, or updates the existing one (for a new
 /// key or `--require-auth` setting). Returns its endpoint id.
 pub async fn ensure_endpoint(
-    sm: &StateManager,
+    sm: &StateManagerClient,
     env: &Value,
     ctx: &DeployContext,
 ) -> Result<String> {
@@ -127,11 +127,12 @@ pub async fn ensure_endpoint(
             .filter(|_| live.is_some())
             .map(|id| (id, template_id.as_deref())),
     );
-    let saved = client::retry(3, || sm.save_endpoint(&endpoint))
+    let saved = sm
+        .save_endpoint_retrying(&endpoint, 3)
         .await
         .context("saving the mothership endpoint")?;
     if let Some(t) = template {
-        client::retry(3, || sm.save_template(&t))
+        sm.save_template(&t, 3)
             .await
             .context("saving the mothership's template")?;
     }
@@ -244,7 +245,7 @@ fn adopt_by_name(env: &Value, manifest: &Manifest) -> BTreeMap<String, DeployedR
 /// Reconciles environment `env_id` with `desired` (the booted artifact's manifest). See the
 /// module docs.
 pub async fn reconcile(
-    sm: &StateManager,
+    sm: &StateManagerClient,
     desired_json: &Value,
     env_id: &str,
     options: &ReconcileOptions,
@@ -358,7 +359,7 @@ pub async fn reconcile(
         if let Some(me) = &options.endpoint_id {
             manifest[RECONCILED_KEY] = json!({ "endpoint_id": me });
         }
-        sm.update_manifest(&build, &manifest)
+        sm.update_build_manifest(&build, &manifest)
             .await
             .context("persisting the reconciled manifest")?;
     }
@@ -392,7 +393,7 @@ pub async fn reconcile(
 /// Polls each child's `/health` until the ones with `workersMin > 0` have a ready worker, or
 /// `wait` passes.
 async fn verify_health(
-    sm: &StateManager,
+    sm: &StateManagerClient,
     manifest: &Manifest,
     deployed: &BTreeMap<String, DeployedResource>,
     wait: Duration,

@@ -30,12 +30,29 @@ use flash_manifest::{Manifest, ResourceEntry};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::client::{self, StateManager};
-use crate::resource_manager::DeployedResource;
 use crate::{DEPLOY_KEY, IMAGE_NAME, MOTHERSHIP, str_field};
+use flash_api::StateManagerClient;
+use serde::{Deserialize, Serialize};
 
 /// Template env key that carries a resource's source hash (reference §5.6).
 pub const SOURCE_FINGERPRINT_ENV: &str = "_FLASH_SOURCE_FINGERPRINT";
+
+/// One deployed resource config: the endpoint it is saved as and what it was saved with.
+/// `flash deploy send` keeps these in `.flash/resources.json`; the published manifest
+/// carries them too, so a deploy without local state (or the mothership) finds them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeployedResource {
+    pub endpoint_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    pub config_hash: String,
+    /// sha256 over the digests of the components serving this resource.
+    pub source_hash: String,
+    pub url: String,
+    /// Keys of the resource config's own `env` as deployed (layout 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_keys: Vec<String>,
+}
 
 /// What happened to one resource's endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,10 +100,15 @@ impl ResourceReport {
     }
 
     /// The row of an endpoint deleted because its resource `name` was removed.
-    pub fn deleted(sm: &StateManager, endpoint_id: String, name: String, url: String) -> Self {
+    pub fn deleted(
+        sm: &StateManagerClient,
+        endpoint_id: String,
+        name: String,
+        url: String,
+    ) -> Self {
         Self {
             resource: name,
-            load_balanced: sm.is_lb_url(&url),
+            load_balanced: sm.data_plane().is_lb_url(&url),
             endpoint_id,
             url,
             action: Action::Deleted,
@@ -306,7 +328,7 @@ pub fn deployed_in(manifest: &Value) -> BTreeMap<String, DeployedResource> {
 /// endpoint is looked up live: one that is gone is created again, one whose settings differ
 /// from its config is updated.
 pub async fn plan(
-    sm: &StateManager,
+    sm: &StateManagerClient,
     manifest: &Manifest,
     previous: &BTreeMap<String, DeployedResource>,
 ) -> Result<Vec<Plan>> {
@@ -366,7 +388,7 @@ pub async fn plan(
 /// Carries out `plans`, `concurrency` at a time. Returns the endpoints deployed, and one
 /// message per resource that failed.
 pub async fn provision_all(
-    sm: &StateManager,
+    sm: &StateManagerClient,
     ctx: &DeployContext,
     manifest: &Manifest,
     plans: &[Plan],
@@ -396,7 +418,7 @@ pub async fn provision_all(
 
 /// Saves one resource's endpoint (create, or update with its id), with retries.
 async fn provision(
-    sm: &StateManager,
+    sm: &StateManagerClient,
     ctx: &DeployContext,
     manifest: &Manifest,
     plan: &Plan,
@@ -438,7 +460,8 @@ async fn provision(
         }
     }
     let input = Value::Object(input);
-    let saved = client::retry(attempts, || sm.save_endpoint(&input))
+    let saved = sm
+        .save_endpoint_retrying(&input, attempts)
         .await
         .with_context(|| format!("saving the endpoint of `{}`", plan.resource))?;
     if let Some(template_id) = &existing_template {
@@ -457,7 +480,7 @@ async fn provision(
             "id": template_id, "name": template_name, "imageName": IMAGE_NAME,
             "env": env_json(&env), "volumeInGb": 0,
         });
-        client::retry(attempts, || sm.save_template(&t))
+        sm.save_template(&t, attempts)
             .await
             .with_context(|| format!("saving the template of `{}`", plan.resource))?;
     }

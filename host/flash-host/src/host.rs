@@ -239,15 +239,17 @@ async fn run_mothership(root: &std::path::Path, api_key: Option<String>) -> Resu
     .with_context(|| format!("{} is not JSON", path.display()))?;
     let need = |key: &str| {
         env(key).with_context(|| {
-            format!("{key} is not set: the mothership reconciles an environment through the State Manager and needs FLASH_ENVIRONMENT_ID, RUNPOD_API_KEY and RUNPOD_API_BASE_URL")
+            format!("{key} is not set: the mothership reconciles an environment through the State Manager and needs FLASH_ENVIRONMENT_ID and RUNPOD_API_KEY (RUNPOD_API_BASE_URL chooses the State Manager; RunPod's API when unset)")
         })
     };
     let api_key = api_key.map(Ok).unwrap_or_else(|| need("RUNPOD_API_KEY"))?;
+    let environment_id = need("FLASH_ENVIRONMENT_ID")?;
+    let state_manager = flash_api::ClientConfig::from_env()
+        .context("configuring the State Manager client (RUNPOD_API_BASE_URL, RUNPOD_API_KEY)")?;
     let config = crate::mothership::MothershipConfig {
-        environment_id: need("FLASH_ENVIRONMENT_ID")?,
-        state_manager_url: need(crate::state_manager::API_BASE_URL_ENV)?,
+        environment_id,
+        state_manager,
         route_key: (!auth_disabled()).then(|| api_key.clone()),
-        api_key,
         listen: listen_addr()?,
         options: crate::mothership::options_from_env(env_parse::<u64>, env("RUNPOD_ENDPOINT_ID"))?,
     };

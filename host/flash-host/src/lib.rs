@@ -6,8 +6,8 @@
 //! - [`app`]: load this resource's components once ([`app::HostApp`]);
 //! - [`models`]: load ONNX Runtime and preload this resource's models for `wasi:nn`;
 //! - [`registry`]: route calls locally or to peer endpoints ([`registry::ServiceRegistry`]);
-//! - [`state_manager`] and [`manifest_fetcher`]: find peers' URLs through the State
-//!   Manager's GraphQL API (with retries, a TTL cache and a local-file fallback);
+//! - [`manifest_fetcher`]: find peers' URLs through the State Manager (the `flash-api`
+//!   client), with a TTL cache and a local-file fallback;
 //! - [`queue`]: the RunPod-compatible queue worker;
 //! - [`lb`]: the load-balanced HTTP server (routes, `/ping`, `/execute`);
 //! - [`mothership`]: the environment's mothership (reconciles child endpoints on boot);
@@ -24,4 +24,3 @@ pub mod models;
 pub mod mothership;
 pub mod queue;
 pub mod registry;
-pub mod state_manager;

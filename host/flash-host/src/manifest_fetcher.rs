@@ -29,12 +29,15 @@ use flash_manifest::{MANIFEST_FILE_NAME, Manifest};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::state_manager::{API_KEY_ENV, StateManagerClient, StateManagerConfig};
+use flash_api::{API_KEY_ENV, ClientConfig, StateManagerClient};
 
 /// Env var naming the local manifest file.
 pub const MANIFEST_PATH_ENV: &str = "FLASH_MANIFEST_PATH";
 /// Env var naming the Flash environment whose active build holds the live manifest.
 pub const ENVIRONMENT_ID_ENV: &str = "FLASH_ENVIRONMENT_ID";
+/// Timeout of one State Manager request made for peer discovery. Discovery runs on a call's
+/// path, so it gives up well before RunPod's 300 s and lets the retry policy take over.
+pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a fetched manifest is served before the next fetch.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 /// Where a deployed worker finds its manifest when `FLASH_MANIFEST_PATH` is unset (reference
@@ -145,7 +148,10 @@ impl ManifestFetcher {
         if let Some(environment_id) = non_blank(ENVIRONMENT_ID_ENV)
             && non_blank(API_KEY_ENV).is_some()
         {
-            match StateManagerConfig::from_lookup(&lookup).and_then(StateManagerClient::new) {
+            let client = ClientConfig::from_lookup(&lookup)
+                .map(|config| config.with_timeout(DISCOVERY_TIMEOUT))
+                .and_then(StateManagerClient::new);
+            match client {
                 Ok(client) => fetcher = fetcher.with_state_manager(client, environment_id.trim()),
                 Err(e) => {
                     tracing::warn!(error = %e, "State Manager disabled; using the local manifest only")

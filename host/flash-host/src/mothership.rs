@@ -18,7 +18,8 @@
 //!
 //! | variable | meaning |
 //! |---|---|
-//! | `FLASH_ENVIRONMENT_ID`, `RUNPOD_API_KEY`, `RUNPOD_API_BASE_URL` | the environment, and the State Manager that holds it (required) |
+//! | `FLASH_ENVIRONMENT_ID`, `RUNPOD_API_KEY` | the environment, and the key of the account that holds it (required) |
+//! | `RUNPOD_API_BASE_URL` | the State Manager (RunPod's API, `https://api.runpod.io`, when unset) |
 //! | `RUNPOD_ENDPOINT_ID` | this mothership's endpoint id (recorded in the manifest it persists) |
 //! | `FLASH_MOTHERSHIP_CONCURRENCY` | `saveEndpoint` calls in flight (default 3) |
 //! | `FLASH_MOTHERSHIP_PUBLISH_WAIT_S` | wait for a `deploy send` still publishing (default 60) |
@@ -34,8 +35,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use flash_deploy::StateManager;
-use flash_deploy::client::KeySource;
+use flash_api::{ClientConfig, StateManagerClient};
 use flash_deploy::mothership::{ReconcileOptions, Reconciliation, reconcile};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -44,8 +44,9 @@ use tokio::sync::watch;
 #[derive(Debug, Clone)]
 pub struct MothershipConfig {
     pub environment_id: String,
-    pub state_manager_url: String,
-    pub api_key: String,
+    /// The State Manager that holds the environment (`RUNPOD_API_BASE_URL`, RunPod's API
+    /// when unset, and `RUNPOD_API_KEY`).
+    pub state_manager: ClientConfig,
     pub listen: SocketAddr,
     /// `None`: the informational routes need no key (`FLASH_DISABLE_RP_AUTH=true`).
     pub route_key: Option<String>,
@@ -64,11 +65,7 @@ pub async fn run(
     desired: Value,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    let sm = StateManager::new(
-        &config.state_manager_url,
-        config.api_key.clone(),
-        &KeySource::Env,
-    )?;
+    let sm = StateManagerClient::new(config.state_manager.clone())?;
     let shared = Shared {
         done: Arc::default(),
         route_key: config.route_key.clone(),

@@ -167,7 +167,8 @@ async fn a_mothership_without_its_environment_says_what_it_needs() {
     assert!(
         stderr.contains(
             "FLASH_ENVIRONMENT_ID is not set: the mothership reconciles an environment through \
-             the State Manager and needs FLASH_ENVIRONMENT_ID, RUNPOD_API_KEY and RUNPOD_API_BASE_URL"
+             the State Manager and needs FLASH_ENVIRONMENT_ID and RUNPOD_API_KEY \
+             (RUNPOD_API_BASE_URL chooses the State Manager; RunPod's API when unset)"
         ),
         "{stderr}"
     );

@@ -7,8 +7,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use flash::deploy::resource_manager::ResourceManager;
-use flash::deploy::{self, SendOptions, SendProgress, StateManager};
+use flash::deploy::{self, SendOptions, SendProgress};
 use flash::project::Project;
+use flash_api::StateManagerClient;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Where the control plane is (shared by `deploy` and `call`).
@@ -25,7 +26,7 @@ pub struct ServerOpts {
 }
 
 impl ServerOpts {
-    pub fn connect(&self) -> Result<StateManager> {
+    pub fn connect(&self) -> Result<StateManagerClient> {
         flash::connect::connect(&self.server)
     }
 

@@ -7,7 +7,7 @@
 //! As in runpod-python, `RUNPOD_ENDPOINT_BASE_URL` overrides the queue base, and the
 //! load-balanced domain is that base's `host[:port]`.
 
-use anyhow::{Result, bail};
+use crate::error::ApiError;
 
 /// The environment variable that overrides the queue API base (runpod-python's name).
 pub const ENDPOINT_BASE_URL_ENV: &str = "RUNPOD_ENDPOINT_BASE_URL";
@@ -28,7 +28,7 @@ pub enum DataPlane {
 impl DataPlane {
     /// The data plane of the control plane at `control_plane` (no trailing `/`), given
     /// the value of `RUNPOD_ENDPOINT_BASE_URL` (blank means unset).
-    pub fn resolve(control_plane: &str, endpoint_base: Option<&str>) -> Result<Self> {
+    pub fn resolve(control_plane: &str, endpoint_base: Option<&str>) -> Result<Self, ApiError> {
         if let Some(base) = endpoint_base.map(str::trim).filter(|b| !b.is_empty()) {
             // `{control plane}/v2` is `flash server`'s layout (what it tells runpod-python
             // clients to set, and what its provisioner gives workers).
@@ -53,23 +53,23 @@ impl DataPlane {
     }
 
     /// [`DataPlane::resolve`] with `RUNPOD_ENDPOINT_BASE_URL` from the process environment.
-    pub fn from_env(control_plane: &str) -> Result<Self> {
+    pub fn from_env(control_plane: &str) -> Result<Self, ApiError> {
         Self::resolve(
             control_plane,
             std::env::var(ENDPOINT_BASE_URL_ENV).ok().as_deref(),
         )
     }
 
-    fn runpod(queue_base: &str) -> Result<Self> {
+    fn runpod(queue_base: &str) -> Result<Self, ApiError> {
         let queue_base = queue_base.trim_end_matches('/');
         let url = reqwest::Url::parse(queue_base)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"));
         let Some(host) = url.as_ref().and_then(|u| u.host_str()) else {
-            bail!(
+            return Err(ApiError::Config(format!(
                 "{ENDPOINT_BASE_URL_ENV}=`{queue_base}` is not an http(s) URL (RunPod's is \
                  {RUNPOD_ENDPOINT_BASE_URL})"
-            );
+            )));
         };
         let domain = match url.as_ref().and_then(|u| u.port()) {
             Some(port) => format!("{host}:{port}"),

@@ -32,6 +32,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use flash_deploy::DeployedResource;
 use serde::{Deserialize, Serialize};
 
 /// File name of the state, under `.flash/`.
@@ -64,21 +65,6 @@ pub struct EnvironmentState {
     /// resource config name → deployed endpoint.
     #[serde(default)]
     pub resources: BTreeMap<String, DeployedResource>,
-}
-
-/// One deployed resource config.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DeployedResource {
-    pub endpoint_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template_id: Option<String>,
-    pub config_hash: String,
-    /// sha256 over the digests of the components serving this resource.
-    pub source_hash: String,
-    pub url: String,
-    /// Keys of the resource config's own `env` as deployed (layout 2).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub env_keys: Vec<String>,
 }
 
 /// Reads and updates `.flash/resources.json` of one project.

@@ -5,12 +5,13 @@ use std::collections::BTreeSet;
 use anyhow::{Result, bail};
 use serde_json::Value;
 
-use crate::client::StateManager;
-use crate::mothership;
-use crate::provision::DeployContext;
-use crate::resource_manager::{EnvironmentState, ResourceManager};
-use crate::send::previous_deployment;
-use crate::{MOTHERSHIP, require_app, require_environment, str_field};
+use super::resource_manager::{EnvironmentState, ResourceManager};
+use super::send::previous_deployment;
+use super::{require_app, require_environment};
+use flash_api::StateManagerClient;
+use flash_deploy::mothership;
+use flash_deploy::provision::DeployContext;
+use flash_deploy::{MOTHERSHIP, str_field};
 
 /// What `deploy new` did.
 #[derive(Debug)]
@@ -27,7 +28,7 @@ pub struct NewEnvironment {
 /// `require_auth` locally. Running it again for an existing environment re-saves the
 /// mothership (for a new key or auth setting) and creates nothing else.
 pub async fn new_environment(
-    sm: &StateManager,
+    sm: &StateManagerClient,
     state: Option<&ResourceManager>,
     app_name: &str,
     env_name: &str,
@@ -86,7 +87,7 @@ pub struct EnvironmentRow {
 }
 
 /// The environments of `app` (or of every app).
-pub async fn list(sm: &StateManager, app: Option<&str>) -> Result<Vec<EnvironmentRow>> {
+pub async fn list(sm: &StateManagerClient, app: Option<&str>) -> Result<Vec<EnvironmentRow>> {
     let apps = match app {
         Some(name) => vec![require_app(sm, name).await?],
         None => sm.apps().await?,
@@ -132,7 +133,11 @@ pub struct EnvironmentInfo {
 }
 
 /// Status of environment `env`: active build, endpoints, worker counts.
-pub async fn info(sm: &StateManager, app_name: &str, env_name: &str) -> Result<EnvironmentInfo> {
+pub async fn info(
+    sm: &StateManagerClient,
+    app_name: &str,
+    env_name: &str,
+) -> Result<EnvironmentInfo> {
     let app = require_app(sm, app_name).await?;
     let env = require_environment(sm, &app, env_name).await?;
     let s = |k: &str| env.get(k).and_then(Value::as_str).map(str::to_string);
@@ -199,7 +204,7 @@ pub async fn info(sm: &StateManager, app_name: &str, env_name: &str) -> Result<E
 /// Deletes every endpoint of environment `env`, then the environment; returns the
 /// endpoint ids deleted.
 pub async fn delete(
-    sm: &StateManager,
+    sm: &StateManagerClient,
     state: Option<&ResourceManager>,
     app_name: &str,
     env_name: &str,

@@ -4,7 +4,7 @@
 //!
 //! 1. upload the artifact (prepare → PUT → finalize) as a new build;
 //! 2. **provision every resource before activation** (reference §7.3 is the defect this
-//!    avoids): [`crate::provision`] plans each resource config against what is deployed and
+//!    avoids): [`flash_deploy::provision`] plans each resource config against what is deployed and
 //!    saves the endpoints that need it, in parallel, each with retries;
 //! 3. `deployBuildToEnvironment` — only once every endpoint exists, so a failure before
 //!    this point leaves the previous build active and serving;
@@ -15,7 +15,7 @@
 //!    — after activation, so the previous build keeps its peers until it is replaced.
 //!
 //! The environment's mothership then boots with the new build and checks the same things
-//! again from inside the platform ([`crate::mothership`]); after a complete send it finds
+//! again from inside the platform ([`flash_deploy::mothership`]); after a complete send it finds
 //! nothing to do.
 
 use std::collections::BTreeMap;
@@ -26,10 +26,12 @@ use anyhow::{Context, Result, bail};
 use flash_manifest::Manifest;
 use serde_json::Value;
 
-use crate::client::StateManager;
-use crate::provision::{self, Action, DeployContext, ResourceReport};
-use crate::resource_manager::{DeployedResource, EnvironmentState, ResourceManager};
-use crate::{ARTIFACT_FILE, DEPLOY_KEY, MOTHERSHIP, require_app, require_environment, str_field};
+use super::resource_manager::{EnvironmentState, ResourceManager};
+use super::{require_app, require_environment};
+use flash_api::StateManagerClient;
+use flash_deploy::DeployedResource;
+use flash_deploy::provision::{self, Action, DeployContext, ResourceReport};
+use flash_deploy::{ARTIFACT_FILE, DEPLOY_KEY, MOTHERSHIP, str_field};
 
 /// What `send` did.
 #[derive(Debug)]
@@ -86,7 +88,7 @@ pub(crate) struct Previous {
 /// state survives a lost `.flash/`, a deploy from CI, or a mothership that healed an
 /// endpoint), then local state for what the server does not know.
 pub(crate) async fn previous_deployment(
-    sm: &StateManager,
+    sm: &StateManagerClient,
     env: &Value,
     local: Option<&EnvironmentState>,
 ) -> Result<Previous> {
@@ -120,7 +122,7 @@ pub(crate) async fn previous_deployment(
 
 /// Uploads the artifact with progress; returns its object key.
 async fn upload(
-    sm: &StateManager,
+    sm: &StateManagerClient,
     app_id: &str,
     bytes: Vec<u8>,
     progress: &dyn SendProgress,
@@ -154,7 +156,9 @@ async fn upload(
         }
     };
     progress.upload_finished();
-    let resp = resp.map_err(|e| sm.send_error("uploading the artifact", e))?;
+    let resp = resp
+        .map_err(|e| sm.request_failed(&url, e))
+        .context("uploading the artifact")?;
     if !resp.status().is_success() {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
@@ -211,7 +215,7 @@ fn read_build(flash_dir: &Path) -> Result<(Value, Manifest, Vec<u8>)> {
 
 /// `flash deploy send`: uploads `.flash/artifact.tar.gz`, provisions, activates, publishes.
 pub async fn send(
-    sm: &StateManager,
+    sm: &StateManagerClient,
     flash_dir: &Path,
     env_name: &str,
     options: &SendOptions,
@@ -326,7 +330,7 @@ pub async fn send(
     let mut published =
         provision::published_manifest(&manifest_json, &deployed, env_name, require_auth);
     published[DEPLOY_KEY]["artifact_sha256"] = Value::String(artifact_sha256);
-    sm.update_manifest(&build_id, &published).await?;
+    sm.update_build_manifest(&build_id, &published).await?;
 
     rm.update(|s| {
         let e = s.environments.entry(env_name.to_string()).or_default();

@@ -6,12 +6,12 @@ use anyhow::{Context, Result, bail};
 use flash_manifest::Manifest;
 use serde_json::{Value, json};
 
-use crate::client::StateManager;
-use crate::environment::list;
-use crate::{require_app, require_environment};
+use super::environment::list;
+use super::{require_app, require_environment};
+use flash_api::StateManagerClient;
 
 /// Picks the environment for `flash call` without `--env`: the only one of the app.
-pub async fn default_environment(sm: &StateManager, app_name: &str) -> Result<String> {
+pub async fn default_environment(sm: &StateManagerClient, app_name: &str) -> Result<String> {
     let rows = list(sm, Some(app_name)).await?;
     match rows.as_slice() {
         [one] => Ok(one.name.clone()),
@@ -31,7 +31,7 @@ pub async fn default_environment(sm: &StateManager, app_name: &str) -> Result<St
 /// Calls `function` of the environment's active build with keyword arguments `kwargs`;
 /// returns the function's result.
 pub async fn call(
-    sm: &StateManager,
+    sm: &StateManagerClient,
     app_name: &str,
     env_name: &str,
     function: &str,
@@ -89,7 +89,7 @@ pub async fn call(
 }
 
 async fn call_lb(
-    sm: &StateManager,
+    sm: &StateManagerClient,
     url: &str,
     entry: &flash_manifest::FunctionEntry,
     kwargs: &Value,
@@ -118,7 +118,7 @@ async fn call_lb(
     let resp = req
         .send()
         .await
-        .map_err(|e| sm.send_error(&format!("{method} {target}"), e))?;
+        .map_err(|e| sm.request_failed(&target, e))?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -153,7 +153,7 @@ fn query_pairs(function: &str, kwargs: &Value) -> Result<Vec<(String, String)>> 
 }
 
 async fn call_queue(
-    sm: &StateManager,
+    sm: &StateManagerClient,
     url: &str,
     function: &str,
     kwargs: &Value,
@@ -167,7 +167,7 @@ async fn call_queue(
         .json(&body)
         .send()
         .await
-        .map_err(|e| sm.send_error("runsync", e))?;
+        .map_err(|e| sm.request_failed(&format!("{url}/runsync"), e))?;
     let mut job = job_body(resp, "runsync").await?;
     loop {
         let status = job.get("status").and_then(Value::as_str).unwrap_or("");
@@ -198,7 +198,7 @@ async fn call_queue(
             .timeout(remaining.max(Duration::from_secs(1)))
             .send()
             .await
-            .map_err(|e| sm.send_error("status", e))?;
+            .map_err(|e| sm.request_failed(&format!("{url}/status/{id}"), e))?;
         job = job_body(resp, "status").await?;
     }
 }

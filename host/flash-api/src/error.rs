@@ -1,0 +1,172 @@
+//! [`ApiError`]: every way a call to the State Manager can fail, classified for retries and
+//! worded for the person who reads it, often in a container log with no other context.
+
+use std::time::Duration;
+
+/// GraphQL error texts that mean "try again" (reference §1.1; matched case-insensitively,
+/// as substrings).
+const TRANSIENT_MESSAGES: [&str; 5] = [
+    "try again later",
+    "internal server error",
+    "service unavailable",
+    "too many requests",
+    "temporarily unavailable",
+];
+
+/// A failed call to the State Manager.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The client cannot be built from the given settings.
+    #[error("{0}")]
+    Config(String),
+
+    /// Nothing accepts connections at the URL. Not retried: waiting does not start a server,
+    /// and the person at the terminal should hear it at once.
+    #[error(
+        "cannot reach the server at {url} ({detail}): start a local one with `flash server`, \
+         or point --server / FLASH_SERVER_URL (the CLI) or RUNPOD_API_BASE_URL (a worker) at \
+         a running one"
+    )]
+    Unreachable { url: String, detail: String },
+
+    /// The exchange broke after connecting (reset, TLS, DNS), or the answer is not JSON (a
+    /// proxy's HTML page, for instance).
+    #[error("could not talk to the State Manager at {url}: {detail}")]
+    Transport { url: String, detail: String },
+
+    /// No answer within the configured timeout.
+    #[error(
+        "the State Manager at {url} did not answer within {timeout:?}; check the network and \
+         the server's load"
+    )]
+    Timeout { url: String, timeout: Duration },
+
+    /// HTTP 401 or 403: the key is wrong for this server.
+    #[error(
+        "the State Manager at {url} rejected the API key from {key_source}: use the key of that \
+         server (`<data dir>/api_key` of `flash server`, or your RunPod key) in RUNPOD_API_KEY"
+    )]
+    Unauthorized { url: String, key_source: String },
+
+    /// Any other HTTP status ≥ 400.
+    #[error("the State Manager at {url} answered HTTP {status}: {body}{}", http_hint(*.status))]
+    Http {
+        url: String,
+        status: u16,
+        body: String,
+    },
+
+    /// The answer carried an `errors` key (even alongside `data`).
+    #[error("the State Manager rejected `{operation}`: {message}")]
+    GraphQl { operation: String, message: String },
+
+    /// The object asked for does not exist (a `null` root field or a "not found" error).
+    #[error(
+        "{kind} `{id}` not found in the State Manager; check the id, and that the API key \
+         belongs to the account that deployed it"
+    )]
+    NotFound { kind: &'static str, id: String },
+
+    /// The answer is JSON but not the shape the operation selects.
+    #[error("unexpected State Manager answer to `{operation}`: {detail}")]
+    Malformed { operation: String, detail: String },
+
+    /// A query failed on every attempt; `last` is the final failure.
+    #[error("`{operation}` failed after {attempts} attempts; last error: {last}")]
+    RetriesExhausted {
+        operation: String,
+        attempts: u32,
+        #[source]
+        last: Box<ApiError>,
+    },
+}
+
+fn http_hint(status: u16) -> &'static str {
+    match status {
+        404 => " (the State Manager serves POST {base}/graphql: check the server URL)",
+        429 => " (the State Manager is rate limiting this key)",
+        _ => "",
+    }
+}
+
+impl ApiError {
+    /// Whether another attempt of the same request may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transport { .. } | Self::Timeout { .. } => true,
+            Self::Http { status, .. } => *status >= 500 || *status == 429,
+            Self::GraphQl { message, .. } => {
+                let message = message.to_ascii_lowercase();
+                TRANSIENT_MESSAGES.iter().any(|m| message.contains(m))
+            }
+            Self::Config(_)
+            | Self::Unreachable { .. }
+            | Self::Unauthorized { .. }
+            | Self::NotFound { .. }
+            | Self::Malformed { .. }
+            | Self::RetriesExhausted { .. } => false,
+        }
+    }
+
+    /// Whether the server said the object does not exist (RunPod reports a missing app,
+    /// environment or endpoint as a GraphQL error containing "not found").
+    pub fn is_not_found(&self) -> bool {
+        match self.root() {
+            Self::NotFound { .. } => true,
+            Self::GraphQl { message, .. } => message.to_ascii_lowercase().contains("not found"),
+            _ => false,
+        }
+    }
+
+    /// The underlying failure: for [`ApiError::RetriesExhausted`] the last attempt's error,
+    /// otherwise `self`.
+    pub fn root(&self) -> &ApiError {
+        match self {
+            Self::RetriesExhausted { last, .. } => last.root(),
+            other => other,
+        }
+    }
+
+    /// A "not found" GraphQL error as [`ApiError::NotFound`] of `kind` `id`.
+    pub(crate) fn not_found_as(self, kind: &'static str, id: &str) -> Self {
+        if self.is_not_found() {
+            Self::NotFound {
+                kind,
+                id: id.to_owned(),
+            }
+        } else {
+            self
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_classification() {
+        let gql = |m: &str| ApiError::GraphQl {
+            operation: "op".into(),
+            message: m.into(),
+        };
+        assert!(gql("Service Unavailable, try again").is_transient());
+        assert!(gql("Too Many Requests").is_transient());
+        assert!(!gql("environment not found").is_transient());
+        assert!(gql("environment not found").is_not_found());
+        let http = |status| ApiError::Http {
+            url: "u".into(),
+            status,
+            body: String::new(),
+        };
+        assert!(http(503).is_transient());
+        assert!(http(429).is_transient());
+        assert!(!http(400).is_transient());
+        let unreachable = ApiError::Unreachable {
+            url: "http://127.0.0.1:9".into(),
+            detail: "connection refused".into(),
+        };
+        assert!(!unreachable.is_transient());
+        assert!(unreachable.to_string().contains("flash server"));
+    }
+}

@@ -1,0 +1,234 @@
+//! A State Manager stand-in on 127.0.0.1 for tests (feature `stub`): it recognises
+//! operations by name, answers canned JSON from in-memory environments and builds, counts
+//! requests, records what it saw, and can be told to misbehave for the next N requests.
+//! It serves the operations a worker sends (`getFlashEnvironment`, `getFlashBuild`,
+//! `updateFlashBuildManifest`); `flash server` is the full implementation.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+/// How the stand-in misbehaves for one request.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// HTTP 503 with a JSON body.
+    Http503,
+    /// HTTP 401 with a JSON body.
+    Http401,
+    /// HTTP 200 with `{"errors":[{"message": …}]}`.
+    GraphQl(&'static str),
+    /// HTTP 200, `text/html` body.
+    NonJson,
+    /// The normal answer plus an `errors` key with two messages.
+    ErrorsWithData,
+    /// Sleeps this long, then answers normally.
+    Slow(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub operation: String,
+    pub body: Value,
+    pub authorization: Option<String>,
+    pub content_type: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Stub {
+    requests: AtomicUsize,
+    /// One fault is consumed per request, front first.
+    faults: Mutex<VecDeque<Fault>>,
+    /// Added to every answer (to make concurrent callers overlap).
+    delay: Mutex<Duration>,
+    /// environment id → `flashEnvironment` object.
+    environments: Mutex<HashMap<String, Value>>,
+    /// build id → manifest.
+    builds: Mutex<HashMap<String, Value>>,
+    seen: Mutex<Vec<Seen>>,
+}
+
+impl Stub {
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn fail_next(&self, n: usize, fault: Fault) {
+        let mut faults = self.faults.lock().expect("faults lock");
+        faults.extend(std::iter::repeat_n(fault, n));
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().expect("delay lock") = delay;
+    }
+
+    pub fn add_environment(&self, id: &str, active_build: Option<&str>) {
+        self.environments.lock().expect("env lock").insert(
+            id.to_owned(),
+            json!({
+                "id": id,
+                "name": "production",
+                "state": "HEALTHY",
+                "activeBuildId": active_build,
+                "createdAt": "2026-11-28T00:00:00Z",
+                "endpoints": [{"id": "ep-1", "name": "gpu_worker"}],
+                "networkVolumes": null,
+            }),
+        );
+    }
+
+    pub fn set_build(&self, id: &str, manifest: Value) {
+        self.builds
+            .lock()
+            .expect("builds lock")
+            .insert(id.to_owned(), manifest);
+    }
+
+    pub fn build(&self, id: &str) -> Option<Value> {
+        self.builds.lock().expect("builds lock").get(id).cloned()
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("seen lock").clone()
+    }
+
+    /// The normal answer to one operation.
+    fn answer(&self, operation: &str, variables: &Value) -> Value {
+        match operation {
+            "getFlashEnvironment" => {
+                let id = variables["flashEnvironmentId"].as_str().unwrap_or_default();
+                let env = self.environments.lock().expect("env lock").get(id).cloned();
+                json!({ "data": { "flashEnvironment": env } })
+            }
+            "getFlashBuild" => {
+                let id = variables["input"].as_str().unwrap_or_default();
+                let build = self
+                    .build(id)
+                    .map(|manifest| json!({ "id": id, "manifest": manifest }));
+                json!({ "data": { "flashBuild": build } })
+            }
+            "updateFlashBuildManifest" => {
+                let id = variables["input"]["flashBuildId"]
+                    .as_str()
+                    .unwrap_or_default();
+                let manifest = variables["input"]["manifest"].clone();
+                if self.build(id).is_none() {
+                    return json!({ "data": { "updateFlashBuildManifest": null } });
+                }
+                self.set_build(id, manifest.clone());
+                json!({ "data": { "updateFlashBuildManifest": { "id": id, "manifest": manifest } } })
+            }
+            other => json!({ "errors": [{ "message": format!("unknown operation `{other}`") }] }),
+        }
+    }
+}
+
+/// `query getFlashBuild(...)` → `getFlashBuild`.
+fn operation_name(query: &str) -> String {
+    let rest = query.trim_start();
+    let rest = rest
+        .strip_prefix("query")
+        .or_else(|| rest.strip_prefix("mutation"))
+        .unwrap_or(rest)
+        .trim_start();
+    rest.chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+async fn graphql(State(stub): State<Arc<Stub>>, headers: HeaderMap, body: Bytes) -> Response {
+    stub.requests.fetch_add(1, Ordering::SeqCst);
+    let delay = *stub.delay.lock().expect("delay lock");
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({ "errors": [{ "message": "body is not JSON" }] }),
+        );
+    };
+    let operation = operation_name(body["query"].as_str().unwrap_or_default());
+    let header_text = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    stub.seen.lock().expect("seen lock").push(Seen {
+        operation: operation.clone(),
+        body: body.clone(),
+        authorization: header_text(header::AUTHORIZATION),
+        content_type: header_text(header::CONTENT_TYPE),
+    });
+    let fault = stub.faults.lock().expect("faults lock").pop_front();
+    let normal = || json_response(StatusCode::OK, stub.answer(&operation, &body["variables"]));
+    match fault {
+        None => normal(),
+        Some(Fault::Http503) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "errors": [{ "message": "Service Unavailable" }] }),
+        ),
+        Some(Fault::Http401) => json_response(
+            StatusCode::UNAUTHORIZED,
+            json!({ "errors": [{ "message": "Unauthorized" }] }),
+        ),
+        Some(Fault::GraphQl(message)) => json_response(
+            StatusCode::OK,
+            json!({ "errors": [{ "message": message }] }),
+        ),
+        Some(Fault::NonJson) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><body>upstream is warming up</body></html>",
+        )
+            .into_response(),
+        Some(Fault::ErrorsWithData) => {
+            let mut answer = stub.answer(&operation, &body["variables"]);
+            answer["errors"] =
+                json!([{ "message": "partial failure" }, { "message": "second problem" }]);
+            json_response(StatusCode::OK, answer)
+        }
+        Some(Fault::Slow(wait)) => {
+            tokio::time::sleep(wait).await;
+            normal()
+        }
+    }
+}
+
+/// Starts the stand-in; returns its base URL (no trailing `/graphql`).
+pub async fn start(stub: Arc<Stub>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the stand-in");
+    let addr = listener.local_addr().expect("stand-in address");
+    let app = Router::new()
+        .route("/graphql", post(graphql))
+        .with_state(stub);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+/// A base URL on which nothing listens (bound, then released).
+pub async fn dead_base_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a port");
+    let addr = listener.local_addr().expect("address");
+    drop(listener);
+    format!("http://{addr}")
+}

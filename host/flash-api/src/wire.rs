@@ -1,0 +1,49 @@
+//! Typed answers of the State Manager, with the field names of RunPod's schema (reference
+//! §1.2). The manifest stays an opaque JSON object: it is the contract of `flash-manifest`,
+//! not of this API.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// An id/name pair (`endpoints`, `networkVolumes` of an environment).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Ref {
+    pub id: Option<String>,
+    pub name: Option<String>,
+}
+
+/// A Flash environment as [`crate::operations::GET_FLASH_ENVIRONMENT`] selects it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Environment {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub state: Option<String>,
+    /// The build currently deployed to the environment; `None` before the first deploy.
+    #[serde(default)]
+    pub active_build_id: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub endpoints: Vec<Ref>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub network_volumes: Vec<Ref>,
+}
+
+/// A build as `getFlashBuild` / `updateFlashBuildManifest` select it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Build {
+    pub id: String,
+    /// The opaque manifest object (`null` when the build has none).
+    #[serde(default)]
+    pub manifest: Value,
+}
+
+fn null_as_empty<'de, D, T>(de: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(de)?.unwrap_or_default())
+}

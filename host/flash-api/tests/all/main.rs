@@ -1,0 +1,6 @@
+//! Integration tests of `flash-api` (one binary, wasmtime's layout): the client against a
+//! State Manager stand-in on loopback ([`flash_api::stub`]), and every GraphQL document
+//! against `flash server`'s own schema.
+
+mod client;
+mod schema;

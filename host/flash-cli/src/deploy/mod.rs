@@ -1,0 +1,53 @@
+//! The bodies of the deploy commands: what `flash deploy new/list/info/delete/send` and
+//! `flash call` do on the developer's machine. The rules they share with the mothership
+//! (planning, saving endpoints, reconciling) are the `flash-deploy` engine, and the State
+//! Manager is reached through `flash-api`; this module adds what only a developer machine
+//! has: the artifact to upload, the local state in `.flash/resources.json`, and the output.
+//!
+//! - [`send`]: `flash deploy send` (upload, provision before activation, activate, publish);
+//! - [`environment`]: `flash deploy new/list/info/delete`;
+//! - [`call`]: `flash call`;
+//! - [`resource_manager`]: the local state, `.flash/resources.json`.
+
+pub mod call;
+pub mod environment;
+pub mod resource_manager;
+pub mod send;
+
+use anyhow::{Context, Result};
+use flash_api::StateManagerClient;
+use serde_json::Value;
+
+pub use call::{call, default_environment};
+pub use environment::{
+    EndpointInfo, EnvironmentInfo, EnvironmentRow, NewEnvironment, delete, info, list,
+    new_environment,
+};
+pub use flash_api::{DEFAULT_SERVER_URL, KeySource};
+pub use flash_deploy::{
+    ARTIFACT_FILE, Action, DEPLOY_KEY, IMAGE_NAME, MOTHERSHIP, ResourceReport,
+    SOURCE_FINGERPRINT_ENV, mothership, provision, source_hash, str_field,
+};
+pub use send::{Quiet, SendOptions, SendProgress, SendReport, send};
+
+/// The app named `name`; an error that says how to create it when missing.
+pub async fn require_app(sm: &StateManagerClient, name: &str) -> Result<Value> {
+    sm.app_by_name(name).await?.with_context(|| {
+        format!(
+            "app `{name}` not found on {}: create it with `flash deploy new <env>`",
+            sm.base_url()
+        )
+    })
+}
+
+/// The environment `env` of app `app`; an error that says how to create it when missing.
+pub async fn require_environment(sm: &StateManagerClient, app: &Value, env: &str) -> Result<Value> {
+    let app_id = str_field(app, "id")?;
+    let app_name = app.get("name").and_then(Value::as_str).unwrap_or(app_id);
+    sm.environment_by_name(app_id, env).await?.with_context(|| {
+        format!(
+            "environment `{env}` not found in app `{app_name}`: create it with `flash deploy \
+             new {env}` (`flash deploy list` shows the existing ones)"
+        )
+    })
+}
