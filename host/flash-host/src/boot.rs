@@ -1,23 +1,49 @@
 //! Boot: find or fetch the artifact, unpack it safely, and know what this host serves.
 //!
-//! Where the artifact comes from, in order:
-//! 1. `--artifact` / `FLASH_ARTIFACT_URL`: an `http(s)://` URL (downloaded with
-//!    `Authorization: Bearer $RUNPOD_API_KEY`) or a path to `artifact.tar.gz`;
-//! 2. `FLASH_BUILD_ARTIFACT_PATH`: a path to `artifact.tar.gz` (RunPod's worker image name);
-//! 3. `FLASH_MANIFEST_PATH`: a manifest inside an already unpacked artifact;
-//! 4. search from the working directory upwards: an unpacked artifact
+//! Where the artifact comes from is decided by [`crate::env`] ([`ArtifactSource`]):
+//! 1. an explicit source (`--artifact` / `FLASH_ARTIFACT_URL`): an `http(s)://` URL
+//!    (downloaded with `Authorization: Bearer $RUNPOD_API_KEY`) or a path to
+//!    `artifact.tar.gz`, unpacked into a private temporary directory;
+//! 2. `--manifest` / `FLASH_MANIFEST_PATH`: a manifest inside an already unpacked artifact;
+//! 3. RunPod's worker contract (reference §5.6): the file at `FLASH_BUILD_ARTIFACT_PATH`
+//!    (default `/root/.runpod/artifact.tar.gz`, waited for with 3 attempts 30 s apart),
+//!    unpacked into the app directory (`/app`, or `FLASH_APP_DIR`), unless
+//!    `FLASH_DISABLE_UNPACK` says it is unpacked already;
+//! 4. a search from the working directory upwards: an unpacked artifact
 //!    (`flash_manifest.json` + `components/`) or `.flash/artifact.tar.gz`.
 //!
-//! Archives are unpacked into a fresh private directory with
-//! [`flash_manifest::artifact::unpack`] (no `..`, no absolute paths, no links, sizes
-//! bounded, every component's sha256 verified); anything off stops the boot with a message
-//! saying what and how to fix it.
+//! Archives are unpacked with [`flash_manifest::artifact::unpack`] (no `..`, no absolute
+//! paths, no links, sizes bounded, every component's sha256 verified); anything off stops the
+//! boot with a message saying what and how to fix it.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use flash_manifest::MANIFEST_FILE_NAME;
 use flash_manifest::artifact::{ARTIFACT_FILE_NAME, UnpackLimits};
+
+/// Attempts to find RunPod's artifact file, and the wait between them (reference §5.6).
+const ARTIFACT_WAIT_ATTEMPTS: u32 = 3;
+const ARTIFACT_WAIT: Duration = Duration::from_secs(30);
+
+/// Where the artifact comes from (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArtifactSource {
+    /// A URL or a path to `artifact.tar.gz`, named by the flag or `FLASH_ARTIFACT_URL`.
+    Explicit(String),
+    /// The manifest of an already unpacked artifact.
+    Unpacked(PathBuf),
+    /// RunPod's contract: `archive` unpacked into `app_dir` (or, with `unpack` false,
+    /// `app_dir` already holds it).
+    RunPod {
+        archive: PathBuf,
+        app_dir: PathBuf,
+        unpack: bool,
+    },
+    /// Search from the working directory.
+    Search,
+}
 
 /// An unpacked, verified artifact on disk.
 #[derive(Debug)]
@@ -28,32 +54,112 @@ pub struct UnpackedArtifact {
 }
 
 /// Locates (and if needed fetches and unpacks) the artifact.
-pub async fn locate(
-    artifact: Option<&str>,
-    manifest_path: Option<&Path>,
-    api_key: Option<&str>,
-) -> Result<UnpackedArtifact> {
-    if let Some(source) = artifact {
-        if source.starts_with("http://") || source.starts_with("https://") {
-            return download_and_unpack(source, api_key).await;
+pub async fn locate(source: &ArtifactSource, api_key: Option<&str>) -> Result<UnpackedArtifact> {
+    match source {
+        ArtifactSource::Explicit(source)
+            if source.starts_with("http://") || source.starts_with("https://") =>
+        {
+            download_and_unpack(source, api_key).await
         }
-        return unpack_file(Path::new(source));
-    }
-    if let Some(path) = std::env::var_os("FLASH_BUILD_ARTIFACT_PATH").filter(|v| !v.is_empty()) {
-        return unpack_file(Path::new(&path));
-    }
-    if let Some(manifest) = manifest_path {
-        let root = manifest
-            .parent()
-            .context("FLASH_MANIFEST_PATH has no parent directory")?;
-        if !manifest.is_file() {
-            bail!("FLASH_MANIFEST_PATH={} does not exist", manifest.display());
+        ArtifactSource::Explicit(path) => unpack_file(Path::new(path)),
+        ArtifactSource::Unpacked(manifest) => {
+            let root = manifest
+                .parent()
+                .context("FLASH_MANIFEST_PATH has no parent directory")?;
+            if !manifest.is_file() {
+                bail!("FLASH_MANIFEST_PATH={} does not exist", manifest.display());
+            }
+            Ok(UnpackedArtifact {
+                root: root.to_path_buf(),
+                _temp: None,
+            })
         }
-        return Ok(UnpackedArtifact {
-            root: root.to_path_buf(),
-            _temp: None,
-        });
+        ArtifactSource::RunPod {
+            archive,
+            app_dir,
+            unpack,
+        } => {
+            if *unpack {
+                wait_for(archive).await?;
+                unpack_into_app_dir(archive, app_dir)
+            } else {
+                let manifest = app_dir.join(MANIFEST_FILE_NAME);
+                if !manifest.is_file() {
+                    bail!(
+                        "FLASH_DISABLE_UNPACK is set but {} does not exist: unpack the artifact \
+                         into {} first, or unset FLASH_DISABLE_UNPACK",
+                        manifest.display(),
+                        app_dir.display()
+                    );
+                }
+                Ok(UnpackedArtifact {
+                    root: app_dir.clone(),
+                    _temp: None,
+                })
+            }
+        }
+        ArtifactSource::Search => search(),
     }
+}
+
+/// Waits for RunPod's artifact file to appear (it is delivered next to the container start).
+async fn wait_for(archive: &Path) -> Result<()> {
+    for attempt in 1..=ARTIFACT_WAIT_ATTEMPTS {
+        if archive.is_file() {
+            return Ok(());
+        }
+        if attempt < ARTIFACT_WAIT_ATTEMPTS {
+            tracing::warn!(
+                path = %archive.display(),
+                attempt,
+                "the artifact is not there yet; waiting {}s",
+                ARTIFACT_WAIT.as_secs()
+            );
+            tokio::time::sleep(ARTIFACT_WAIT).await;
+        }
+    }
+    bail!(
+        "no artifact at {} (FLASH_BUILD_ARTIFACT_PATH, RunPod's artifact path) after {} \
+         attempts: deploy the app with `flash deploy send`, or set FLASH_ARTIFACT_URL to an \
+         artifact",
+        archive.display(),
+        ARTIFACT_WAIT_ATTEMPTS
+    )
+}
+
+/// Unpacks into the app directory, replacing a previous boot's unpacked artifact. A
+/// directory with other files is never overwritten.
+fn unpack_into_app_dir(archive: &Path, app_dir: &Path) -> Result<UnpackedArtifact> {
+    let holds_files = std::fs::read_dir(app_dir)
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
+    if holds_files {
+        if !app_dir.join(MANIFEST_FILE_NAME).is_file() {
+            bail!(
+                "the app directory {} (FLASH_APP_DIR) holds files that are not a Flash \
+                 artifact: refusing to unpack over them; point FLASH_APP_DIR at an empty \
+                 directory",
+                app_dir.display()
+            );
+        }
+        std::fs::remove_dir_all(app_dir)
+            .with_context(|| format!("removing the previous artifact in {}", app_dir.display()))?;
+    }
+    flash_manifest::artifact::unpack(archive, app_dir, UnpackLimits::default()).with_context(
+        || {
+            format!(
+                "refusing to start: artifact {} is not valid",
+                archive.display()
+            )
+        },
+    )?;
+    Ok(UnpackedArtifact {
+        root: app_dir.to_path_buf(),
+        _temp: None,
+    })
+}
+
+fn search() -> Result<UnpackedArtifact> {
     let cwd = std::env::current_dir().context("reading the working directory")?;
     for dir in cwd.ancestors() {
         if dir.join(MANIFEST_FILE_NAME).is_file() && dir.join("components").is_dir() {
@@ -68,8 +174,8 @@ pub async fn locate(
         }
     }
     bail!(
-        "no artifact found: set FLASH_ARTIFACT_URL (URL or path of artifact.tar.gz) or \
-         FLASH_MANIFEST_PATH, or run in a project after `flash build`"
+        "no artifact found: set FLASH_ARTIFACT_URL (URL or path of artifact.tar.gz), \
+         FLASH_BUILD_ARTIFACT_PATH or FLASH_MANIFEST_PATH, or run in a project after `flash build`"
     )
 }
 
@@ -94,8 +200,8 @@ fn unpack_file(archive: &Path) -> Result<UnpackedArtifact> {
 
 async fn download_and_unpack(url: &str, api_key: Option<&str>) -> Result<UnpackedArtifact> {
     let client = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .timeout(std::time::Duration::from_secs(600))
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(600))
         .build()?;
     let mut request = client.get(url);
     if let Some(key) = api_key {
@@ -132,7 +238,9 @@ async fn download_and_unpack(url: &str, api_key: Option<&str>) -> Result<Unpacke
             Ok(r) => last = Some(anyhow::anyhow!("HTTP {}", r.status())),
             Err(e) => last = Some(e.into()),
         }
-        tokio::time::sleep(std::time::Duration::from_secs(attempt as u64)).await;
+        if attempt < 3 {
+            tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+        }
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt made")))
         .with_context(|| format!("downloading the artifact from {url} failed 3 times"))

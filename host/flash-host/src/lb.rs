@@ -28,10 +28,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, get, on, post};
 use flash_runtime::{CallError, ErrorKind};
 use serde_json::{Map, Value, json};
+use tokio::sync::watch;
 
 use crate::app::decode_output;
 use crate::job_input;
 use crate::registry::ServiceRegistry;
+use crate::role::Role;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 10 << 20;
@@ -117,6 +119,25 @@ pub fn router(
             MAX_BODY_BYTES,
         ))
         .with_state(state))
+}
+
+/// The load-balanced role: the resource's routes, served by `registry`.
+pub struct LbServer {
+    pub registry: Arc<ServiceRegistry>,
+    pub config: LbConfig,
+}
+
+impl Role for LbServer {
+    fn name(&self) -> &'static str {
+        "load-balanced server"
+    }
+
+    async fn serve(self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        serve(self.registry, self.config, async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
+        .await
+    }
 }
 
 /// Serves until `shutdown` resolves, then finishes running requests.

@@ -2,7 +2,8 @@
 //!
 //! One process serves one resource config (`FLASH_RESOURCE_NAME`) of one artifact:
 //!
-//! - [`boot`]: find/fetch the artifact and unpack it safely;
+//! - [`env`]: the env contract, parsed once into a typed [`env::HostEnv`];
+//! - [`boot`]: find/fetch the artifact (RunPod's path, or an explicit one) and unpack it safely;
 //! - [`app`]: load this resource's components once ([`app::HostApp`]);
 //! - [`models`]: load ONNX Runtime and preload this resource's models for `wasi:nn`;
 //! - [`registry`]: route calls locally or to peer endpoints ([`registry::ServiceRegistry`]);
@@ -12,10 +13,13 @@
 //! - [`lb`]: the load-balanced HTTP server (routes, `/ping`, `/execute`);
 //! - [`mothership`]: the environment's mothership (reconciles child endpoints on boot);
 //! - [`job_input`]: how job inputs and `/execute` bodies name functions and arguments;
+//! - [`role`]: the [`role::Role`] trait the queue worker, load-balanced server and
+//!   mothership implement, and the shutdown signal they share;
 //! - [`host`]: wiring them from the environment, as the binary does.
 
 pub mod app;
 pub mod boot;
+pub mod env;
 pub mod host;
 pub mod job_input;
 pub mod lb;
@@ -24,3 +28,4 @@ pub mod models;
 pub mod mothership;
 pub mod queue;
 pub mod registry;
+pub mod role;

@@ -40,6 +40,9 @@ use flash_deploy::mothership::{ReconcileOptions, Reconciliation, reconcile};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::env::Vars;
+use crate::role::Role;
+
 /// What the mothership needs from its environment.
 #[derive(Debug, Clone)]
 pub struct MothershipConfig {
@@ -57,6 +60,23 @@ pub struct MothershipConfig {
 struct Shared {
     done: Arc<Mutex<Option<Reconciliation>>>,
     route_key: Option<String>,
+}
+
+/// The mothership role: reconcile the environment to `desired` (the artifact's manifest),
+/// then serve the routes above.
+pub struct Mothership {
+    pub config: MothershipConfig,
+    pub desired: Value,
+}
+
+impl Role for Mothership {
+    fn name(&self) -> &'static str {
+        "mothership"
+    }
+
+    async fn serve(self, stop: watch::Receiver<bool>) -> Result<()> {
+        run(self.config, self.desired, stop).await
+    }
 }
 
 /// Reconciles once, then serves the mothership's routes until `stop` turns true.
@@ -174,21 +194,18 @@ async fn report(State(shared): State<Shared>, headers: HeaderMap) -> Response {
 }
 
 /// Default of [`ReconcileOptions`] with the env overrides of the module docs applied.
-pub fn options_from_env(
-    parse: impl Fn(&str) -> Result<Option<u64>>,
-    endpoint_id: Option<String>,
-) -> Result<ReconcileOptions> {
+pub fn options_from_vars(vars: &Vars) -> Result<ReconcileOptions> {
     let mut options = ReconcileOptions {
-        endpoint_id,
+        endpoint_id: vars.get("RUNPOD_ENDPOINT_ID"),
         ..Default::default()
     };
-    if let Some(n) = parse("FLASH_MOTHERSHIP_CONCURRENCY")? {
+    if let Some(n) = vars.parse::<u64>("FLASH_MOTHERSHIP_CONCURRENCY")? {
         options.concurrency = n.clamp(1, 32) as usize;
     }
-    if let Some(s) = parse("FLASH_MOTHERSHIP_PUBLISH_WAIT_S")? {
+    if let Some(s) = vars.parse("FLASH_MOTHERSHIP_PUBLISH_WAIT_S")? {
         options.publish_wait = Duration::from_secs(s);
     }
-    if let Some(s) = parse("FLASH_MOTHERSHIP_HEALTH_WAIT_S")? {
+    if let Some(s) = vars.parse("FLASH_MOTHERSHIP_HEALTH_WAIT_S")? {
         options.health_wait = Duration::from_secs(s);
     }
     Ok(options)

@@ -31,8 +31,10 @@ use futures::future::{AbortHandle, Abortable};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
+use crate::env::Vars;
 use crate::job_input;
 use crate::registry::ServiceRegistry;
+use crate::role::Role;
 
 /// The runpod SDK version whose protocol this worker speaks.
 pub const RUNPOD_PROTOCOL_VERSION: &str = "1.12.0";
@@ -52,8 +54,8 @@ pub struct WorkerConfig {
 
 impl WorkerConfig {
     /// Reads the worker environment; `None` when `RUNPOD_WEBHOOK_GET_JOB` is unset.
-    pub fn from_env() -> Result<Option<Self>> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    pub fn from_vars(vars: &Vars) -> Result<Option<Self>> {
+        let var = |k: &str| vars.get(k);
         let Some(get_job) = var("RUNPOD_WEBHOOK_GET_JOB") else {
             return Ok(None);
         };
@@ -67,18 +69,8 @@ impl WorkerConfig {
                 bail!("{name} must contain `?` (parameters are appended with `&`): {template}");
             }
         }
-        let ping_ms: u64 = match var("RUNPOD_PING_INTERVAL") {
-            Some(v) => v
-                .parse()
-                .with_context(|| format!("RUNPOD_PING_INTERVAL=`{v}` is not milliseconds"))?,
-            None => 10_000,
-        };
-        let concurrency: usize = match var("FLASH_CONCURRENCY") {
-            Some(v) => v
-                .parse()
-                .with_context(|| format!("FLASH_CONCURRENCY=`{v}` is not a number"))?,
-            None => 1,
-        };
+        let ping_ms: u64 = vars.parse("RUNPOD_PING_INTERVAL")?.unwrap_or(10_000);
+        let concurrency: usize = vars.parse("FLASH_CONCURRENCY")?.unwrap_or(1);
         Ok(Some(Self {
             get_job,
             post_output,
@@ -89,6 +81,22 @@ impl WorkerConfig {
             ping_interval: Duration::from_millis(ping_ms.max(100)),
             concurrency: concurrency.max(1),
         }))
+    }
+}
+
+/// The queue worker role: `config`'s job source, served by `registry`.
+pub struct QueueWorker {
+    pub registry: Arc<ServiceRegistry>,
+    pub config: WorkerConfig,
+}
+
+impl Role for QueueWorker {
+    fn name(&self) -> &'static str {
+        "queue worker"
+    }
+
+    async fn serve(self, stop: watch::Receiver<bool>) -> Result<()> {
+        run(self.registry, self.config, stop).await
     }
 }
 

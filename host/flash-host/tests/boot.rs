@@ -173,3 +173,73 @@ async fn a_mothership_without_its_environment_says_what_it_needs() {
         "{stderr}"
     );
 }
+
+/// Runs `flash-host --test-input input` with only `env` (no `--artifact`).
+fn one_job_with_env(input: &str, env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_flash-host"))
+        .args(["--test-input", input])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn runpods_artifact_path_is_unpacked_into_the_app_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let artifact = rust_guest_artifact(tmp.path(), |_| {}).await;
+    let app_dir = tmp.path().join("app");
+    let env = [
+        ("FLASH_BUILD_ARTIFACT_PATH", artifact.to_str().unwrap()),
+        ("FLASH_APP_DIR", app_dir.to_str().unwrap()),
+        ("RUNPOD_POD_ID", "worker-1"),
+    ];
+    let input = r#"{"function_name":"add","kwargs":{"a":2,"b":3}}"#;
+    let (ok, stdout, stderr) = one_job_with_env(input, &env);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("\"output\": 5"), "{stdout}");
+    assert!(app_dir.join("flash_manifest.json").is_file());
+
+    // A restart replaces the previous boot's unpacked artifact.
+    std::fs::write(app_dir.join("stale.txt"), "from the last boot").unwrap();
+    let (ok, _, stderr) = one_job_with_env(input, &env);
+    assert!(ok, "{stderr}");
+    assert!(!app_dir.join("stale.txt").exists());
+
+    // FLASH_DISABLE_UNPACK serves the app dir as it is, without the archive.
+    let missing = tmp.path().join("gone.tar.gz");
+    let (ok, stdout, stderr) = one_job_with_env(
+        input,
+        &[
+            ("FLASH_BUILD_ARTIFACT_PATH", missing.to_str().unwrap()),
+            ("FLASH_APP_DIR", app_dir.to_str().unwrap()),
+            ("FLASH_DISABLE_UNPACK", "true"),
+        ],
+    );
+    assert!(ok && stdout.contains("\"output\": 5"), "{stdout}{stderr}");
+
+    // A directory with someone else's files is never unpacked over.
+    let foreign = tmp.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    let (ok, _, stderr) = one_job_with_env(
+        input,
+        &[
+            ("FLASH_BUILD_ARTIFACT_PATH", artifact.to_str().unwrap()),
+            ("FLASH_APP_DIR", foreign.to_str().unwrap()),
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("holds files that are not a Flash artifact"),
+        "{stderr}"
+    );
+    assert!(foreign.join("notes.txt").is_file());
+}
