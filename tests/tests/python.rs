@@ -174,16 +174,8 @@ print(json.dumps(out))
 
 #[test]
 fn polyglot_functions_call_each_other_across_languages() {
-    let project = copy_project(&example("polyglot"));
+    let project = polyglot_project();
     let dir = project.path();
-    // The Rust half depends on the SDK by a relative path: point it at this repository.
-    let cargo_toml = dir.join("rust/Cargo.toml");
-    let sdk = flash_tests::repo_root().join("guest-sdk/flash-sdk");
-    let text = std::fs::read_to_string(&cargo_toml).unwrap().replace(
-        "path = \"../../../guest-sdk/flash-sdk\"",
-        &format!("path = {:?}", sdk.display().to_string()),
-    );
-    std::fs::write(&cargo_toml, text).unwrap();
     let server = Server::start();
     let home = server.data_dir.path().to_path_buf();
     for args in [
@@ -550,4 +542,114 @@ fn runpod_flash_skeleton_runs_with_only_the_import_changed() {
     assert_eq!(processed["echo"], json!({"n": 1}), "{processed}");
     let health = call(&dir, &server, "health", "{}");
     assert_eq!(health, json!({"status": "healthy"}));
+}
+
+/// The polyglot example copied to a temporary directory; its Rust half depends on the SDK
+/// by a relative path, pointed here at this repository's.
+fn polyglot_project() -> tempfile::TempDir {
+    let project = copy_project(&example("polyglot"));
+    let cargo_toml = project.path().join("rust/Cargo.toml");
+    let sdk = flash_tests::repo_root().join("guest-sdk/flash-sdk");
+    let text = std::fs::read_to_string(&cargo_toml).unwrap().replace(
+        "path = \"../../../guest-sdk/flash-sdk\"",
+        &format!("path = {:?}", sdk.display().to_string()),
+    );
+    std::fs::write(&cargo_toml, text).unwrap();
+    project
+}
+
+/// Polls `log` (a child's stdout file) until it has `count` lines containing `needle`;
+/// returns the whole log. Bounded by `timeout`.
+fn wait_for_line(log: &Path, needle: &str, count: usize, timeout: Duration) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.matches(needle).count() >= count {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `{needle}` (x{count}) within {}s; output so far:\n{text}",
+            timeout.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn run_watch_redeploys_only_the_endpoints_whose_code_changed() {
+    let project = polyglot_project();
+    let dir = project.path();
+    let port = flash_tests::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let log = dir.join("run.log");
+    let home = dir.join(".flash/server");
+    let _run = flash_tests::ChildGuard::spawn(
+        std::process::Command::new(flash_tests::bin("flash"))
+            .args(["run", "--watch", "--listen", &format!("127.0.0.1:{port}")])
+            .current_dir(dir)
+            .env("FLASH_HOME", &home)
+            .env_remove("RUNPOD_API_KEY")
+            .env("CARGO_TARGET_DIR", flash_tests::guest_target_dir())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.join("run.err")).unwrap()),
+    )
+    .unwrap();
+    wait_for_line(&log, "watching for changes", 1, Duration::from_secs(600));
+
+    let summarize = |expected: &str| {
+        // Workers of a restarted endpoint serve the new build once they are up: poll.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = flash(
+                dir,
+                &url,
+                &home,
+                &[
+                    "call",
+                    "summarize",
+                    r#"{"text": "a b c d", "words": 2}"#,
+                    "--env",
+                    "dev",
+                ],
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success()
+                && serde_json::from_str::<Value>(&stdout).ok() == Some(json!(expected))
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "summarize never returned {expected:?}; last: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    summarize("a b ...");
+
+    // Edit the Python function: the two Python endpoints restart, the Rust one does not.
+    let app = dir.join("python/app.py");
+    let source = std::fs::read_to_string(&app).unwrap();
+    std::fs::write(&app, source.replace("\" ...\"", "\" [more]\"")).unwrap();
+    let text = wait_for_line(&log, "Redeployed:", 1, Duration::from_secs(600));
+    let redeployed = text.lines().find(|l| l.starts_with("Redeployed:")).unwrap();
+    assert!(
+        redeployed.contains("py_worker") && redeployed.contains("py_api"),
+        "{redeployed}"
+    );
+    assert!(!redeployed.contains("text_stats"), "{redeployed}");
+    summarize("a b [more]");
+
+    // A broken edit keeps the last good build serving.
+    std::fs::write(&app, "this is not python\n").unwrap();
+    let errors = dir.join("run.err");
+    wait_for_line(
+        &errors,
+        "The last good build keeps serving",
+        1,
+        Duration::from_secs(600),
+    );
+    summarize("a b [more]");
 }

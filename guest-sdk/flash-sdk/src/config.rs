@@ -72,6 +72,10 @@ pub struct ResourceConfig {
     execution_timeout_ms: Option<u64>,
     scaler: Option<(ScalerType, u32)>,
     env: &'static [(&'static str, &'static str)],
+    locations: &'static [&'static str],
+    min_cuda_version: Option<&'static str>,
+    container_disk_gb: Option<u32>,
+    flashboot: Option<bool>,
 }
 
 impl ResourceConfig {
@@ -93,6 +97,10 @@ impl ResourceConfig {
             execution_timeout_ms: None,
             scaler: None,
             env: &[],
+            locations: &[],
+            min_cuda_version: None,
+            container_disk_gb: None,
+            flashboot: None,
         }
     }
 
@@ -184,6 +192,37 @@ impl ResourceConfig {
         self
     }
 
+    /// Data centres the platform may place workers in (RunPod ids such as `EU-RO-1`);
+    /// default: every data centre for GPU workers, the platform's choice for CPU ones.
+    /// `flash build` checks the ids.
+    pub const fn locations(mut self, data_centers: &'static [&'static str]) -> Self {
+        self.locations = data_centers;
+        self
+    }
+
+    /// Lowest CUDA version of GPU workers (`"11.8"`, `"12.0"` to `"13.0"`; default
+    /// `"12.8"`). `flash build` checks the version.
+    pub const fn min_cuda_version(mut self, version: &'static str) -> Self {
+        self.min_cuda_version = Some(version);
+        self
+    }
+
+    /// Container disk in GB (default: 64 for GPU workers, the instance's limit for CPU ones).
+    pub const fn container_disk_gb(mut self, gigabytes: u32) -> Self {
+        assert!(
+            gigabytes >= 1,
+            "ResourceConfig::container_disk_gb: must be at least 1"
+        );
+        self.container_disk_gb = Some(gigabytes);
+        self
+    }
+
+    /// FlashBoot, the platform's snapshot-based fast cold start (default: on).
+    pub const fn flashboot(mut self, enabled: bool) -> Self {
+        self.flashboot = Some(enabled);
+        self
+    }
+
     /// The config's name, unique within the app; the host's `FLASH_RESOURCE_NAME`.
     pub const fn name(&self) -> &'static str {
         self.name
@@ -256,6 +295,12 @@ impl ResourceConfig {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            placement: wit::Placement {
+                locations: strings(self.locations),
+                min_cuda_version: self.min_cuda_version.map(str::to_string),
+                container_disk_gb: self.container_disk_gb,
+                flashboot: self.flashboot,
+            },
         }
     }
 }
@@ -394,5 +439,28 @@ mod tests {
         assert!(matches!(w.kind, wit::EndpointKind::LoadBalanced));
         assert!(matches!(&w.compute, wit::Compute::Cpu(c) if c.instance_ids == ["cpu3c-1-2"]));
         assert!(w.scaler_type.is_none() && w.scaler_value.is_none());
+        assert_eq!(w.placement.locations, Vec::<String>::new());
+        assert!(w.placement.min_cuda_version.is_none() && w.placement.flashboot.is_none());
+    }
+
+    #[test]
+    fn placement_maps_to_the_wit_record() {
+        const PLACED: ResourceConfig = ResourceConfig::queue("placed")
+            .gpu(&["ADA_24"])
+            .locations(&["EU-RO-1", "US-CA-2"])
+            .min_cuda_version("12.4")
+            .container_disk_gb(100)
+            .flashboot(false);
+        let p = PLACED.to_wit().placement;
+        assert_eq!(p.locations, ["EU-RO-1", "US-CA-2"]);
+        assert_eq!(p.min_cuda_version.as_deref(), Some("12.4"));
+        assert_eq!(p.container_disk_gb, Some(100));
+        assert_eq!(p.flashboot, Some(false));
+    }
+
+    #[test]
+    #[should_panic(expected = "container_disk_gb: must be at least 1")]
+    fn container_disk_is_at_least_one_gigabyte() {
+        let _ = std::hint::black_box(ResourceConfig::queue("q")).container_disk_gb(0);
     }
 }

@@ -42,6 +42,7 @@ from wit_world.imports.types import (
     ErrorKind,
     FunctionSpec,
     GpuSpec,
+    Placement,
     ResourceConfig,
     ScalerType,
 )
@@ -153,6 +154,16 @@ def _resource(spec: dict) -> ResourceConfig:
         scaler_type=_SCALER_TYPES[scaler] if scaler else None,
         scaler_value=spec.get("scaler_value"),
         env=[(key, value) for key, value in spec.get("env", [])],
+        placement=_placement(spec.get("placement") or {}),
+    )
+
+
+def _placement(spec: dict) -> Placement:
+    return Placement(
+        locations=list(spec.get("locations") or []),
+        min_cuda_version=spec.get("min_cuda_version"),
+        container_disk_gb=spec.get("container_disk_gb"),
+        flashboot=spec.get("flashboot"),
     )
 
 

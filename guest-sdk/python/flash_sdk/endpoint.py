@@ -26,7 +26,9 @@ import inspect
 from typing import Any, Callable
 
 from . import _runtime
-from .resources import CpuInstanceType, CudaVersion, GpuGroup, GpuType, ServerlessScalerType
+from .resources import (
+    CpuInstanceType, CudaVersion, DataCenter, GpuGroup, GpuType, ServerlessScalerType,
+)
 
 DEFAULT_WORKERS_MIN = 0
 DEFAULT_WORKERS_MAX = 1
@@ -51,22 +53,14 @@ _REFUSED = {
     "template": "Flash generates the endpoint's template (flash-host and the artifact); "
     "set environment variables with env={...}",
     "volume": "a WebAssembly component has no file system to mount a network volume on",
-    "datacenter": "Flash does not yet carry data centre choices to the platform; leave it "
-    "unset to let the platform choose",
     "system_dependencies": "a WebAssembly component cannot use system packages; use "
     "pure-Python packages in dependencies=[...] or the host's wasi:nn for inference",
-    "flashboot": "FlashBoot is a property of the platform's container start-up; Flash "
-    "hosts start from a warm AOT cache and do not carry the setting yet",
-    "min_cuda_version": "inference runs in the host's ONNX Runtime, not in the component; "
-    "Flash does not carry a CUDA requirement to the platform yet",
     "max_concurrency": "flash-host runs every request in a fresh instance and bounds "
     "concurrency itself",
-    "gpu_count": "Flash does not carry a GPU count other than 1 yet",
 }
 _DEFAULTS: dict[str, Any] = {
-    "id": None, "image": None, "template": None, "volume": None, "datacenter": None,
-    "system_dependencies": None, "flashboot": True, "min_cuda_version": CudaVersion.V12_8,
-    "max_concurrency": 1, "gpu_count": 1,
+    "id": None, "image": None, "template": None, "volume": None,
+    "system_dependencies": None, "max_concurrency": 1,
 }
 
 
@@ -136,7 +130,22 @@ class Endpoint:
         for key, value in self.env.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise ValueError(f"env must map strings to strings, got {key!r}: {value!r}")
-        self.gpu_count = settings["gpu_count"]
+        gpu_count = settings["gpu_count"]
+        if not isinstance(gpu_count, int) or isinstance(gpu_count, bool) or gpu_count < 1:
+            raise ValueError(f"gpu_count must be an int >= 1, got {gpu_count!r}")
+        self.gpu_count = gpu_count
+        self.datacenter = _normalize_datacenters(settings["datacenter"])
+        if not isinstance(settings["flashboot"], bool):
+            raise ValueError(f"flashboot must be True or False, got {settings['flashboot']!r}")
+        self.flashboot = settings["flashboot"]
+        self.min_cuda_version = settings["min_cuda_version"]
+        if self.min_cuda_version is not None and _value(self.min_cuda_version) not in {
+            v.value for v in CudaVersion
+        }:
+            raise ValueError(
+                f"min_cuda_version must be one of "
+                f"{', '.join(v.value for v in CudaVersion)}, got {self.min_cuda_version!r}"
+            )
         self._explicit_scaler_type = (
             ServerlessScalerType(settings["scaler_type"])
             if settings["scaler_type"] is not None
@@ -286,6 +295,19 @@ class Endpoint:
             }[self.scaler_type],
             "scaler_value": self.scaler_value,
             "env": sorted([k, v] for k, v in self.env.items()),
+            "placement": {
+                "locations": list(self.datacenter),
+                # runpod-flash sends a CUDA requirement for GPU endpoints only; the default
+                # is the platform's own, so only a chosen version is carried.
+                "min_cuda_version": (
+                    _value(self.min_cuda_version)
+                    if self.min_cuda_version is not None
+                    and _value(self.min_cuda_version) != CudaVersion.V12_8.value
+                    else None
+                ),
+                "container_disk_gb": None,
+                "flashboot": None if self.flashboot else False,
+            },
         }
 
     def __repr__(self) -> str:
@@ -397,6 +419,23 @@ def _normalize_cpu(cpu: Any) -> list[CpuInstanceType] | None:
     raise ValueError(
         f"cpu must be a CpuInstanceType, string, or list, got {type(cpu).__name__}"
     )
+
+
+def _normalize_datacenters(datacenter: Any) -> list[str]:
+    """`DataCenter`, string, or a list of them → RunPod data centre ids (`flash build`
+    checks them)."""
+    if datacenter is None:
+        return []
+    items = datacenter if isinstance(datacenter, (list, tuple)) else [datacenter]
+    out = []
+    for item in items:
+        if not isinstance(item, (str, DataCenter)):
+            raise ValueError(
+                f"datacenter must be a DataCenter, a string, or a list of them, got "
+                f"{type(item).__name__}"
+            )
+        out.append(_value(item))
+    return out
 
 
 def _value(member: Any) -> str:

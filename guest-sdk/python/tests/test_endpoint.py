@@ -156,8 +156,6 @@ class RefusedOptions(unittest.TestCase):
             ("template", object()),
             ("volume", flash_sdk.NetworkVolume(name="models")),
             ("system_dependencies", ["ffmpeg"]),
-            ("flashboot", False),
-            ("gpu_count", 2),
             ("max_concurrency", 4),
             ("id", "abc123"),
         ]:
@@ -170,7 +168,52 @@ class RefusedOptions(unittest.TestCase):
                 )
 
     def test_their_defaults_are_accepted(self):
-        flash_sdk.Endpoint(name="w", flashboot=True, gpu_count=1, max_concurrency=1, image=None)
+        flash_sdk.Endpoint(name="w", max_concurrency=1, image=None, volume=None)
+
+
+class Placement(unittest.TestCase):
+    def test_platform_settings_are_carried_to_the_resource_config(self):
+        ep = flash_sdk.Endpoint(
+            name="gpu_worker",
+            gpu=flash_sdk.GpuGroup.AMPERE_48,
+            gpu_count=2,
+            datacenter=[flash_sdk.DataCenter.EU_RO_1, "US-CA-2"],
+            flashboot=False,
+            min_cuda_version=flash_sdk.CudaVersion.V12_4,
+        )
+        spec = ep._resource_spec()
+        self.assertEqual(spec["compute"]["gpu"]["gpu_count"], 2)
+        self.assertEqual(
+            spec["placement"],
+            {
+                "locations": ["EU-RO-1", "US-CA-2"],
+                "min_cuda_version": "12.4",
+                "container_disk_gb": None,
+                "flashboot": False,
+            },
+        )
+        # The same arguments are accepted by runpod-flash itself.
+        runpod_flash.Endpoint(
+            name="gpu_worker",
+            gpu=runpod_flash.GpuGroup.AMPERE_48,
+            gpu_count=2,
+            datacenter=[runpod_flash.DataCenter.EU_RO_1, "US-CA-2"],
+            flashboot=False,
+            min_cuda_version=runpod_flash.CudaVersion.V12_4,
+        )
+
+    def test_defaults_leave_the_platform_its_defaults(self):
+        spec = flash_sdk.Endpoint(name="w")._resource_spec()
+        self.assertEqual(
+            spec["placement"],
+            {"locations": [], "min_cuda_version": None, "container_disk_gb": None, "flashboot": None},
+        )
+
+    def test_bad_values_are_refused_when_the_app_is_imported(self):
+        for option, value in [("gpu_count", 0), ("min_cuda_version", "10.2"), ("datacenter", 5)]:
+            with self.subTest(option=option):
+                with self.assertRaises(ValueError):
+                    flash_sdk.Endpoint(name="w", **{option: value})
 
 
 class LocalCalls(unittest.TestCase):

@@ -131,7 +131,7 @@ async fn bench(reps: usize) -> Result<Vec<(usize, Duration, Duration)>> {
         let (mut first, mut unchanged) = (Vec::new(), Vec::new());
         for rep in 0..reps {
             let env = format!("bench-{rep}");
-            deploy::new_environment(&sm, None, project.name(), &env, false).await?;
+            deploy::new_environment(&sm, None, project.name(), &env, false, None).await?;
             let (flash_dir, options) = (project.flash_dir(), SendOptions::default());
             let send = || deploy::send(&sm, &flash_dir, &env, &options, &Quiet);
             let t = Instant::now();

@@ -8,3 +8,4 @@ pub mod connect;
 pub mod deploy;
 pub mod local;
 pub mod project;
+pub mod watch;

@@ -40,7 +40,8 @@ async fn deploy(
     env: &str,
 ) -> Result<(SendReport, String)> {
     let state = ResourceManager::new(&project.flash_dir());
-    let created = deploy::new_environment(sm, Some(&state), project.name(), env, false).await?;
+    let created =
+        deploy::new_environment(sm, Some(&state), project.name(), env, false, None).await?;
     let report = deploy::send(
         sm,
         &project.flash_dir(),
@@ -144,6 +145,21 @@ impl LocalDeployment {
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+    }
+
+    /// Sends the project's last build again (after a rebuild): the engine updates only the
+    /// endpoints whose code or config changed, and their workers restart with the new
+    /// artifact; the others keep serving.
+    pub async fn redeploy(&mut self, project: &Project) -> Result<&SendReport> {
+        self.report = deploy::send(
+            &self.sm,
+            &project.flash_dir(),
+            &self.env,
+            &SendOptions::default(),
+            &deploy::Quiet,
+        )
+        .await?;
+        Ok(&self.report)
     }
 
     /// Stops the server and every worker it started.

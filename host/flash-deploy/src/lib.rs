@@ -22,8 +22,6 @@ pub use provision::{
 
 /// Name of the artifact under `.flash/`.
 pub const ARTIFACT_FILE: &str = "artifact.tar.gz";
-/// Image name of Flash endpoints (the worker entrypoint is `flash-host`).
-pub const IMAGE_NAME: &str = "flash-host";
 /// Top-level key of the published manifest with deploy settings (`require_auth`), so a
 /// deploy without local state keeps them.
 pub const DEPLOY_KEY: &str = "flash_deploy";

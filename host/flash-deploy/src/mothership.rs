@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 
 use crate::provision::DeployedResource;
 use crate::provision::{self, Action, DeployContext, ResourceReport};
-use crate::{DEPLOY_KEY, IMAGE_NAME, MOTHERSHIP, str_field};
+use crate::{DEPLOY_KEY, MOTHERSHIP, str_field};
 use flash_api::StateManagerClient;
 
 /// Top-level key of the published manifest that the mothership writes (which mothership
@@ -65,12 +65,32 @@ fn template_env(ctx: &DeployContext) -> Value {
     )
 }
 
+/// Container disk of the mothership (its `cpu3c-1-2` instance's limit, reference §1.4).
+const MOTHERSHIP_CONTAINER_DISK_GB: u32 = 10;
+
+fn new_template(name: &str, image: &str, disk: u32, ctx: &DeployContext) -> Value {
+    json!({
+        "name": name, "imageName": image, "env": template_env(ctx), "containerDiskInGb": disk,
+        "dockerArgs": "", "startScript": "", "containerRegistryAuthId": "", "ports": "",
+        "advancedStart": false, "config": {},
+    })
+}
+
 /// The saves that make an environment's mothership: a small CPU load-balanced endpoint
 /// with exactly one worker, so it boots (and reconciles) once per active build. Returns the
 /// `saveEndpoint` input and, when the endpoint already has a template, the `saveTemplate`
 /// input (RunPod rejects `template` together with `templateId`, reference §1.4–1.5).
 fn saves(ctx: &DeployContext, existing: Option<(&str, Option<&str>)>) -> (Value, Option<Value>) {
     let template_name = format!("{}-{}-{MOTHERSHIP}", ctx.app, ctx.env_name);
+    let image = ctx.image.clone().unwrap_or_else(|| {
+        format!(
+            "{}:{}-cpu",
+            provision::HOST_IMAGE_REPOSITORY,
+            env!("CARGO_PKG_VERSION")
+        )
+    });
+    // cpu3c-1-2's limit (reference §1.4).
+    let disk = MOTHERSHIP_CONTAINER_DISK_GB;
     let mut endpoint = json!({
         "name": MOTHERSHIP, "type": "LB", "workersMin": 1, "workersMax": 1, "idleTimeout": 60,
         "scalerType": "REQUEST_COUNT", "scalerValue": 1, "instanceIds": ["cpu3c-1-2"],
@@ -83,16 +103,17 @@ fn saves(ctx: &DeployContext, existing: Option<(&str, Option<&str>)>) -> (Value,
             return (
                 endpoint,
                 Some(json!({
-                    "id": template_id, "name": template_name, "imageName": IMAGE_NAME,
-                    "env": template_env(ctx), "volumeInGb": 0,
+                    "id": template_id, "name": template_name, "imageName": image,
+                    "containerDiskInGb": disk, "dockerArgs": "", "env": template_env(ctx),
+                    "volumeInGb": 0,
                 })),
             );
         }
         Some((id, None)) => {
             endpoint["id"] = json!(id);
-            json!({ "name": template_name, "imageName": IMAGE_NAME, "env": template_env(ctx) })
+            new_template(&template_name, &image, disk, ctx)
         }
-        None => json!({ "name": template_name, "imageName": IMAGE_NAME, "env": template_env(ctx) }),
+        None => new_template(&template_name, &image, disk, ctx),
     };
     endpoint["template"] = template;
     (endpoint, None)
@@ -308,12 +329,16 @@ pub async fn reconcile(
     let require_auth = persisted[DEPLOY_KEY]["require_auth"]
         .as_bool()
         .unwrap_or(false);
+    // The worker image the deployer chose (`flash deploy send --image`), published with
+    // the build so that this reconciliation names the same one.
+    let image = persisted[DEPLOY_KEY]["image"].as_str().map(str::to_string);
     let ctx = DeployContext {
         app: desired.project_name.clone(),
         env_name: env_name.clone(),
         env_id: env_id.to_string(),
         api_key: sm.api_key().to_string(),
         require_auth,
+        image,
     };
 
     let plans = provision::plan(sm, &desired, &previous).await?;
@@ -336,8 +361,7 @@ pub async fn reconcile(
 
     // Persist what exists now, even after a partial failure, so the next boot builds on it;
     // nothing at all when it is what the State Manager already has.
-    let mut manifest =
-        provision::published_manifest(desired_json, &deployed, &env_name, require_auth);
+    let mut manifest = provision::published_manifest(desired_json, &deployed, &ctx);
     // Keep what this mothership does not manage (keys other tools merged in, the last
     // reconciler's mark).
     if let (Some(out), Some(prev)) = (manifest.as_object_mut(), persisted.as_object()) {

@@ -30,7 +30,7 @@ use flash_manifest::{Manifest, ResourceEntry};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::{DEPLOY_KEY, IMAGE_NAME, MOTHERSHIP, str_field};
+use crate::{DEPLOY_KEY, MOTHERSHIP, str_field};
 use flash_api::StateManagerClient;
 use serde::{Deserialize, Serialize};
 
@@ -130,6 +130,9 @@ pub struct DeployContext {
     pub api_key: String,
     /// Load-balanced endpoints require `Authorization` (`flash deploy new --require-auth`).
     pub require_auth: bool,
+    /// The worker image the templates name; `None` means the published `flash-host`
+    /// image of this version ([`host_image`]).
+    pub image: Option<String>,
 }
 
 /// sha256 over the digests of the components (and preloaded models) that serve `resource`.
@@ -238,7 +241,52 @@ fn env_json(env: &[(String, String)]) -> Value {
     )
 }
 
-/// The `EndpointInput` fields a resource config determines (reference §1.4).
+/// RunPod's GPU pools: what an endpoint that takes any GPU names (reference §6.5).
+pub const ALL_GPU_POOLS: &str = "ADA_24,ADA_32_PRO,ADA_48_PRO,ADA_80_PRO,AMPERE_16,AMPERE_24,\
+AMPERE_48,AMPERE_80,BLACKWELL_180,BLACKWELL_96,HOPPER_141";
+/// RunPod's default lowest CUDA version of GPU workers.
+pub const DEFAULT_MIN_CUDA_VERSION: &str = "12.8";
+/// RunPod's default container disk of GPU workers, in GB.
+pub const GPU_CONTAINER_DISK_GB: u32 = 64;
+/// Where the published `flash-host` images live (see `image/` and the README).
+pub const HOST_IMAGE_REPOSITORY: &str = "ghcr.io/flash-rs/flash-host";
+
+/// The worker image of `entry`: `override_image` when set, else the published image of
+/// this version for the resource's compute (`…:<version>-gpu` carries ONNX Runtime and
+/// CUDA for `wasi:nn`, `…:<version>-cpu` is a static binary alone).
+pub fn host_image(entry: &ResourceEntry, override_image: Option<&str>) -> String {
+    match override_image {
+        Some(image) => image.to_string(),
+        None => {
+            let variant = if is_gpu(entry) { "gpu" } else { "cpu" };
+            format!(
+                "{HOST_IMAGE_REPOSITORY}:{}-{variant}",
+                env!("CARGO_PKG_VERSION")
+            )
+        }
+    }
+}
+
+fn is_gpu(entry: &ResourceEntry) -> bool {
+    entry.instance_ids.is_none()
+}
+
+/// The container disk of `entry`'s workers: the config's, else 64 GB for GPU workers and
+/// the smallest instance's limit for CPU ones (reference §1.4).
+pub fn container_disk_gb(entry: &ResourceEntry) -> u32 {
+    entry.container_disk_gb.unwrap_or_else(|| {
+        entry
+            .instance_ids
+            .iter()
+            .flatten()
+            .filter_map(|id| flash_manifest::builder::cpu_disk_limit_gb(id))
+            .min()
+            .unwrap_or(GPU_CONTAINER_DISK_GB)
+    })
+}
+
+/// The `EndpointInput` fields a resource config determines, with RunPod's defaults for
+/// what the config leaves unset (reference §1.4).
 pub fn endpoint_fields(entry: &ResourceEntry) -> Result<serde_json::Map<String, Value>> {
     let config = serde_json::to_value(entry).context("serialising a resource config")?;
     let mut out = serde_json::Map::new();
@@ -246,11 +294,8 @@ pub fn endpoint_fields(entry: &ResourceEntry) -> Result<serde_json::Map<String, 
         "workersMin",
         "workersMax",
         "idleTimeout",
-        "executionTimeoutMs",
         "scalerType",
         "scalerValue",
-        "gpuIds",
-        "gpuCount",
         "instanceIds",
     ] {
         if let Some(v) = config.get(key).filter(|v| !v.is_null()) {
@@ -261,8 +306,55 @@ pub fn endpoint_fields(entry: &ResourceEntry) -> Result<serde_json::Map<String, 
         "type".into(),
         json!(if entry.is_load_balanced { "LB" } else { "QB" }),
     );
-    out.insert("flashBootType".into(), json!("FLASHBOOT"));
+    out.insert(
+        "executionTimeoutMs".into(),
+        json!(entry.execution_timeout_ms.unwrap_or(0)),
+    );
+    out.insert("workersPFBTarget".into(), json!(0));
+    if is_gpu(entry) {
+        let pools = entry
+            .gpu_ids
+            .as_deref()
+            .filter(|ids| !ids.is_empty() && !ids.eq_ignore_ascii_case("any"))
+            .unwrap_or(ALL_GPU_POOLS);
+        out.insert("gpuIds".into(), json!(pools));
+        out.insert("gpuCount".into(), json!(entry.gpu_count.unwrap_or(1)));
+        out.insert("allowedCudaVersions".into(), json!(""));
+        out.insert(
+            "minCudaVersion".into(),
+            json!(
+                entry
+                    .min_cuda_version
+                    .as_deref()
+                    .unwrap_or(DEFAULT_MIN_CUDA_VERSION)
+            ),
+        );
+        let locations = entry
+            .locations
+            .clone()
+            .unwrap_or_else(|| flash_manifest::validate::DATA_CENTERS.join(","));
+        out.insert("locations".into(), json!(locations));
+    } else if let Some(locations) = &entry.locations {
+        out.insert("locations".into(), json!(locations));
+    }
+    if entry.flashboot != Some(false) {
+        out.insert("flashBootType".into(), json!("FLASHBOOT"));
+    }
     Ok(out)
+}
+
+/// The `template` input of a new endpoint (reference §1.4's defaults).
+fn template_json(
+    name: &str,
+    image: &str,
+    container_disk_gb: u32,
+    env: &[(String, String)],
+) -> Value {
+    json!({
+        "name": name, "imageName": image, "env": env_json(env),
+        "containerDiskInGb": container_disk_gb, "dockerArgs": "", "startScript": "",
+        "containerRegistryAuthId": "", "ports": "", "advancedStart": false, "config": {},
+    })
 }
 
 /// The fields of `wanted` whose live value differs (names only); `flashBootType` is not
@@ -416,6 +508,46 @@ pub async fn provision_all(
     (deployed, failures)
 }
 
+fn template_name(ctx: &DeployContext, resource: &str) -> String {
+    format!("{}-{}-{resource}", ctx.app, ctx.env_name)
+}
+
+/// The `saveEndpoint` input of one resource (reference §1.4): its fields with RunPod's
+/// defaults, and either a new `template` or, for an endpoint that has one, its `templateId`
+/// (RunPod rejects both together; the template is then saved separately, §1.5).
+pub fn save_endpoint_input(
+    ctx: &DeployContext,
+    resource: &str,
+    entry: &ResourceEntry,
+    source_hash: &str,
+    previous: Option<&DeployedResource>,
+) -> Result<Value> {
+    let mut input = endpoint_fields(entry)?;
+    input.insert("name".into(), json!(resource));
+    input.insert("flashEnvironmentId".into(), json!(ctx.env_id));
+    let new_template = || {
+        template_json(
+            &template_name(ctx, resource),
+            &host_image(entry, ctx.image.as_deref()),
+            container_disk_gb(entry),
+            &template_env(ctx, resource, entry, source_hash),
+        )
+    };
+    match previous {
+        Some(prev) => {
+            input.insert("id".into(), json!(prev.endpoint_id));
+            match &prev.template_id {
+                Some(template_id) => input.insert("templateId".into(), json!(template_id)),
+                None => input.insert("template".into(), new_template()),
+            };
+        }
+        None => {
+            input.insert("template".into(), new_template());
+        }
+    }
+    Ok(Value::Object(input))
+}
+
 /// Saves one resource's endpoint (create, or update with its id), with retries.
 async fn provision(
     sm: &StateManagerClient,
@@ -439,27 +571,18 @@ async fn provision(
             ..prev.clone()
         });
     }
-    let mut input = endpoint_fields(entry)?;
-    input.insert("name".into(), json!(plan.resource));
-    input.insert("flashEnvironmentId".into(), json!(ctx.env_id));
+    let input = save_endpoint_input(
+        ctx,
+        &plan.resource,
+        entry,
+        &plan.source_hash,
+        plan.previous.as_ref(),
+    )?;
     let env = template_env(ctx, &plan.resource, entry, &plan.source_hash);
-    let template_name = format!("{}-{}-{}", ctx.app, ctx.env_name, plan.resource);
+    let template_name = template_name(ctx, &plan.resource);
+    let image = host_image(entry, ctx.image.as_deref());
+    let disk = container_disk_gb(entry);
     let existing_template = plan.previous.as_ref().and_then(|p| p.template_id.clone());
-    match (&plan.previous, &existing_template) {
-        // Update with a known template: endpoint by id, then the template (reference §1.5).
-        (Some(prev), Some(template_id)) => {
-            input.insert("id".into(), json!(prev.endpoint_id));
-            input.insert("templateId".into(), json!(template_id));
-        }
-        (Some(prev), None) => {
-            input.insert("id".into(), json!(prev.endpoint_id));
-            input.insert("template".into(), template_json(&template_name, &env));
-        }
-        (None, _) => {
-            input.insert("template".into(), template_json(&template_name, &env));
-        }
-    }
-    let input = Value::Object(input);
     let saved = sm
         .save_endpoint_retrying(&input, attempts)
         .await
@@ -477,8 +600,8 @@ async fn provision(
             .unwrap_or_default();
         let env = merge_template_env(&env, &live, &previous_user_keys);
         let t = json!({
-            "id": template_id, "name": template_name, "imageName": IMAGE_NAME,
-            "env": env_json(&env), "volumeInGb": 0,
+            "id": template_id, "name": template_name, "imageName": image,
+            "containerDiskInGb": disk, "dockerArgs": "", "env": env_json(&env), "volumeInGb": 0,
         });
         sm.save_template(&t, attempts)
             .await
@@ -497,10 +620,6 @@ async fn provision(
         source_hash: plan.source_hash.clone(),
         env_keys,
     })
-}
-
-fn template_json(name: &str, env: &[(String, String)]) -> Value {
-    json!({ "name": name, "imageName": IMAGE_NAME, "env": env_json(env) })
 }
 
 /// Endpoints to delete once `deployed` is active: everything `previous` or the environment
@@ -537,9 +656,9 @@ pub fn removed_endpoints(
 pub fn published_manifest(
     manifest: &Value,
     deployed: &BTreeMap<String, DeployedResource>,
-    env_name: &str,
-    require_auth: bool,
+    ctx: &DeployContext,
 ) -> Value {
+    let (env_name, require_auth, image) = (&ctx.env_name, ctx.require_auth, &ctx.image);
     let mut published = manifest.clone();
     let mut endpoints = serde_json::Map::new();
     for (name, d) in deployed {
@@ -555,6 +674,9 @@ pub fn published_manifest(
     }
     published["resources_endpoints"] = Value::Object(endpoints);
     published[DEPLOY_KEY] = json!({ "environment": env_name, "require_auth": require_auth });
+    if let Some(image) = image {
+        published[DEPLOY_KEY]["image"] = json!(image);
+    }
     published
 }
 
@@ -598,6 +720,7 @@ pub(crate) mod tests {
             env_id: "env-1".into(),
             api_key: "k".into(),
             require_auth,
+            image: None,
         }
     }
 
@@ -636,9 +759,173 @@ pub(crate) mod tests {
         assert_eq!(lb["scalerType"], "REQUEST_COUNT");
         assert!(!lb.contains_key("gpuIds"));
         let qb = endpoint_fields(&m.resources["gpu"]).unwrap();
+        assert!(!lb.contains_key("locations") && qb.contains_key("locations"));
         assert_eq!(qb["type"], "QB");
         assert_eq!(qb["gpuIds"], "ADA_24");
         assert_eq!(qb["idleTimeout"], 5);
+    }
+
+    /// The reference's `saveEndpoint` payload for a GPU queue config (§1.4, "Deploy payload
+    /// for the demo `gpu_worker`"), keys sorted, with its placeholders.
+    fn reference_gpu_payload() -> Value {
+        json!({"allowedCudaVersions":"","executionTimeoutMs":0,"flashBootType":"FLASHBOOT","flashEnvironmentId":"<env>","gpuCount":1,
+         "gpuIds":"ADA_24,ADA_32_PRO,ADA_48_PRO,ADA_80_PRO,AMPERE_16,AMPERE_24,AMPERE_48,AMPERE_80,BLACKWELL_180,BLACKWELL_96,HOPPER_141",
+         "idleTimeout":60,"locations":"US-CA-2,US-IL-1,US-KS-2,US-MO-1,US-MO-2,US-NC-2,US-NE-1,US-WA-1,EU-CZ-1,EU-RO-1,EUR-NO-1","minCudaVersion":"12.8",
+         "name":"gpu_worker","scalerType":"QUEUE_DELAY","scalerValue":4,"type":"QB","workersMax":1,"workersMin":0,"workersPFBTarget":0,
+         "template":{"advancedStart":false,"config":{},"containerDiskInGb":64,"containerRegistryAuthId":"","dockerArgs":"",
+          "env":"<env list>", "imageName":"<image>","name":"<name>","ports":"","startScript":""}})
+    }
+
+    /// The quickstart's configs as `flash build` writes them (examples/quickstart): a GPU
+    /// queue config on two pools, and a CPU load-balanced one.
+    fn quickstart_entry(name: &str) -> ResourceEntry {
+        let entry = match name {
+            "gpu_config" => json!({ "resource_type": "LiveServerless", "is_load_balanced": false,
+                "config_hash": "h", "gpuIds": "AMPERE_48,ADA_24", "gpuCount": 1, "workersMin": 0,
+                "workersMax": 3, "idleTimeout": 60, "scalerType": "QUEUE_DELAY", "scalerValue": 4,
+                "functions": [] }),
+            _ => json!({ "resource_type": "CpuLiveLoadBalancer", "is_load_balanced": true,
+                "config_hash": "h", "instanceIds": ["cpu3c-1-2"], "workersMin": 1,
+                "workersMax": 3, "idleTimeout": 60, "scalerType": "REQUEST_COUNT",
+                "scalerValue": 4, "functions": [] }),
+        };
+        serde_json::from_value(entry).unwrap()
+    }
+
+    fn shape(value: &Value) -> BTreeSet<String> {
+        let mut keys = BTreeSet::new();
+        for (k, v) in value.as_object().unwrap() {
+            keys.insert(k.clone());
+            if let Some(inner) = v.as_object().filter(|_| k == "template") {
+                keys.extend(inner.keys().map(|i| format!("template.{i}")));
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn the_quickstarts_save_endpoint_input_has_the_references_shape() {
+        let ctx = ctx(false);
+        let gpu = save_endpoint_input(
+            &ctx,
+            "gpu_config",
+            &quickstart_entry("gpu_config"),
+            "s",
+            None,
+        )
+        .unwrap();
+        let reference = reference_gpu_payload();
+        assert_eq!(shape(&gpu), shape(&reference));
+        // RunPod's defaults, where the quickstart leaves them to the platform.
+        for key in [
+            "allowedCudaVersions",
+            "executionTimeoutMs",
+            "flashBootType",
+            "gpuCount",
+            "idleTimeout",
+            "locations",
+            "minCudaVersion",
+            "scalerType",
+            "scalerValue",
+            "type",
+            "workersMin",
+            "workersPFBTarget",
+        ] {
+            assert_eq!(gpu[key], reference[key], "{key}");
+        }
+        for key in [
+            "advancedStart",
+            "config",
+            "containerDiskInGb",
+            "containerRegistryAuthId",
+            "dockerArgs",
+            "ports",
+            "startScript",
+        ] {
+            assert_eq!(
+                gpu["template"][key], reference["template"][key],
+                "template.{key}"
+            );
+        }
+        // What the quickstart sets.
+        assert_eq!(gpu["gpuIds"], "AMPERE_48,ADA_24");
+        assert_eq!(gpu["workersMax"], 3);
+        assert_eq!(gpu["flashEnvironmentId"], "env-1");
+        assert_eq!(
+            gpu["template"]["imageName"],
+            format!("{HOST_IMAGE_REPOSITORY}:{}-gpu", env!("CARGO_PKG_VERSION"))
+        );
+
+        // §1.4's differences for a CPU endpoint and a load-balanced one: no GPU fields and
+        // no locations, the instance ids, a disk within the instance's limit, `LB` with
+        // `REQUEST_COUNT`, and `FLASH_ENDPOINT_TYPE=lb` in the env.
+        let api = save_endpoint_input(&ctx, "api", &quickstart_entry("api"), "s", None).unwrap();
+        let mut expected = shape(&reference);
+        for gpu_only in [
+            "allowedCudaVersions",
+            "gpuCount",
+            "gpuIds",
+            "minCudaVersion",
+            "locations",
+        ] {
+            expected.remove(gpu_only);
+        }
+        expected.insert("instanceIds".into());
+        assert_eq!(shape(&api), expected);
+        assert_eq!(api["instanceIds"], json!(["cpu3c-1-2"]));
+        assert_eq!(api["template"]["containerDiskInGb"], 10);
+        assert_eq!(
+            (&api["type"], &api["scalerType"]),
+            (&json!("LB"), &json!("REQUEST_COUNT"))
+        );
+        assert!(
+            api["template"]["env"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"key": "FLASH_ENDPOINT_TYPE", "value": "lb"}))
+        );
+        assert!(
+            api["template"]["imageName"]
+                .as_str()
+                .unwrap()
+                .ends_with("-cpu")
+        );
+    }
+
+    #[test]
+    fn placement_and_the_image_setting_reach_the_input() {
+        let mut entry = quickstart_entry("gpu_config");
+        entry.locations = Some("EU-RO-1".into());
+        entry.min_cuda_version = Some("12.4".into());
+        entry.container_disk_gb = Some(100);
+        entry.flashboot = Some(false);
+        entry.gpu_count = Some(2);
+        let ctx = DeployContext {
+            image: Some("registry.example/flash-host:dev".into()),
+            ..ctx(false)
+        };
+        let input = save_endpoint_input(&ctx, "gpu_config", &entry, "s", None).unwrap();
+        assert_eq!(input["locations"], "EU-RO-1");
+        assert_eq!(input["minCudaVersion"], "12.4");
+        assert_eq!(input["gpuCount"], 2);
+        assert_eq!(input["template"]["containerDiskInGb"], 100);
+        assert!(input.get("flashBootType").is_none());
+        assert_eq!(
+            input["template"]["imageName"],
+            "registry.example/flash-host:dev"
+        );
+        // An update names the existing template instead of sending one (§1.4).
+        let previous = DeployedResource {
+            endpoint_id: "ep-1".into(),
+            template_id: Some("tpl-1".into()),
+            ..Default::default()
+        };
+        let update = save_endpoint_input(&ctx, "gpu_config", &entry, "s", Some(&previous)).unwrap();
+        assert_eq!(
+            (&update["id"], &update["templateId"]),
+            (&json!("ep-1"), &json!("tpl-1"))
+        );
+        assert!(update.get("template").is_none());
     }
 
     #[test]
@@ -748,7 +1035,7 @@ pub(crate) mod tests {
             },
         )]
         .into();
-        let published = published_manifest(&json, &deployed, "dev", true);
+        let published = published_manifest(&json, &deployed, &ctx(true));
         assert_eq!(published[DEPLOY_KEY]["require_auth"], true);
         assert_eq!(deployed_in(&published), deployed);
     }

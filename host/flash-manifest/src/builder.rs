@@ -12,7 +12,8 @@ use crate::manifest::{
     ComponentEntry, FunctionEntry, Manifest, ModelEntry, ResourceEntry, ResourceType,
 };
 use crate::validate::{
-    HTTP_METHODS, RESERVED_PATHS, ValidationError, ValidationErrors, is_valid_name,
+    CPU_DATA_CENTERS, CUDA_VERSIONS, DATA_CENTERS, HTTP_METHODS, RESERVED_PATHS, ValidationError,
+    ValidationErrors, is_valid_name,
 };
 
 /// Default idle timeout of a worker, in seconds (RunPod's default).
@@ -303,7 +304,80 @@ impl ManifestBuilder {
     }
 }
 
+/// The container disk limit of a CPU instance id (reference §1.4): vCPU × 10 GB for `cpu3g`
+/// and `cpu3c`, vCPU × 15 GB for `cpu5c`; `None` for an id of another shape.
+pub fn cpu_disk_limit_gb(instance_id: &str) -> Option<u32> {
+    let mut parts = instance_id.split('-');
+    let family = parts.next()?;
+    let vcpus: u32 = parts.next()?.parse().ok()?;
+    let per_vcpu = match family {
+        "cpu3g" | "cpu3c" => 10,
+        "cpu5c" => 15,
+        _ => return None,
+    };
+    Some(vcpus * per_vcpu)
+}
+
+fn check_placement(config: &ResourceConfig, errors: &mut Vec<ValidationError>) {
+    let placement = &config.placement;
+    let mut invalid = |reason: String| {
+        errors.push(ValidationError::InvalidPlacement {
+            resource: config.name.clone(),
+            reason,
+        })
+    };
+    match &config.compute {
+        Compute::Gpu { .. } => {
+            for location in &placement.locations {
+                if !DATA_CENTERS.contains(&location.as_str()) {
+                    invalid(format!(
+                        "data centre `{location}` is not one of {}",
+                        DATA_CENTERS.join(", ")
+                    ));
+                }
+            }
+            if let Some(version) = &placement.min_cuda_version
+                && !CUDA_VERSIONS.contains(&version.as_str())
+            {
+                invalid(format!(
+                    "minimum CUDA version `{version}` is not one of {}",
+                    CUDA_VERSIONS.join(", ")
+                ));
+            }
+        }
+        Compute::Cpu { instance_ids } => {
+            for location in &placement.locations {
+                if !CPU_DATA_CENTERS.contains(&location.as_str()) {
+                    invalid(format!(
+                        "CPU endpoints run only in {}; data centre `{location}` cannot be used",
+                        CPU_DATA_CENTERS.join(", ")
+                    ));
+                }
+            }
+            if placement.min_cuda_version.is_some() {
+                invalid("a minimum CUDA version applies to GPU configs only; remove it".into());
+            }
+            let limit = instance_ids
+                .iter()
+                .filter_map(|i| cpu_disk_limit_gb(i))
+                .min();
+            if let (Some(disk), Some(limit)) = (placement.container_disk_gb, limit)
+                && disk > limit
+            {
+                invalid(format!(
+                    "a container disk of {disk} GB is more than the {limit} GB the smallest CPU \
+                     instance of the config allows"
+                ));
+            }
+        }
+    }
+    if placement.container_disk_gb == Some(0) {
+        invalid("the container disk must be at least 1 GB".into());
+    }
+}
+
 fn check_config(config: &ResourceConfig, errors: &mut Vec<ValidationError>) {
+    check_placement(config, errors);
     if config.workers_min > config.workers_max {
         errors.push(ValidationError::WorkersRange {
             resource: config.name.clone(),
@@ -402,6 +476,11 @@ fn resource_entry(config: &ResourceConfig, functions: Vec<FunctionEntry>) -> Res
         scaler_type: config.scaler_type.unwrap_or(default_scaler),
         scaler_value: config.scaler_value.unwrap_or(DEFAULT_SCALER_VALUE),
         env: config.env.iter().cloned().collect(),
+        locations: (!config.placement.locations.is_empty())
+            .then(|| config.placement.locations.join(",")),
+        min_cuda_version: config.placement.min_cuda_version.clone(),
+        container_disk_gb: config.placement.container_disk_gb,
+        flashboot: config.placement.flashboot,
         extra: Default::default(),
     }
 }

@@ -91,6 +91,10 @@ mod tests {
             scaler_type: ScalerType::QueueDelay,
             scaler_value: 4,
             env: Default::default(),
+            locations: None,
+            min_cuda_version: None,
+            container_disk_gb: None,
+            flashboot: None,
             extra: Default::default(),
         }
     }
@@ -106,6 +110,15 @@ mod tests {
         assert_ne!(config_hash(&changed), base);
         let mut changed = entry();
         changed.env.insert("A".into(), "1".into());
+        assert_ne!(config_hash(&changed), base);
+        let mut changed = entry();
+        changed.locations = Some("EU-RO-1".into());
+        assert_ne!(config_hash(&changed), base);
+        let mut changed = entry();
+        changed.container_disk_gb = Some(5);
+        assert_ne!(config_hash(&changed), base);
+        let mut changed = entry();
+        changed.flashboot = Some(false);
         assert_ne!(config_hash(&changed), base);
     }
 

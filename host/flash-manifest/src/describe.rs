@@ -57,6 +57,18 @@ pub struct ResourceConfig {
     pub scaler_type: Option<ScalerType>,
     pub scaler_value: Option<u32>,
     pub env: Vec<(String, String)>,
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+/// Where the platform places a config's workers (WIT `placement`): empty / none means the
+/// platform's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub locations: Vec<String>,
+    pub min_cuda_version: Option<String>,
+    pub container_disk_gb: Option<u32>,
+    pub flashboot: Option<bool>,
 }
 
 /// A `#[remote]` function as declared by a component (WIT `function-spec`).

@@ -162,6 +162,26 @@ pub struct ResourceEntry {
     /// Environment variables given to this config's components.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Data centre ids, comma-separated (RunPod's format); absent = the platform default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locations: Option<String>,
+    /// Lowest CUDA version of GPU workers; absent = 12.8.
+    #[serde(
+        rename = "minCudaVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub min_cuda_version: Option<String>,
+    /// Container disk in GB; absent = 64 (GPU) or the CPU instance's limit.
+    #[serde(
+        rename = "containerDiskInGb",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub container_disk_gb: Option<u32>,
+    /// FlashBoot; absent = on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flashboot: Option<bool>,
     /// Deploy-time state (`endpoint_id`, `aiKey`, …) and keys from newer tools.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

@@ -14,9 +14,26 @@ pub const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "PATCH"];
 /// Paths that `flash-host` serves itself on load-balanced endpoints.
 pub const RESERVED_PATHS: &[&str] = &["/execute", "/ping"];
 
+/// RunPod's data centre ids (reference §6.5): the default `locations` of GPU endpoints.
+pub const DATA_CENTERS: &[&str] = &[
+    "US-CA-2", "US-IL-1", "US-KS-2", "US-MO-1", "US-MO-2", "US-NC-2", "US-NE-1", "US-WA-1",
+    "EU-CZ-1", "EU-RO-1", "EUR-NO-1",
+];
+
+/// The only data centre of CPU endpoints (reference §1.4).
+pub const CPU_DATA_CENTERS: &[&str] = &["EU-RO-1"];
+
+/// CUDA versions a GPU endpoint may require (reference §1.4).
+pub const CUDA_VERSIONS: &[&str] = &[
+    "11.8", "12.0", "12.1", "12.2", "12.3", "12.4", "12.5", "12.6", "12.7", "12.8", "12.9", "13.0",
+];
+
 /// One violated rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
+    #[error("resource `{resource}`: {reason}")]
+    InvalidPlacement { resource: String, reason: String },
+
     #[error("app `{project}` has no functions: mark at least one function with #[remote(...)]")]
     EmptyApp { project: String },
 

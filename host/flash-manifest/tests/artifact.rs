@@ -24,6 +24,7 @@ fn sample(dir: &Path, wasm: &[u8]) -> (Manifest, Vec<(String, PathBuf)>) {
             scaler_type: None,
             scaler_value: None,
             env: vec![],
+            placement: Default::default(),
         }],
         functions: vec![FunctionSpec {
             name: "work".into(),

@@ -89,5 +89,11 @@ fn convert_resource(r: types::ResourceConfig) -> d::ResourceConfig {
         }),
         scaler_value: r.scaler_value,
         env: r.env,
+        placement: d::Placement {
+            locations: r.placement.locations,
+            min_cuda_version: r.placement.min_cuda_version,
+            container_disk_gb: r.placement.container_disk_gb,
+            flashboot: r.placement.flashboot,
+        },
     }
 }

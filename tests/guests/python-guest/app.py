@@ -20,6 +20,7 @@ from typing import Any, Callable
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports.types import (
+    Placement,
     CallError,
     Compute_Cpu,
     CpuSpec,
@@ -41,6 +42,9 @@ PY_CONFIG = ResourceConfig(
     scaler_type=None,
     scaler_value=None,
     env=[],
+    placement=Placement(
+        locations=[], min_cuda_version=None, container_disk_gb=None, flashboot=None
+    ),
 )
 
 

@@ -65,6 +65,12 @@ pub struct DeployArgs {
     #[command(flatten)]
     pub server: ServerOpts,
 
+    /// Worker image the endpoint templates name [default: the published flash-host image
+    /// of this version, `ghcr.io/flash-rs/flash-host:<version>-cpu` or `-gpu` by compute].
+    /// `flash server` runs its workers as local processes and ignores it.
+    #[arg(long, global = true, env = "FLASH_HOST_IMAGE", value_name = "IMAGE")]
+    pub image: Option<String>,
+
     #[command(subcommand)]
     pub command: DeployCommand,
 }
@@ -115,6 +121,7 @@ pub enum DeployCommand {
 impl DeployArgs {
     pub async fn run(self) -> Result<()> {
         let opts = self.server;
+        let image = self.image;
         match self.command {
             DeployCommand::New {
                 env,
@@ -124,8 +131,15 @@ impl DeployArgs {
                 let app = opts.app_name(app_name.as_deref())?;
                 let sm = opts.connect()?;
                 let state = opts.state();
-                let out =
-                    deploy::new_environment(&sm, state.as_ref(), &app, &env, require_auth).await?;
+                let out = deploy::new_environment(
+                    &sm,
+                    state.as_ref(),
+                    &app,
+                    &env,
+                    require_auth,
+                    image.as_deref(),
+                )
+                .await?;
                 if out.app_created {
                     println!("Created app `{app}` ({})", out.app_id);
                 }
@@ -150,6 +164,7 @@ impl DeployArgs {
                 let progress = BarProgress::new();
                 let options = SendOptions {
                     concurrency: concurrency as usize,
+                    image,
                     ..Default::default()
                 };
                 let report =

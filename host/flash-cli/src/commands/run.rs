@@ -3,6 +3,8 @@
 //! `flash build` → an in-process `flash server` (its own data dir under `.flash/server`, so
 //! it never touches `~/.flash`) → `flash deploy new` + `send` to it → print how to call
 //! every function → serve until Ctrl+C, which stops the server and every worker it started.
+//! With `--watch`, a source change rebuilds and re-sends ([`flash::watch`]); only the
+//! endpoints whose code changed restart.
 //! The server and deploy steps are [`flash::local::LocalDeployment`], shared with
 //! `flash build --preview`.
 
@@ -12,8 +14,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use flash::build::{self, BuildOutput};
+use flash::deploy::Action;
 use flash::local::LocalDeployment;
 use flash::project::Project;
+use flash::watch::{DEFAULT_DEBOUNCE, SourceWatcher};
 
 use super::build::{SpinnerReporter, print_summary};
 
@@ -35,6 +39,11 @@ pub struct RunArgs {
     /// Environment to deploy to.
     #[arg(long, default_value = "dev")]
     pub env: String,
+
+    /// Rebuild and redeploy when a source file changes (debounced). Only the endpoints
+    /// whose code or config changed restart; a failed build keeps the last one serving.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 impl RunArgs {
@@ -59,10 +68,64 @@ impl RunArgs {
             local.report.build_id
         );
         print_calls(&output, &local);
+        if self.watch {
+            println!("Ready; watching for changes. Ctrl+C stops the server and every worker.");
+            let watched = watch(&project, &mut local).await;
+            local.stop().await?;
+            return watched;
+        }
         println!("Ready. Ctrl+C stops the server and every worker.");
 
         flash_control::cli::shutdown_signal().await;
         local.stop().await
+    }
+}
+
+/// The `--watch` loop: each burst of source changes → build → send; until Ctrl+C.
+async fn watch(project: &Project, local: &mut LocalDeployment) -> Result<()> {
+    let mut watcher = SourceWatcher::new(&project.root, DEFAULT_DEBOUNCE)?;
+    let shutdown = flash_control::cli::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let changed = tokio::select! {
+            changed = watcher.next_change() => changed,
+            _ = &mut shutdown => return Ok(()),
+        };
+        let Some(changed) = changed else {
+            return Ok(());
+        };
+        let names: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+        println!("Changed: {}; rebuilding", names.join(", "));
+        // flash.toml may be what changed: read the project again.
+        let built = match Project::load(&project.root) {
+            Ok(project) => {
+                let reporter = SpinnerReporter::new();
+                build::build(&project, &reporter).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = built {
+            eprintln!(
+                "error: {e:#}\nThe last good build keeps serving; waiting for the next change."
+            );
+            continue;
+        }
+        match local.redeploy(project).await {
+            Ok(report) => {
+                let restarted: Vec<&str> = report
+                    .resources
+                    .iter()
+                    .filter(|r| r.action != Action::Unchanged)
+                    .map(|r| r.resource.as_str())
+                    .collect();
+                if restarted.is_empty() {
+                    println!("Redeployed: no endpoint changed");
+                } else {
+                    println!("Redeployed: {} restarted", restarted.join(", "));
+                }
+            }
+            Err(e) => eprintln!("error: redeploying: {e:#}\nWaiting for the next change."),
+        }
     }
 }
 

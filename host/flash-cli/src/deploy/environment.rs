@@ -26,13 +26,15 @@ pub struct NewEnvironment {
 
 /// Creates the app if needed, then the environment and its mothership endpoint; records
 /// `require_auth` locally. Running it again for an existing environment re-saves the
-/// mothership (for a new key or auth setting) and creates nothing else.
+/// mothership (for a new key, auth setting or image) and creates nothing else. `image`
+/// overrides the published `flash-host` image its template names.
 pub async fn new_environment(
     sm: &StateManagerClient,
     state: Option<&ResourceManager>,
     app_name: &str,
     env_name: &str,
     require_auth: bool,
+    image: Option<&str>,
 ) -> Result<NewEnvironment> {
     if env_name.trim().is_empty() {
         bail!("the environment name must not be empty");
@@ -53,6 +55,7 @@ pub async fn new_environment(
         env_id: environment_id.clone(),
         api_key: sm.api_key().to_string(),
         require_auth,
+        image: image.map(str::to_string),
     };
     let mothership_id = mothership::ensure_endpoint(sm, &env, &ctx).await?;
     if let Some(state) = state {

@@ -25,8 +25,8 @@ pub use environment::{
 };
 pub use flash_api::{DEFAULT_SERVER_URL, KeySource};
 pub use flash_deploy::{
-    ARTIFACT_FILE, Action, DEPLOY_KEY, IMAGE_NAME, MOTHERSHIP, ResourceReport,
-    SOURCE_FINGERPRINT_ENV, mothership, provision, source_hash, str_field,
+    ARTIFACT_FILE, Action, DEPLOY_KEY, MOTHERSHIP, ResourceReport, SOURCE_FINGERPRINT_ENV,
+    mothership, provision, source_hash, str_field,
 };
 pub use send::{Quiet, SendOptions, SendProgress, SendReport, send};
 

@@ -52,6 +52,9 @@ pub struct SendOptions {
     pub concurrency: usize,
     /// Attempts per `saveEndpoint`.
     pub attempts: u32,
+    /// The worker image the templates name (`--image` / `FLASH_HOST_IMAGE`); `None`: the
+    /// published `flash-host` image of this version.
+    pub image: Option<String>,
 }
 
 impl Default for SendOptions {
@@ -59,6 +62,7 @@ impl Default for SendOptions {
         Self {
             concurrency: 3,
             attempts: 3,
+            image: None,
         }
     }
 }
@@ -292,6 +296,7 @@ pub async fn send(
         env_id: env_id.clone(),
         api_key: sm.api_key().to_string(),
         require_auth,
+        image: options.image.clone(),
     };
     let (deployed, failures) = provision::provision_all(
         sm,
@@ -327,8 +332,7 @@ pub async fn send(
     sm.activate(&env_id, &build_id).await?;
 
     progress.step("publishing endpoints");
-    let mut published =
-        provision::published_manifest(&manifest_json, &deployed, env_name, require_auth);
+    let mut published = provision::published_manifest(&manifest_json, &deployed, &ctx);
     published[DEPLOY_KEY]["artifact_sha256"] = Value::String(artifact_sha256);
     sm.update_build_manifest(&build_id, &published).await?;
 
