@@ -253,8 +253,8 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Builds an artifact from one guest component the way `flash build` does (scan with
-/// wasmtime, [`flash_manifest::ManifestBuilder`], pack), letting the test adjust the
+/// Builds an artifact from one guest component with `flash build`'s own pipeline
+/// ([`flash_runtime::scan::describe_file`], [`flash_manifest::package::Package`]), letting the test adjust the
 /// manifest first (e.g. a short `executionTimeoutMs`). Returns the artifact path in `dir`.
 pub async fn guest_artifact(
     guest_wasm: &Path,
@@ -274,9 +274,6 @@ pub async fn guest_artifact_with_models(
     models: &[(&str, &Path)],
     tweak: impl FnOnce(&mut flash_manifest::Manifest),
 ) -> Result<PathBuf> {
-    let wasm =
-        std::fs::read(guest_wasm).with_context(|| format!("reading {}", guest_wasm.display()))?;
-    let sha256 = flash_manifest::sha256_hex(&wasm);
     let engine = flash_runtime::Engine::new(flash_runtime::EngineOptions {
         pooling: false,
         ..Default::default()
@@ -286,37 +283,26 @@ pub async fn guest_artifact_with_models(
         .and_then(|s| s.to_str())
         .context("guest file name")?
         .replace('_', "-");
-    let pre =
-        flash_runtime::FunctionComponentPre::from_bytes(&engine, &name, &wasm, sha256.clone())?;
-    let description = pre.describe().await?;
-    let input = flash_manifest::ComponentInput {
-        name,
-        sha256,
-        size: wasm.len() as u64,
-        description,
-    };
-    let mut files = vec![(input.artifact_path(), guest_wasm.to_path_buf())];
-    let mut builder =
-        flash_manifest::ManifestBuilder::new(project, "2026-01-01T00:00:00.000Z").component(input);
-    for (name, path) in models {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let model = flash_manifest::ModelInput {
-            name: name.to_string(),
-            sha256: flash_manifest::sha256_hex(&bytes),
-            size: bytes.len() as u64,
-            resources: vec![],
-            sessions: None,
-        };
-        files.push((model.artifact_path(), path.to_path_buf()));
-        builder = builder.model(model);
-    }
-    let mut manifest = builder.build()?;
-    tweak(&mut manifest);
-    for entry in manifest.resources.values_mut() {
+    let component = flash_runtime::scan::describe_file(&engine, &name, guest_wasm).await?;
+    let models = models
+        .iter()
+        .map(|(name, path)| {
+            let input = flash_manifest::package::model_input(name, path, vec![], None)?;
+            Ok((input, path.to_path_buf()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut package = flash_manifest::package::Package::new(
+        project,
+        "2026-01-01T00:00:00.000Z",
+        vec![(component, guest_wasm.to_path_buf())],
+        models,
+    )?;
+    tweak(&mut package.manifest);
+    for entry in package.manifest.resources.values_mut() {
         entry.config_hash = flash_manifest::config_hash::config_hash(entry);
     }
     let out = dir.join("artifact.tar.gz");
-    flash_manifest::artifact::pack(&out, &manifest, &files, 0)?;
+    package.write_artifact(&out, 0)?;
     Ok(out)
 }
 

@@ -61,9 +61,21 @@ pub fn pack(
         }
     }
 
-    let tmp = out.with_extension("gz.tmp");
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    crate::atomic::write_with(out, crate::atomic::Visibility::Shared, |file| {
+        write_tar(file, manifest, &dirs, &sorted, mtime)
+            .map_err(|e| std::io::Error::other(format!("{e:#}")))
+    })
+    .with_context(|| format!("writing {}", out.display()))
+}
+
+/// The gzip'd tar stream of an artifact.
+fn write_tar(
+    file: &mut std::fs::File,
+    manifest: &Manifest,
+    dirs: &BTreeSet<PathBuf>,
+    sorted: &[&(String, PathBuf)],
+    mtime: u64,
+) -> Result<()> {
     let gz = flate2::GzBuilder::new()
         .mtime(0)
         .write(file, Compression::default());
@@ -76,7 +88,7 @@ pub fn pack(
         &manifest.to_json_pretty(),
         mtime,
     )?;
-    for dir in &dirs {
+    for dir in dirs {
         let mut header = tar::Header::new_ustar();
         header.set_entry_type(tar::EntryType::Directory);
         header.set_mode(0o755);
@@ -92,10 +104,8 @@ pub fn pack(
         append(&mut tar, path, &bytes, mtime)?;
     }
     let gz = tar.into_inner().context("finishing the tar stream")?;
-    let mut file = gz.finish().context("finishing the gzip stream")?;
+    let file = gz.finish().context("finishing the gzip stream")?;
     file.flush()?;
-    drop(file);
-    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
     Ok(())
 }
 

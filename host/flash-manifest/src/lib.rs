@@ -11,10 +11,12 @@
 //! - [`artifact`]: packing a reproducible `artifact.tar.gz` and unpacking one safely.
 
 pub mod artifact;
+pub mod atomic;
 pub mod builder;
 pub mod config_hash;
 pub mod describe;
 pub mod manifest;
+pub mod package;
 pub mod validate;
 
 pub use builder::{ComponentInput, ManifestBuilder, ModelInput};

@@ -234,12 +234,10 @@ impl Manifest {
         out
     }
 
-    /// Writes the manifest atomically (temp file + rename).
+    /// Writes the manifest atomically ([`crate::atomic`]).
     pub fn write(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, self.to_json_pretty())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+        crate::atomic::write(path, &self.to_json_pretty())
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// The models hosts of `resource` preload (every model when `None`: one-shot mode).

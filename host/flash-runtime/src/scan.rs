@@ -41,6 +41,24 @@ impl FunctionComponentPre {
     }
 }
 
+/// Reads a component file, hashes it and asks it to describe itself: what the manifest
+/// needs of one component.
+pub async fn describe_file(
+    engine: &crate::Engine,
+    name: &str,
+    path: &std::path::Path,
+) -> Result<flash_manifest::ComponentInput> {
+    let wasm = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let sha256 = flash_manifest::sha256_hex(&wasm);
+    let pre = FunctionComponentPre::from_bytes(engine, name, &wasm, sha256.clone())?;
+    Ok(flash_manifest::ComponentInput {
+        name: name.to_string(),
+        sha256,
+        size: wasm.len() as u64,
+        description: pre.describe().await?,
+    })
+}
+
 fn convert(description: types::Description) -> d::Description {
     d::Description {
         resources: description

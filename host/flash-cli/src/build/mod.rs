@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use flash_manifest::artifact::{self, ARTIFACT_FILE_NAME};
 use flash_manifest::describe::Description;
-use flash_manifest::{ComponentInput, MANIFEST_FILE_NAME, Manifest, ManifestBuilder, ModelInput};
+use flash_manifest::package::{self, Package};
+use flash_manifest::{ComponentInput, MANIFEST_FILE_NAME, Manifest};
 
 use crate::project::Project;
 
@@ -76,46 +77,29 @@ pub async fn build(project: &Project, reporter: &dyn Reporter) -> Result<BuildOu
 
     let engine = scanner_engine()?;
     let mut inputs = Vec::new();
-    let mut files = Vec::new();
-    for (name, path) in &components {
-        let wasm = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    for (name, path) in components {
+        let wasm = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let sha256 = flash_manifest::sha256_hex(&wasm);
-        let description = describe_cached(&engine, project, name, &wasm, &sha256, reporter).await?;
+        let description =
+            describe_cached(&engine, project, &name, &wasm, &sha256, reporter).await?;
         let input = ComponentInput {
-            name: name.clone(),
+            name,
             sha256,
             size: wasm.len() as u64,
             description,
         };
-        files.push((input.artifact_path(), path.clone()));
-        inputs.push(input);
+        inputs.push((input, path));
     }
-
-    let generated_at = flash_manifest::builder::generated_at_now()?;
-    let mut builder = ManifestBuilder::new(project.name(), generated_at);
-    for input in inputs {
-        builder = builder.component(input);
-    }
+    let mut models = Vec::new();
     for decl in &project.file.models {
         let path = project.root.join(&decl.path);
-        let bytes = std::fs::read(&path).with_context(|| {
-            format!(
-                "reading model `{}` from {} (declared in flash.toml)",
-                decl.name,
-                path.display()
-            )
-        })?;
-        let input = ModelInput {
-            name: decl.name.clone(),
-            sha256: flash_manifest::sha256_hex(&bytes),
-            size: bytes.len() as u64,
-            resources: decl.resources.clone(),
-            sessions: decl.sessions,
-        };
-        files.push((input.artifact_path(), path));
-        builder = builder.model(input);
+        let input = package::model_input(&decl.name, &path, decl.resources.clone(), decl.sessions)
+            .with_context(|| format!("model `{}` (declared in flash.toml)", decl.name))?;
+        models.push((input, path));
     }
-    let mut manifest = builder.build()?;
+    let generated_at = flash_manifest::builder::generated_at_now()?;
+    let package = Package::new(project.name(), generated_at, inputs, models)?;
+    let mut manifest = package.manifest.clone();
 
     let manifest_path = flash_dir.join(MANIFEST_FILE_NAME);
     let artifact_path = flash_dir.join(ARTIFACT_FILE_NAME);
@@ -131,13 +115,8 @@ pub async fn build(project: &Project, reporter: &dyn Reporter) -> Result<BuildOu
     };
     manifest.write(&manifest_path)?;
     if !up_to_date {
-        artifact::pack(
-            &artifact_path,
-            &manifest,
-            &files,
-            artifact::source_date_epoch()?,
-        )
-        .with_context(|| format!("writing {}", artifact_path.display()))?;
+        // Not up to date: `manifest` is the package's own.
+        package.write_artifact(&artifact_path, artifact::source_date_epoch()?)?;
     }
     let bytes = std::fs::read(&artifact_path)
         .with_context(|| format!("reading {}", artifact_path.display()))?;

@@ -17,7 +17,7 @@ use flash::build::{self, BuildOutput};
 use flash::deploy::Action;
 use flash::local::LocalDeployment;
 use flash::project::Project;
-use flash::watch::{DEFAULT_DEBOUNCE, SourceWatcher};
+use flash::watch::{DEFAULT_DEBOUNCE, SourceWatcher, build_inputs};
 
 use super::build::{SpinnerReporter, print_summary};
 
@@ -69,8 +69,11 @@ impl RunArgs {
         );
         print_calls(&output, &local);
         if self.watch {
+            // Watching starts before "Ready", so no edit made after it is missed.
+            let watcher =
+                SourceWatcher::new(&project.root, &build_inputs(&project), DEFAULT_DEBOUNCE)?;
             println!("Ready; watching for changes. Ctrl+C stops the server and every worker.");
-            let watched = watch(&project, &mut local).await;
+            let watched = watch(&project, &mut local, watcher).await;
             local.stop().await?;
             return watched;
         }
@@ -82,8 +85,11 @@ impl RunArgs {
 }
 
 /// The `--watch` loop: each burst of source changes → build → send; until Ctrl+C.
-async fn watch(project: &Project, local: &mut LocalDeployment) -> Result<()> {
-    let mut watcher = SourceWatcher::new(&project.root, DEFAULT_DEBOUNCE)?;
+async fn watch(
+    project: &Project,
+    local: &mut LocalDeployment,
+    mut watcher: SourceWatcher,
+) -> Result<()> {
     let shutdown = flash_control::cli::shutdown_signal();
     tokio::pin!(shutdown);
     loop {

@@ -28,7 +28,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -191,14 +190,7 @@ impl ResourceManager {
     fn write_atomic(&self, state: &State) -> Result<()> {
         let mut bytes = serde_json::to_vec_pretty(state).context("serialising deploy state")?;
         bytes.push(b'\n');
-        let tmp = self
-            .path
-            .with_extension(format!("json.tmp.{}", std::process::id()));
-        let mut file = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path)
+        flash_manifest::atomic::write(&self.path, &bytes)
             .with_context(|| format!("replacing {}", self.path.display()))
     }
 }

@@ -1,12 +1,10 @@
 //! The queue handler end to end: a real `flash-host` process with the real test guest,
 //! taking jobs from an in-test job source over the RunPod worker protocol.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_jobs_succeed_fail_typed_and_never_kill_the_worker() {

@@ -1,11 +1,9 @@
 //! Boot refuses bad artifacts and bad configuration with a clear message.
 
-mod support;
-
 use std::io::Write;
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 fn run_host(env: &[(String, String)]) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flash-host"));

@@ -3,14 +3,12 @@
 //! the RunPod worker protocol, and the same model run by `onnxruntime` in Python as the
 //! reference.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 const EXAMPLE: &str = "examples/inference";
 const RESOURCE: &str = "classifier";

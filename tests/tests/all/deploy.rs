@@ -3,7 +3,7 @@
 //!
 //! The quickstart is copied to a temp dir (its `flash-sdk` path rewritten to the repo) so
 //! this test can edit it — change a resource config, remove a resource — without touching
-//! the example or racing `tests/tests/build.rs`, which builds it in place.
+//! the example or racing the `build` tests, which build it in place.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,12 +1,10 @@
 //! The load-balanced handler end to end: a real `flash-host` serving the test guest's
 //! routes on loopback, with and without auth.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 async fn start_lb(
     dir: &std::path::Path,

@@ -1,44 +1,24 @@
 //! Peer calls between real `flash-host` processes of different resource configs, with
-//! the peer URLs discovered through a State Manager GraphQL endpoint (an in-test stand-in
-//! answering `getFlashEnvironment` and `getFlashBuild`).
+//! the peer URLs discovered through a State Manager ([`flash_api::stub`]).
 
-mod support;
-
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::routing::post;
+use flash_api::stub::{Stub, start};
 use serde_json::{Value, json};
-use support::*;
 
-/// Answers the two queries of peer discovery with a manifest carrying `endpoints`.
-async fn state_manager(manifest: Value, endpoints: Value) -> (String, Arc<Mutex<usize>>) {
-    let hits = Arc::new(Mutex::new(0usize));
+use crate::support::*;
+
+/// A State Manager stand-in whose environment `env-1` has an active build with `manifest`
+/// (its `resources_endpoints` set to `endpoints`).
+async fn state_manager(manifest: Value, endpoints: Value) -> (String, Arc<Stub>) {
     let mut manifest = manifest;
     manifest["resources_endpoints"] = endpoints;
-    let app = Router::new()
-        .route(
-            "/graphql",
-            post(|State((manifest, hits)): State<(Value, Arc<Mutex<usize>>)>, axum::Json(body): axum::Json<Value>| async move {
-                *hits.lock().unwrap() += 1;
-                let query = body["query"].as_str().unwrap_or_default();
-                let data = if query.contains("flashEnvironment") {
-                    json!({"flashEnvironment": {"id": "env-1", "name": "dev", "state": "HEALTHY", "activeBuildId": "build-1", "createdAt": "2026-01-01T00:00:00Z"}})
-                } else if query.contains("flashBuild") {
-                    json!({"flashBuild": {"id": "build-1", "manifest": manifest}})
-                } else {
-                    return axum::Json(json!({"errors": [{"message": format!("unexpected query {query}")}]}));
-                };
-                axum::Json(json!({"data": data}))
-            }),
-        )
-        .with_state((manifest, Arc::clone(&hits)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, hits)
+    let stub = Arc::new(Stub::default());
+    stub.add_environment("env-1", Some("build-1"));
+    stub.set_build("build-1", manifest);
+    let url = start(Arc::clone(&stub)).await;
+    (url, stub)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +147,7 @@ async fn peers_are_called_across_processes_through_discovered_urls() {
     assert!(msg.contains("limit 8"), "{msg}");
 
     // Discovery went through the State Manager, and its answers were cached.
-    let n = *hits.lock().unwrap();
+    let n = hits.requests();
     assert!(n >= 2, "the State Manager was not asked ({n} requests)");
     assert!(n <= 8, "the manifest was not cached: {n} GraphQL requests");
 }
