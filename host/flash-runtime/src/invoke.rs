@@ -98,6 +98,7 @@ impl FunctionComponentPre {
                 inference: ctx.map(|c| c.inference.clone()).unwrap_or_default(),
                 deadline: None,
             },
+            panic: None,
         };
         let mut store = Store::new(self.engine.wasmtime(), state);
         store.limiter(|state| &mut state.limits);
@@ -126,10 +127,26 @@ impl FunctionComponentPre {
         match tokio::time::timeout(limits.deadline + DEADLINE_GRACE, call).await {
             Ok(Ok(Ok(output))) => Ok(output),
             Ok(Ok(Err(guest_error))) => Err(guest_error.into()),
-            Ok(Err(trap)) => Err(classify_trap(function, &trap, limits)),
+            Ok(Err(trap)) => Err(match store.data_mut().panic.take() {
+                Some(panic) => panic_error(function, &panic, &trap),
+                None => classify_trap(function, &trap, limits),
+            }),
             Err(_elapsed) => Err(timeout_error(function, limits)),
         }
     }
+}
+
+/// A guest panic: the failure of the user's code, reported with the guest's own message
+/// and the trap's backtrace (function names demangled).
+pub(crate) fn panic_error(function: &str, panic: &str, trap: &wasmtime::Error) -> CallError {
+    let mut error = CallError::new(
+        ErrorKind::UserError,
+        format!("function `{function}` {panic}"),
+    );
+    if let Some(backtrace) = trap.downcast_ref::<wasmtime::WasmBacktrace>() {
+        error.traceback = Some(format!("{backtrace}"));
+    }
+    error
 }
 
 /// How long a call's host-side work (a peer call) may outlive its deadline.

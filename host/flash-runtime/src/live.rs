@@ -111,7 +111,10 @@ impl LiveInstance {
             Ok(Ok(Err(guest_error))) => Err(guest_error.into()),
             Ok(Err(trap)) => {
                 self.poisoned = true;
-                Err(classify_trap(function, &trap, &limits))
+                Err(match self.store.data_mut().panic.take() {
+                    Some(panic) => crate::invoke::panic_error(function, &panic, &trap),
+                    None => classify_trap(function, &trap, &limits),
+                })
             }
             Err(_elapsed) => {
                 self.poisoned = true;

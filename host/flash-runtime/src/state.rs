@@ -22,7 +22,12 @@ pub(crate) struct HostState {
     pub progress: Option<crate::invoke::ProgressSink>,
     /// The host's preloaded models and the call's deadline, for `wasi:nn`.
     pub nn: flash_nn::NnCtx,
+    /// What the guest reported through `diagnostics.panicked` before trapping.
+    pub panic: Option<String>,
 }
+
+/// The longest panic message kept (a guest decides its length).
+const MAX_PANIC_MESSAGE: usize = 4096;
 
 impl HostState {
     pub fn nn_view(&mut self) -> flash_nn::NnView<'_> {
@@ -63,6 +68,20 @@ impl flash::runtime::peer::Host for HostState {
             .call(&function, input, depth)
             .await
             .map_err(Into::into)
+    }
+}
+
+impl flash::runtime::diagnostics::Host for HostState {
+    async fn panicked(&mut self, mut message: String) {
+        if message.len() > MAX_PANIC_MESSAGE {
+            let mut cut = MAX_PANIC_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" …");
+        }
+        self.panic = Some(message);
     }
 }
 

@@ -580,6 +580,15 @@ fn wait_for_line(log: &Path, needle: &str, count: usize, timeout: Duration) -> S
 fn run_watch_redeploys_only_the_endpoints_whose_code_changed() {
     let project = polyglot_project();
     let dir = project.path();
+    // The polyglot test builds the same crate at the same time in the shared guest target
+    // dir: a copy of a guest crate gets its own name.
+    let cargo_toml = dir.join("rust/Cargo.toml");
+    let text = std::fs::read_to_string(&cargo_toml).unwrap();
+    std::fs::write(
+        &cargo_toml,
+        text.replace("name = \"polyglot_text\"", "name = \"polyglot_text_watch\""),
+    )
+    .unwrap();
     let port = flash_tests::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let log = dir.join("run.log");

@@ -146,9 +146,21 @@ async fn queue_jobs_succeed_fail_typed_and_never_kill_the_worker() {
     let r = source
         .run("ep-queue", json!({"function_name": "trap"}))
         .await;
+    // A panic: the guest's own message and location, and a demangled backtrace.
     let (kind, msg) = error_of(&r);
-    assert_eq!(kind, "internal");
-    assert!(msg.contains("function `trap` trapped"), "{msg}");
+    assert_eq!(kind, "user-error", "{msg}");
+    assert!(
+        msg.contains("function `trap` panicked at src/lib.rs:")
+            && msg.contains("trap() was called"),
+        "{msg}"
+    );
+    let traceback = r["error"]
+        .as_str()
+        .and_then(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+        .and_then(|e| e["error_traceback"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    assert!(traceback.contains("rust_guest::trap"), "{traceback}");
+    assert!(!traceback.contains("_ZN"), "mangled frames: {traceback}");
     let r = source
         .run("ep-queue", json!({"function_name": "spin"}))
         .await;
