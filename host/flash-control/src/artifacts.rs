@@ -6,9 +6,10 @@
 //! server secret, the method, the key and the expiry, so nothing per-URL needs storing and a
 //! URL cannot be widened to another key, method or deadline. The upload may not exceed the
 //! announced size; its SHA-256 is computed while streaming to disk and recorded, an optional
-//! `x-flash-sha256` request header is checked against it, and downloads (presigned `GET`s
-//! handed to workers as `FLASH_ARTIFACT_URL`) re-verify the file against the recorded digest
-//! before serving it and return the digest in `x-flash-sha256`.
+//! `x-flash-sha256` request header is checked against it, and downloads (presigned `GET`s,
+//! for tools; local workers read the stored file itself as RunPod's artifact file)
+//! re-verify the file against the recorded digest before serving it and return the digest
+//! in `x-flash-sha256`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -99,6 +100,11 @@ impl ArtifactStore {
 
     fn path_of(&self, key: &str) -> PathBuf {
         self.dir.join(key)
+    }
+
+    /// The file of a stored artifact: what local workers get as RunPod's artifact file.
+    pub fn local_path(&self, key: &str) -> PathBuf {
+        self.path_of(key)
     }
 
     /// Reserves an object key for `app_id` and returns its upload URL.

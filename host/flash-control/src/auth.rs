@@ -75,7 +75,7 @@ impl Auth {
         Self { user_key }
     }
 
-    /// The user key (handed to workers as `RUNPOD_API_KEY`).
+    /// The user key (deploys put it in templates as `RUNPOD_API_KEY`).
     pub fn user_key(&self) -> &str {
         &self.user_key
     }

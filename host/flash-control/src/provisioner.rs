@@ -3,13 +3,16 @@
 //! A reconcile loop (every `tick`, or at once when [`Provisioner::kick`] is called after
 //! `saveEndpoint`, a new job, …) compares each endpoint with its pool of worker processes:
 //!
-//! - **Spawn.** A worker is the worker command (`flash-host` by default) started with the
-//!   environment the runpod worker SDK reads (reference §3.1): job-take/done/stream/ping URL
-//!   templates pointing at this server, `RUNPOD_POD_ID`, the endpoint's `aiKey` as
-//!   `RUNPOD_AI_API_KEY`, `FLASH_ARTIFACT_URL` of the environment's active build, the
-//!   template env, and for LB endpoints a `FLASH_LISTEN_ADDR`. Output goes to
-//!   `<data_dir>/logs/<endpoint>/<worker>.log`. Each worker is its own process group and gets
-//!   `SIGKILL` if the server dies (Linux parent-death signal), so no worker outlives it.
+//! - **Spawn.** A worker is the worker command (`flash-host` by default) started with what
+//!   RunPod gives a worker and nothing more (reference §3.1, §5.6): the template env, the
+//!   platform's variables (job-take/done/stream/ping URL templates pointing at this server,
+//!   `RUNPOD_POD_ID`, `RUNPOD_ENDPOINT_ID`, the endpoint's `aiKey` as `RUNPOD_AI_API_KEY`,
+//!   `RUNPOD_PING_INTERVAL`) and the environment's active build as RunPod's artifact file.
+//!   Only what a shared machine cannot do as separate containers differs, each named in
+//!   [`LOCAL_ONLY_ENV`]. Output goes to `<data_dir>/logs/<endpoint>/<worker>.log`; each
+//!   worker unpacks into `<data_dir>/workers/<worker>/app`, removed when it exits and swept
+//!   at start. Each worker is its own process group and gets `SIGKILL` if the server dies
+//!   (Linux parent-death signal), so no worker outlives it.
 //! - **Scale.** Between `workersMin` and `workersMax`: `QUEUE_DELAY` adds a worker when the
 //!   oldest queued job waited `scalerValue` s (or none runs), `REQUEST_COUNT` keeps
 //!   `ceil(outstanding / scalerValue)`. Workers idle for `idleTimeout` s beyond the target are
@@ -43,6 +46,48 @@ use crate::util::now_ms;
 /// otherwise anyone holding the API key could run arbitrary programs on the host.
 pub const WORKER_COMMAND_ENV: &str = "FLASH_WORKER_COMMAND";
 
+/// The variables a local worker gets that a RunPod worker does not, and why each cannot be
+/// removed: RunPod runs every worker in its own container with its own network and file
+/// system, and its workers reach RunPod's own API by default.
+pub const LOCAL_ONLY_ENV: &[(&str, &str)] = &[
+    (
+        "RUNPOD_API_BASE_URL",
+        "RunPod's workers reach api.runpod.io, flash-host's default; local ones reach this server",
+    ),
+    (
+        "RUNPOD_ENDPOINT_BASE_URL",
+        "peers' queue URLs are this server's, not api.runpod.ai",
+    ),
+    (
+        "FLASH_BUILD_ARTIFACT_PATH",
+        "RunPod puts the artifact at /root/.runpod/artifact.tar.gz in each container; local \
+         workers share one file system, so the server names the stored file",
+    ),
+    (
+        "FLASH_APP_DIR",
+        "each RunPod container unpacks into its own /app; local workers get one directory each",
+    ),
+    (
+        "FLASH_LISTEN_ADDR",
+        "a container listens on 0.0.0.0:$PORT of its own network; local load-balanced workers \
+         share the machine's, so each gets a loopback port",
+    ),
+    (
+        HOME_MARKER_ENV,
+        "marks a worker's processes so that a restarted server can stop the strays of a \
+         killed one",
+    ),
+];
+
+/// Flash settings of the machine rather than of a deploy (a worker image would set them):
+/// the only FLASH_* variables local workers inherit from the server's environment.
+pub const MACHINE_ENV: &[&str] = &[
+    "FLASH_CACHE_DIR",
+    "FLASH_NN_TARGET",
+    "FLASH_NN_SESSIONS",
+    "FLASH_NN_THREADS",
+];
+
 /// Environment marker set on every worker (inherited by its children): the data dir of the
 /// server that started it, so a restarted server can find strays of a killed predecessor.
 pub const HOME_MARKER_ENV: &str = "FLASH_CONTROL_HOME";
@@ -64,6 +109,8 @@ pub struct ProvisionerConfig {
     pub max_retries: i32,
     /// The data dir, exported to workers as [`HOME_MARKER_ENV`].
     pub home: PathBuf,
+    /// Where workers unpack their artifact (`<data_dir>/workers/<worker>/app`).
+    pub workers_dir: PathBuf,
 }
 
 /// The worker command used when none is configured: `FLASH_HOST_BIN`, else `flash-host`
@@ -139,7 +186,6 @@ pub struct Provisioner {
     store: Arc<dyn Store>,
     signals: Arc<Signals>,
     artifacts: Arc<ArtifactStore>,
-    user_key: String,
     inner: Mutex<Inner>,
     kick: Notify,
     stopping: AtomicBool,
@@ -187,14 +233,12 @@ impl Provisioner {
         store: Arc<dyn Store>,
         signals: Arc<Signals>,
         artifacts: Arc<ArtifactStore>,
-        user_key: String,
     ) -> Self {
         Self {
             cfg,
             store,
             signals,
             artifacts,
-            user_key,
             inner: Mutex::default(),
             kick: Notify::new(),
             stopping: AtomicBool::new(false),
@@ -203,6 +247,35 @@ impl Provisioner {
                 .build()
                 .unwrap_or_default(),
         }
+    }
+
+    /// Where worker `id` unpacks its artifact.
+    fn app_dir(&self, id: &str) -> PathBuf {
+        self.cfg.workers_dir.join(id).join("app")
+    }
+
+    fn remove_worker_dir(&self, id: &str) {
+        let dir = self.cfg.workers_dir.join(id);
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "removing a stopped worker's files");
+        }
+    }
+
+    /// Removes what workers of an earlier run left (a server killed with `SIGKILL` cannot
+    /// clean up after its workers). Returns how many worker directories were removed.
+    pub fn sweep_worker_dirs(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.cfg.workers_dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            if std::fs::remove_dir_all(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -474,9 +547,23 @@ impl Provisioner {
             .stderr(log)
             .kill_on_drop(true)
             .process_group(0);
+        // What RunPod does not give a worker, the server's own environment must not leak
+        // either: the worker sees the template env, the platform's variables and the
+        // machine's settings ([`MACHINE_ENV`]), never the server's RUNPOD_* / FLASH_*.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if (key.starts_with("RUNPOD_")
+                || key.starts_with("FLASH_")
+                || key.starts_with("_FLASH_"))
+                && !MACHINE_ENV.contains(&key.as_ref())
+            {
+                cmd.env_remove(key.as_ref());
+            }
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // The platform's variables win over the template's, as on RunPod.
         cmd.env(
             "RUNPOD_WEBHOOK_GET_JOB",
             format!("{v2}/job-take/$ID?gpu=local"),
@@ -500,18 +587,16 @@ impl Provisioner {
             "RUNPOD_PING_INTERVAL",
             self.cfg.ping_interval_ms.to_string(),
         )
-        .env("RUNPOD_API_KEY", &self.user_key)
         .env(HOME_MARKER_ENV, &self.cfg.home)
         .env("RUNPOD_API_BASE_URL", base)
-        .env("RUNPOD_ENDPOINT_BASE_URL", format!("{base}/v2"));
-        match artifact_key {
-            Some(key) => cmd.env("FLASH_ARTIFACT_URL", self.artifacts.download_url(key).0),
-            None => cmd.env_remove("FLASH_ARTIFACT_URL"),
-        };
+        .env("RUNPOD_ENDPOINT_BASE_URL", format!("{base}/v2"))
+        .env("FLASH_APP_DIR", self.app_dir(&id));
+        if let Some(key) = artifact_key {
+            cmd.env("FLASH_BUILD_ARTIFACT_PATH", self.artifacts.local_path(key));
+        }
         let listen = if ep.is_lb() {
             let addr = free_local_addr()?;
-            cmd.env("FLASH_LISTEN_ADDR", addr.to_string())
-                .env("FLASH_ENDPOINT_TYPE", "lb");
+            cmd.env("FLASH_LISTEN_ADDR", addr.to_string());
             Some(addr)
         } else {
             None
@@ -780,6 +865,7 @@ impl Provisioner {
                 continue;
             };
             index.remove(&id);
+            self.remove_worker_dir(&id);
             // Leftovers of the worker (e.g. the SDK's heartbeat process) go with it.
             signal_group(w.pid, libc::SIGKILL);
             match self
@@ -846,6 +932,7 @@ impl Provisioner {
             signal_group(*pid, libc::SIGKILL);
             let _ = child.wait().await;
         }
+        self.sweep_worker_dirs();
         tracing::info!("all workers stopped");
     }
 

@@ -141,11 +141,11 @@ impl Server {
                 stop_grace: config.stop_grace,
                 max_retries: config.max_retries,
                 home: std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.clone()),
+                workers_dir: data_dir.join("workers"),
             },
             store.clone(),
             signals.clone(),
             artifacts.clone(),
-            user_key.clone(),
         ));
         let state = AppState {
             store,
@@ -192,6 +192,10 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let state = self.state;
         state.provisioner.sweep_strays();
+        let swept = state.provisioner.sweep_worker_dirs();
+        if swept > 0 {
+            tracing::info!(swept, "removed the files of workers from an earlier run");
+        }
         let requeued = state
             .store
             .requeue_all_running(now_ms(), state.config.max_retries)?;

@@ -292,3 +292,82 @@ async fn webhook_receives_the_final_status() {
     assert_eq!(got["output"]["echo"], json!({ "w": 1 }));
     s.stop().await;
 }
+
+/// A worker sees what RunPod gives one, and nothing of the server's own environment: the
+/// template env, the platform's variables, and only the local-only ones the provisioner
+/// names with a reason (`LOCAL_ONLY_ENV`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_get_what_runpod_gives_them_and_nothing_more() {
+    let s = TestServer::start().await;
+    let out = s.dir.path().join("worker-env.txt");
+    let command = json!([
+        "sh",
+        "-c",
+        "env > \"$ENV_OUT.tmp\" && mv \"$ENV_OUT.tmp\" \"$ENV_OUT\"; exec sleep 60"
+    ]);
+    let input = json!({
+        "name": "env-probe",
+        "workersMin": 1,
+        "workersMax": 1,
+        "template": { "env": [
+            { "key": "FLASH_WORKER_COMMAND", "value": command.to_string() },
+            { "key": "ENV_OUT", "value": out.display().to_string() },
+            { "key": "USER_SETTING", "value": "kept" },
+            { "key": "RUNPOD_API_KEY", "value": "from-the-template" },
+        ]},
+    });
+    s.gql(common::SAVE_ENDPOINT, json!({ "input": input }))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !out.is_file() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = std::fs::read_to_string(&out).unwrap();
+    let vars: std::collections::BTreeMap<&str, &str> =
+        text.lines().filter_map(|l| l.split_once('=')).collect();
+    let platform = [
+        "RUNPOD_WEBHOOK_GET_JOB",
+        "RUNPOD_WEBHOOK_POST_OUTPUT",
+        "RUNPOD_WEBHOOK_POST_STREAM",
+        "RUNPOD_WEBHOOK_PING",
+        "RUNPOD_POD_ID",
+        "RUNPOD_AI_API_KEY",
+        "RUNPOD_ENDPOINT_ID",
+        "RUNPOD_PING_INTERVAL",
+    ];
+    let template = ["FLASH_WORKER_COMMAND", "RUNPOD_API_KEY"];
+    let local_only: Vec<&str> = flash_control::provisioner::LOCAL_ONLY_ENV
+        .iter()
+        .map(|(k, _)| *k)
+        .collect();
+    for key in vars
+        .keys()
+        .filter(|k| k.starts_with("RUNPOD_") || k.contains("FLASH_"))
+    {
+        assert!(
+            platform.contains(key)
+                || template.contains(key)
+                || local_only.contains(key)
+                || flash_control::provisioner::MACHINE_ENV.contains(key),
+            "{key} is neither RunPod's, the template's nor a named local-only variable:\n{text}"
+        );
+    }
+    for key in platform {
+        assert!(vars.contains_key(key), "{key} missing:\n{text}");
+    }
+    assert_eq!(vars["USER_SETTING"], "kept");
+    // The template's key, not the server's own.
+    assert_eq!(vars["RUNPOD_API_KEY"], "from-the-template");
+    assert!(!vars.contains_key("FLASH_ARTIFACT_URL"));
+    // Each worker gets its own app dir under the server's data dir.
+    assert!(
+        vars["FLASH_APP_DIR"].starts_with(&s.dir.path().join("workers").display().to_string()),
+        "{}",
+        vars["FLASH_APP_DIR"]
+    );
+    s.stop().await;
+}

@@ -76,8 +76,10 @@ async fn a_trap_or_a_timeout_poisons_the_instance() {
     };
 
     let mut live = pre.instantiate(&ctx(), &limits).await.unwrap();
+    // A panic is the function's own failure, reported with its message.
     let err = live.invoke("trap", "{}").await.unwrap_err();
-    assert_eq!(err.kind, ErrorKind::Internal, "{err}");
+    assert_eq!(err.kind, ErrorKind::UserError, "{err}");
+    assert!(err.message.contains("trap() was called"), "{err}");
     assert!(live.is_poisoned());
     let err = live.invoke("add", r#"{"a": 1, "b": 1}"#).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Internal);
