@@ -15,8 +15,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Where the control plane is (shared by `deploy` and `call`).
 #[derive(Debug, Clone, Args)]
 pub struct ServerOpts {
-    /// Control plane URL (`flash server`, or RunPod's API base). The API key comes from
-    /// RUNPOD_API_KEY, else from the local server's `<data dir>/api_key`.
+    /// Control plane: `runpod` (RunPod's API, or RUNPOD_API_BASE_URL), `local` (a local
+    /// `flash server`), or a URL. The first line of output says which. The API key comes
+    /// from RUNPOD_API_KEY, else for RunPod from `.env` (working directory up) or
+    /// `~/.runpod/config.toml`, and for a local server from its `<data dir>/api_key`.
     #[arg(long, global = true, env = "FLASH_SERVER_URL", default_value = deploy::DEFAULT_SERVER_URL, value_name = "URL")]
     pub server: String,
 
