@@ -56,12 +56,13 @@ pub struct UnpackedArtifact {
 /// Locates (and if needed fetches and unpacks) the artifact.
 pub async fn locate(source: &ArtifactSource, api_key: Option<&str>) -> Result<UnpackedArtifact> {
     match source {
-        ArtifactSource::Explicit(source)
-            if source.starts_with("http://") || source.starts_with("https://") =>
-        {
-            download_and_unpack(source, api_key).await
+        ArtifactSource::Explicit(source) => {
+            if source.starts_with("http://") || source.starts_with("https://") {
+                download_and_unpack(source, api_key).await
+            } else {
+                unpack_file(Path::new(source))
+            }
         }
-        ArtifactSource::Explicit(path) => unpack_file(Path::new(path)),
         ArtifactSource::Unpacked(manifest) => {
             let root = manifest
                 .parent()
@@ -100,6 +101,52 @@ pub async fn locate(source: &ArtifactSource, api_key: Option<&str>) -> Result<Un
         }
         ArtifactSource::Search => search(),
     }
+}
+
+/// Prefix of the temporary directories hosts unpack explicit artifacts into: the owner's
+/// pid, so that a host killed with SIGKILL (which cannot clean up) leaves a directory the
+/// next host on the machine recognises as stale ([`sweep_stale_unpacks`]).
+const TEMP_PREFIX: &str = "flash-host-";
+
+/// A new private directory for an unpacked artifact, after removing those of hosts that
+/// are gone.
+fn fresh_temp_dir() -> std::io::Result<tempfile::TempDir> {
+    let temp_dir = std::env::temp_dir();
+    let swept = sweep_stale_unpacks(&temp_dir);
+    if swept > 0 {
+        tracing::info!(swept, "removed artifacts unpacked by hosts that are gone");
+    }
+    tempfile::Builder::new()
+        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+        .tempdir_in(temp_dir)
+}
+
+/// Removes the unpacked artifacts of hosts that are gone: `flash-host-<pid>-*` directories
+/// in the temp dir whose process no longer runs. Returns how many were removed. Linux only
+/// (reads `/proc`); elsewhere a no-op.
+pub fn sweep_stale_unpacks(temp_dir: &Path) -> usize {
+    if !Path::new("/proc/self").exists() {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir(temp_dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(TEMP_PREFIX)
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid.to_string()).exists();
+        if !alive && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Waits for RunPod's artifact file to appear (it is delivered next to the container start).
@@ -180,10 +227,7 @@ fn search() -> Result<UnpackedArtifact> {
 }
 
 fn unpack_file(archive: &Path) -> Result<UnpackedArtifact> {
-    let temp = tempfile::Builder::new()
-        .prefix("flash-host-")
-        .tempdir()
-        .context("creating a work directory")?;
+    let temp = fresh_temp_dir().context("creating a work directory")?;
     flash_manifest::artifact::unpack(archive, temp.path(), UnpackLimits::default()).with_context(
         || {
             format!(
@@ -220,7 +264,7 @@ async fn download_and_unpack(url: &str, api_key: Option<&str>) -> Result<Unpacke
                     .bytes()
                     .await
                     .with_context(|| format!("downloading {url}"))?;
-                let temp = tempfile::Builder::new().prefix("flash-host-").tempdir()?;
+                let temp = fresh_temp_dir()?;
                 let root = temp.path().join("artifact");
                 flash_manifest::artifact::unpack_from(&bytes[..], &root, UnpackLimits::default())
                     .with_context(|| format!("refusing to start: artifact from {url} is not valid"))?;

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -240,4 +241,61 @@ async fn runpods_artifact_path_is_unpacked_into_the_app_dir() {
         "{stderr}"
     );
     assert!(foreign.join("notes.txt").is_file());
+}
+
+#[tokio::test]
+async fn a_killed_hosts_unpacked_artifact_is_removed_by_the_next_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let artifact = rust_guest_artifact(tmp.path(), |_| {}).await;
+    let temp_dir = tmp.path().join("tmp");
+    std::fs::create_dir(&temp_dir).unwrap();
+    let unpacked = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&temp_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("flash-host-")
+            })
+            .collect()
+    };
+    // A load-balanced host that stays up, then dies with SIGKILL (no chance to clean up).
+    let port = flash_tests::free_port();
+    let mut host = spawn_host(
+        tmp.path(),
+        "killed",
+        &envs(&[
+            ("FLASH_RESOURCE_NAME", "test_lb"),
+            ("FLASH_ARTIFACT_URL", artifact.to_str().unwrap()),
+            ("FLASH_LISTEN_ADDR", &format!("127.0.0.1:{port}")),
+            ("FLASH_DISABLE_RP_AUTH", "true"),
+            ("TMPDIR", temp_dir.to_str().unwrap()),
+        ]),
+    );
+    let ping = format!("http://127.0.0.1:{port}/ping");
+    tokio::task::spawn_blocking(move || flash_tests::wait_for_http(&ping, Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(unpacked().len(), 1, "the running host's artifact");
+    host.0.kill().unwrap();
+    host.0.wait().unwrap();
+    assert_eq!(unpacked().len(), 1, "SIGKILL leaves the directory behind");
+
+    // The next host on the machine removes it, and cleans up after itself.
+    let out = Command::new(env!("CARGO_BIN_EXE_flash-host"))
+        .args([
+            "--artifact",
+            artifact.to_str().unwrap(),
+            "--test-input",
+            r#"{"function_name":"add","kwargs":{"a":1,"b":2}}"#,
+        ])
+        .env_remove("FLASH_RESOURCE_NAME")
+        .env("TMPDIR", &temp_dir)
+        .output()
+        .unwrap();
+    assert_eq!(stdout_json(out), serde_json::json!({"output": 3}));
+    assert!(unpacked().is_empty(), "{:?}", unpacked());
 }
