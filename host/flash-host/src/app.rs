@@ -167,6 +167,18 @@ impl HostApp {
         let Some(local) = self.functions.get(function) else {
             return Err(self.unknown(function));
         };
+        // A caller that claims a depth past the limit is refused before anything runs (a
+        // peer's depth is in its request, so it is input like any other).
+        if depth > self.max_call_depth {
+            return Err(CallError::new(
+                ErrorKind::CallDepthExceeded,
+                format!(
+                    "`{function}` was called {depth} peer calls deep (limit {}); is there a call \
+                     cycle between functions?",
+                    self.max_call_depth
+                ),
+            ));
+        }
         let ctx = CallContext {
             env: local.env.clone(),
             peers,

@@ -184,6 +184,12 @@ impl ServiceRegistry {
                 ))
             })?;
         let url = url.trim_end_matches('/').to_string();
+        check_peer_url(&url).map_err(|why| {
+            unavailable(format!(
+                "refusing to call `{function}` at {url}: {why} (the API key goes with every peer \
+                 call)"
+            ))
+        })?;
         let payload: Value = serde_json::from_str(input).map_err(|e| {
             CallError::new(
                 ErrorKind::InvalidInput,
@@ -265,7 +271,7 @@ impl ServiceRegistry {
                 })?;
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
-                status = self.get(&format!("{url}/status/{id}"), function).await?;
+                status = self.get(&status_url(&url, id), function).await?;
             }
         }
     }
@@ -372,5 +378,79 @@ impl PeerRouter for ServiceRegistry {
         depth: u32,
     ) -> BoxFuture<'a, Result<String, CallError>> {
         Box::pin(ServiceRegistry::call(self, function, input, depth))
+    }
+}
+
+/// Peer URLs get the API key, so they must be https, or plain http on loopback (a local
+/// `flash server`).
+fn check_peer_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL ({e})"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let host = parsed.host_str().unwrap_or("");
+            let loopback = host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(())
+            } else {
+                Err("plain http is allowed only on loopback; use https".into())
+            }
+        }
+        other => Err(format!("scheme `{other}` is not http(s)")),
+    }
+}
+
+/// `{url}/status/{id}`, with the job id percent-encoded as one path segment.
+fn status_url(url: &str, id: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            if let Ok(mut segments) = parsed.path_segments_mut() {
+                segments.pop_if_empty().push("status").push(id);
+            }
+            parsed.to_string()
+        }
+        Err(_) => format!("{url}/status/{id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_goes_only_to_https_or_loopback_peers() {
+        for ok in [
+            "https://abc.api.runpod.ai",
+            "http://127.0.0.1:8765/v2/ep",
+            "http://[::1]:9/lb/x",
+            "http://localhost:1",
+        ] {
+            assert!(check_peer_url(ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://10.0.0.5:80/v2/ep",
+            "http://evil.example",
+            "ftp://x",
+            "nope",
+        ] {
+            assert!(check_peer_url(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn job_ids_are_one_encoded_path_segment() {
+        assert_eq!(
+            status_url("http://127.0.0.1:1/v2/ep", "a/../b?c"),
+            "http://127.0.0.1:1/v2/ep/status/a%2F..%2Fb%3Fc"
+        );
+        assert_eq!(
+            status_url("http://127.0.0.1:1/v2/ep", "job-1"),
+            "http://127.0.0.1:1/v2/ep/status/job-1"
+        );
     }
 }

@@ -144,7 +144,16 @@ impl Engine {
             return Ok((Component::new(&self.inner, wasm)?, false));
         };
         let path = dir.join(format!("{sha256}-{}.cwasm", self.compat_key));
-        if path.is_file() {
+        if path.is_file()
+            && let Err(why) = trusted_cache_entry(dir, &path)
+        {
+            // Loading a `.cwasm` runs its native code: never one that someone else could
+            // have written.
+            tracing::warn!(
+                "not using AOT cache entry {}: {why}; compiling instead",
+                path.display()
+            );
+        } else if path.is_file() {
             // SAFETY: files in the cache directory are written only by `store_in_cache`
             // below from `Engine::precompile_component` output of a compatible engine
             // (the compatibility hash is part of the name); wasmtime additionally checks
@@ -172,6 +181,35 @@ impl Engine {
         let component = unsafe { Component::deserialize(&self.inner, &compiled)? };
         Ok((component, false))
     }
+}
+
+/// Whether a cache entry can only have been written by this user: the directory and the
+/// file belong to us, and neither is writable by group or others.
+fn trusted_cache_entry(dir: &Path, path: &Path) -> std::result::Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let me = std::fs::metadata("/proc/self")
+            .map(|m| m.uid())
+            .map_err(|e| format!("cannot tell the current user ({e})"))?;
+        for item in [dir, path] {
+            let meta = std::fs::metadata(item)
+                .map_err(|e| format!("cannot read {} ({e})", item.display()))?;
+            if meta.uid() != me {
+                return Err(format!("{} belongs to another user", item.display()));
+            }
+            if meta.mode() & 0o022 != 0 {
+                return Err(format!(
+                    "{} is writable by other users (mode {:o})",
+                    item.display(),
+                    meta.mode() & 0o777
+                ));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (dir, path);
+    Ok(())
 }
 
 fn store_in_cache(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
@@ -225,4 +263,31 @@ fn start_epoch_ticker(engine: &wasmtime::Engine) {
             }
         })
         .expect("spawning the epoch thread");
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn cache_entries_others_could_write_are_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = dir.path().join("x.cwasm");
+        std::fs::write(&entry, b"native code").unwrap();
+        let mode = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        mode(dir.path(), 0o700);
+        mode(&entry, 0o644);
+        assert_eq!(trusted_cache_entry(dir.path(), &entry), Ok(()));
+        mode(&entry, 0o666);
+        let why = trusted_cache_entry(dir.path(), &entry).unwrap_err();
+        assert!(why.contains("writable by other users"), "{why}");
+        mode(&entry, 0o644);
+        mode(dir.path(), 0o777);
+        assert!(trusted_cache_entry(dir.path(), &entry).is_err());
+        mode(dir.path(), 0o700);
+    }
 }

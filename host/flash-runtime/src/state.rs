@@ -51,7 +51,7 @@ impl flash::runtime::types::Host for HostState {}
 
 impl flash::runtime::peer::Host for HostState {
     async fn call(&mut self, function: String, input: String) -> Result<String, types::CallError> {
-        let depth = self.depth + 1;
+        let depth = self.depth.saturating_add(1);
         if depth > self.max_depth {
             return Err(CallError::new(
                 ErrorKind::CallDepthExceeded,
