@@ -55,7 +55,7 @@ pub fn load(
     }
     let runtime = match &options.ort_dylib_path {
         Some(path) => OnnxRuntime::load(path),
-        None => Err(flash_nn::RuntimeError::NotSet),
+        None => Err(flash_nn::RuntimeError::not_set()),
     };
     let runtime = runtime.with_context(|| {
         if models.is_empty() {

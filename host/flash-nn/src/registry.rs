@@ -79,7 +79,7 @@ impl Inference {
         self.0.runtime.as_ref().ok_or_else(|| {
             NnError::Unsupported(format!(
                 "this host has no ONNX Runtime loaded: {}",
-                RuntimeError::NotSet
+                RuntimeError::not_set()
             ))
         })
     }

@@ -10,6 +10,10 @@
 //!
 //! A host that declares no model does not need the library at all; the caller decides
 //! (see `flash-host`'s `host` module).
+//!
+//! A statically linked `flash-host` (the `x86_64-unknown-linux-musl` build of the CPU
+//! container image) has no dynamic loader, so no library can ever be loaded: every attempt
+//! is [`RuntimeError::StaticBuild`], which says so instead of asking for `ORT_DYLIB_PATH`.
 
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
@@ -24,9 +28,21 @@ pub const ORT_DYLIB_PATH: &str = "ORT_DYLIB_PATH";
 /// older libraries lack functions it calls.
 pub const REQUIRED_MINOR_VERSION: u32 = ort::MINOR_VERSION;
 
+/// Whether this build can load shared libraries at all: not when the C runtime is linked
+/// statically (musl), where `dlopen` always fails.
+pub const CAN_LOAD_LIBRARIES: bool = !cfg!(target_feature = "crt-static");
+
 /// Why ONNX Runtime could not be loaded.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RuntimeError {
+    #[error(
+        "this flash-host is statically linked (like the one of the CPU container image \
+         `flash-host:<version>-cpu`) and cannot load the ONNX Runtime shared library, so it serves \
+         no wasi:nn models ({ORT_DYLIB_PATH} cannot help); use the GPU image \
+         (`flash-host:<version>-gpu`, which ships ONNX Runtime) or a flash-host built for glibc \
+         with {ORT_DYLIB_PATH} set"
+    )]
+    StaticBuild,
     #[error(
         "{ORT_DYLIB_PATH} is not set: this host serves ONNX models and needs the ONNX Runtime \
          shared library; set {ORT_DYLIB_PATH} to libonnxruntime.so (e.g. from `pip install \
@@ -54,6 +70,18 @@ pub enum RuntimeError {
     AlreadyLoaded { loaded: PathBuf, wanted: PathBuf },
 }
 
+impl RuntimeError {
+    /// The error when no library is named: [`RuntimeError::NotSet`], or
+    /// [`RuntimeError::StaticBuild`] where naming one could not help.
+    pub fn not_set() -> Self {
+        if CAN_LOAD_LIBRARIES {
+            Self::NotSet
+        } else {
+            Self::StaticBuild
+        }
+    }
+}
+
 /// ONNX Runtime, loaded and initialised. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct OnnxRuntime(Arc<Info>);
@@ -73,13 +101,16 @@ impl OnnxRuntime {
     pub fn from_env() -> Result<Self, RuntimeError> {
         match std::env::var_os(ORT_DYLIB_PATH).filter(|v| !v.is_empty()) {
             Some(path) => Self::load(Path::new(&path)),
-            None => Err(RuntimeError::NotSet),
+            None => Err(RuntimeError::not_set()),
         }
     }
 
     /// Loads the library at `path` (once per process; later calls with the same path
     /// return the same runtime).
     pub fn load(path: &Path) -> Result<Self, RuntimeError> {
+        if !CAN_LOAD_LIBRARIES {
+            return Err(RuntimeError::StaticBuild);
+        }
         let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(rt) = loaded.as_ref() {
             if rt.0.path == path {
