@@ -26,6 +26,7 @@
 //! | `FLASH_CONCURRENCY` | jobs / requests run at once (default 1 for queue, 64 for load-balanced) |
 //! | `FLASH_MAX_MEMORY_MB` | memory cap per instance (default 256) |
 //! | `FLASH_KEEP_RESIDENT_KB` | memory of a recycled instance slot reset in place instead of returned to the kernel (default 1024; 0 trades speed for less resident memory) |
+//! | `FLASH_PERFMAP` | `1`, `true` or `yes`: write `/tmp/perf-<pid>.map` so that `perf` names guest functions (profiling) |
 //! | `FLASH_PEER_TIMEOUT_S` | bound of one peer call (default 300) |
 //! | `FLASH_IS_MOTHERSHIP=true` | run as the environment's mothership instead (see [`crate::mothership`]) |
 //! | `ORT_DYLIB_PATH` | ONNX Runtime shared library for `wasi:nn`; required when the resource preloads models (see [`crate::models`]) |
@@ -150,6 +151,7 @@ pub struct HostEnv {
     pub concurrency: Option<usize>,
     pub max_memory_mb: usize,
     pub keep_resident_kb: Option<usize>,
+    pub perfmap: bool,
     pub peer_timeout: Duration,
     pub peers: PeerDiscovery,
     pub nn: NnOptions,
@@ -246,6 +248,7 @@ impl HostEnv {
             concurrency: vars.parse("FLASH_CONCURRENCY")?,
             max_memory_mb,
             keep_resident_kb,
+            perfmap: vars.flag("FLASH_PERFMAP"),
             peer_timeout: Duration::from_secs(vars.parse("FLASH_PEER_TIMEOUT_S")?.unwrap_or(300)),
             peers,
             nn,

@@ -33,6 +33,7 @@ pub async fn run(args: HostArgs) -> Result<i32> {
             .map_or(flash_runtime::engine::DEFAULT_MEMORY_KEEP_RESIDENT, |kb| {
                 kb << 10
             }),
+        perfmap: env.perfmap,
         ..Default::default()
     })?;
     let options = AppOptions {

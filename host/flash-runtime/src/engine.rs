@@ -45,6 +45,9 @@ pub struct EngineOptions {
     /// Pooling only: bytes of each linear memory kept resident (reset in place) when its
     /// slot is recycled; the rest is decommitted. 0 decommits everything.
     pub memory_keep_resident: usize,
+    /// Write `/tmp/perf-<pid>.map` so that `perf` names the guest's functions (wasmtime's
+    /// perfmap profiler); for profiling only.
+    pub perfmap: bool,
 }
 
 impl Default for EngineOptions {
@@ -55,6 +58,7 @@ impl Default for EngineOptions {
             pooling: true,
             cache_dir: default_cache_dir(),
             memory_keep_resident: DEFAULT_MEMORY_KEEP_RESIDENT,
+            perfmap: false,
         }
     }
 }
@@ -227,6 +231,9 @@ fn config(options: &EngineOptions, pooling: bool) -> wasmtime::Config {
     let mut config = wasmtime::Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    if options.perfmap {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if pooling {
         let n = options.max_instances;
         let mut pool = wasmtime::PoolingAllocationConfig::default();
