@@ -59,18 +59,69 @@ def parse_payload(function: str, payload: str) -> dict[str, Any] | list[Any]:
     )
 
 
+class _Plan:
+    """What binding needs to know of one callable: its parameters and their type hints.
+
+    Computed once per function and kept (`plan`): `inspect.signature` and
+    `typing.get_type_hints` cost more than the rest of a call. A component computes the
+    plans of every registered function while it is pre-initialised (`_runtime.warm`), so a
+    fresh instance finds them in its snapshot.
+    """
+
+    __slots__ = ("params", "hints", "positional", "var_positional", "var_keyword", "by_name")
+
+    def __init__(self, function: Callable[..., Any], bound: bool):
+        params = list(inspect.signature(function).parameters.values())
+        self.params = params[1:] if bound else params
+        self.hints = _type_hints(function)
+        self.positional = [
+            p for p in self.params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        self.var_positional = next((p for p in self.params if p.kind == p.VAR_POSITIONAL), None)
+        self.var_keyword = next((p for p in self.params if p.kind == p.VAR_KEYWORD), None)
+        self.by_name = {
+            p.name: p for p in self.params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+
+
+_plans: dict[tuple[Any, bool], _Plan] = {}
+
+
+def plan(target: Callable[..., Any], bound: bool | None = None) -> _Plan:
+    """The binding plan of `target`. A bound method shares its function's plan (each call
+    of a class endpoint binds a new instance; the signature stays); `bound=True` plans
+    a method from its class, without an instance."""
+    if bound is None:
+        bound = inspect.ismethod(target)
+    function = getattr(target, "__func__", target)
+    key = (function, bound)
+    found = _plans.get(key)
+    if found is None:
+        found = _plans[key] = _Plan(function, bound)
+    return found
+
+
+def warm(target: Callable[..., Any], bound: bool = False) -> None:
+    """Plans `target` and every dataclass its type hints mention, ahead of calls."""
+    pending = list(plan(target, bound).hints.values())
+    seen: set[int] = set()
+    while pending:
+        hint = pending.pop()
+        if id(hint) in seen:
+            continue
+        seen.add(id(hint))
+        pending.extend(typing.get_args(hint))
+        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+            pending.extend(_dataclass_plan(hint)[0].values())
+
+
 def bind(
     function: str, target: Callable[..., Any], arguments: dict[str, Any] | list[Any]
 ) -> tuple[list[Any], dict[str, Any]]:
     """Binds `arguments` to `target`'s signature, converting each to its type hint."""
-    signature = inspect.signature(target)
-    hints = _type_hints(target)
-    params = list(signature.parameters.values())
-    positional = [
-        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    var_positional = next((p for p in params if p.kind == p.VAR_POSITIONAL), None)
-    var_keyword = next((p for p in params if p.kind == p.VAR_KEYWORD), None)
+    p = plan(target)
+    params, hints, positional = p.params, p.hints, p.positional
+    var_positional, var_keyword = p.var_positional, p.var_keyword
 
     values: dict[str, Any] = {}
     extra_args: list[Any] = []
@@ -85,7 +136,7 @@ def bind(
             values[param.name] = value
         extra_args = arguments[len(positional):]
     else:
-        by_name = {p.name: p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        by_name = p.by_name
         for key, value in arguments.items():
             param = by_name.get(key)
             if param is not None and param.kind != param.POSITIONAL_ONLY:
@@ -226,8 +277,7 @@ def _item(value: Any, hint: Any, where: str) -> Any:
 def _dataclass(value: Any, cls: type) -> Any:
     if not isinstance(value, dict):
         raise _Mismatch(f"an object for {cls.__name__}", value)
-    hints = _type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints, fields = _dataclass_plan(cls)
     for key in value:
         if key not in fields:
             raise _Mismatch(f"{cls.__name__} without field `{key}`", value)
@@ -239,6 +289,18 @@ def _dataclass(value: Any, cls: type) -> Any:
             continue
         kwargs[name] = _item(value[name], hints.get(name, Any), f"field `{name}`")
     return cls(**kwargs)
+
+
+_dataclass_plans: dict[type, tuple[dict[str, Any], dict[str, dataclasses.Field]]] = {}
+
+
+def _dataclass_plan(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
+    """The type hints and init fields of dataclass `cls`, computed once."""
+    found = _dataclass_plans.get(cls)
+    if found is None:
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        found = _dataclass_plans[cls] = (_type_hints(cls), fields)
+    return found
 
 
 def _type_hints(target: Any) -> dict[str, Any]:

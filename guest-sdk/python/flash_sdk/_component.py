@@ -79,6 +79,7 @@ def load(modules: list[str]) -> None:
     for root in sorted(r for r in roots if r):
         for path in _python_files(root):
             _warm(path, root)
+    _runtime.warm()
 
 
 def _source_root(module) -> str | None:

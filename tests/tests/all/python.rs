@@ -465,10 +465,11 @@ fn python_build_errors_say_what_to_do() {
     assert!(stderr.contains("no Python module"), "{stderr}");
 }
 
-/// flash_sdk's `Endpoint` rules against the real runpod-flash from PyPI
-/// (guest-sdk/python/tests, run with the test venv's Python).
+/// flash_sdk's own tests (guest-sdk/python/tests, run with the test venv's Python): its
+/// `Endpoint` rules against the real runpod-flash from PyPI, and what a call does
+/// (argument binding, results, error kinds, async functions, peer calls).
 #[test]
-fn flash_sdk_endpoint_rules_match_runpod_flash() {
+fn flash_sdk_unit_tests_pass() {
     let out = std::process::Command::new(flash_tests::python().unwrap())
         .args([
             "-W",
