@@ -7,7 +7,7 @@
 #                  (release), CA certificates, /app and /root/.runpod. No wasi:nn models.
 #   gpu            image/Containerfile.gpu: a glibc flash-host with ONNX Runtime 1.22 + CUDA
 #                  12.8 + cuDNN 9 from the pinned PyPI wheels of image/gpu-requirements.txt
-#                  (1.9 GB, downloaded once into $CARGO_TARGET_DIR/image/wheels-*), and the
+#                  (1.9 GB, downloaded once into $FLASH_IMAGE_WORK_DIR/wheels-*), and the
 #                  C/C++ runtime they need, copied from this machine (image/rootfs.py).
 #   --tag NAME     image name [default: ghcr.io/flash-rs/flash-host:<version>-<variant>, the
 #                  name endpoint templates use; FLASH_HOST_IMAGE_REPO replaces the repository]
@@ -22,7 +22,8 @@
 # Needs rustup and cargo, python3, strip (binutils) and buildah; cpu: the musl target and
 # musl-gcc (ring compiles C); gpu: pip. Missing pieces are installed (rustup target add;
 # apt-get for buildah, musl-tools, binutils, ca-certificates when running as root), else the
-# script says what to install. Cached: cargo's target dir (CARGO_TARGET_DIR, default
+# script says what to install; FLASH_IMAGE_NO_INSTALL=1 installs nothing (the test suite).
+# Build contexts and wheels go to FLASH_IMAGE_WORK_DIR (default $CARGO_TARGET_DIR/image). Cached: cargo's target dir (CARGO_TARGET_DIR, default
 # ./target) and the wheels; layers are reproducible (--timestamp 0), so an unchanged build
 # makes the same image. Publishing is `buildah push` (README, "Container image").
 set -euo pipefail
@@ -51,15 +52,16 @@ version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)"
 [ -n "$version" ] || die "no workspace version in Cargo.toml"
 tag="${tag:-${FLASH_HOST_IMAGE_REPO:-ghcr.io/flash-rs/flash-host}:$version-$variant}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-work="$CARGO_TARGET_DIR/image"
+work="${FLASH_IMAGE_WORK_DIR:-$CARGO_TARGET_DIR/image}"
 musl=x86_64-unknown-linux-musl
 
 # --- prerequisites ---------------------------------------------------------------------------
 
-# install_debian WHY PACKAGE...: installs Debian packages when root, else says what to run.
+# install_debian WHY PACKAGE...: installs Debian packages when root (and allowed), else says
+# what to run.
 install_debian() {
     local why="$1"; shift
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    if [ "${FLASH_IMAGE_NO_INSTALL:-}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "==> installing $* (Debian packages; $why)"
         export DEBIAN_FRONTEND=noninteractive
         if ! apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1; then
@@ -83,6 +85,8 @@ prereqs() {
         if ! rustup target list --installed 2>/dev/null | grep -qx "$musl"; then
             command -v rustup >/dev/null 2>&1 \
                 || die "the Rust target $musl is missing and rustup is not installed to add it"
+            [ "${FLASH_IMAGE_NO_INSTALL:-}" != 1 ] \
+                || die "the Rust target $musl is missing: rustup target add $musl"
             echo "==> rustup target add $musl (the static flash-host of the CPU image)"
             rustup target add "$musl" >/dev/null || die "rustup target add $musl failed"
         fi

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs Flash's whole test suite on a fresh machine: installs what the tests need (the
 # wasm32-wasip2 target, a Python venv with the pinned real `runpod` package and
-# componentize-py under target/test-venv), then runs every test of the workspace.
-# Guest components are compiled by the tests themselves (see tests/src/lib.rs).
+# componentize-py under target/test-venv; for the container image test the
+# x86_64-unknown-linux-musl target, and as root musl-tools and buildah from Debian), then
+# runs every test of the workspace. Guest components are compiled by the tests themselves
+# (see tests/src/lib.rs); the image test builds a release musl flash-host in the same target
+# dir (about 15 minutes on 2 cores the first time, cached after: tests/tests/all/image.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +23,11 @@ if [ "$(cat "$venv/.flash-requirements" 2>/dev/null)" != "$(cat tests/requiremen
     cp tests/requirements.txt "$venv/.flash-requirements"
 fi
 export FLASH_TEST_VENV="$venv"
+
+echo "==> the CPU image's build tools (scripts/build-image.sh --prereqs)"
+if ! scripts/build-image.sh cpu --prereqs; then
+    echo "warning: the container image test (image::) will fail until these are installed" >&2
+fi
 
 echo "==> cargo test --workspace"
 cargo test --workspace --locked "$@"

@@ -16,7 +16,18 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server whose workers are the `flash-host` built next to `flash`.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server whose workers run `worker` (`--worker-command`), e.g. the `flash-host` of
+    /// an image's extracted root filesystem.
+    pub fn start_with_worker(worker: &Path) -> Self {
+        Self::start_with(&[std::ffi::OsStr::new("--worker-command"), worker.as_os_str()])
+    }
+
+    fn start_with(args: &[&std::ffi::OsStr]) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let port = crate::free_port();
         let url = format!("http://127.0.0.1:{port}");
@@ -26,6 +37,7 @@ impl Server {
                 .args(["server", "--data-dir"])
                 .arg(data_dir.path())
                 .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(args)
                 .env_remove("RUNPOD_API_KEY")
                 .stdout(log.try_clone().unwrap())
                 .stderr(log),

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 /// Each copy gets its own crate name: cargo identifies path packages by their path
 /// relative to the workspace root, so same-named copies sharing the guest target dir would
 /// overwrite each other's (and `examples/quickstart`'s) build with the edited sources.
-fn quickstart_copy() -> tempfile::TempDir {
+pub(crate) fn quickstart_copy() -> tempfile::TempDir {
     static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let crate_name = format!(
         "quickstart_copy_{}",
@@ -85,7 +85,7 @@ fn deployed(project: &Path) -> Value {
     state["environments"]["dev"]["resources"].clone()
 }
 
-fn call(project: &Path, server: &Server, function: &str, args: &str) -> Value {
+pub(crate) fn call(project: &Path, server: &Server, function: &str, args: &str) -> Value {
     let out = flash(
         project,
         &server.url,
