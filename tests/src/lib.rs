@@ -28,11 +28,24 @@ use anyhow::{Context, Result, bail};
 pub mod control_plane;
 
 /// The repository root (the workspace directory).
+///
+/// Found at run time from the running test's package (`cargo test` sets
+/// `CARGO_MANIFEST_DIR`): checkouts at other paths share one target dir, and cargo reuses a
+/// test binary built in another checkout when its sources are the same, so a path compiled
+/// in may name a checkout that is gone.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent")
-        .to_path_buf()
+        .to_path_buf();
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .and_then(|dir| {
+            dir.ancestors()
+                .find(|d| d.join("wit/flash.wit").is_file())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or(compiled)
 }
 
 /// The host target directory (`CARGO_TARGET_DIR` or `<repo>/target`).

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -219,7 +219,7 @@ async fn killed_server_loses_no_job() {
         .expect("client");
 
     let python = flash_tests::python().expect("venv");
-    let worker = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/worker.py");
+    let worker = common::package_dir().join("tests/fixtures/worker.py");
     let save = json!({ "query": common::SAVE_ENDPOINT, "variables": { "input": {
         "name": "durable", "workersMin": 0, "workersMax": 2, "scalerType": "REQUEST_COUNT", "scalerValue": 1,
         "template": { "env": [

@@ -215,8 +215,7 @@ async fn failures_timeouts_cancellation_and_runsync_timeout() {
 async fn load_balanced_endpoint_is_proxied_from_zero_workers() {
     let s = TestServer::start().await;
     let python = flash_tests::python().expect("venv");
-    let worker =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lb_worker.py");
+    let worker = common::package_dir().join("tests/fixtures/lb_worker.py");
     let data = s
         .gql(common::SAVE_ENDPOINT, json!({ "input": { "name": "api", "type": "LB", "workersMin": 0, "workersMax": 1,
             "template": { "env": [{ "key": "FLASH_WORKER_COMMAND", "value": json!([python, worker]).to_string() }] } } }))

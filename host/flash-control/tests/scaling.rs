@@ -154,8 +154,7 @@ async fn crashing_workers_restart_with_backoff_and_updates_replace_them() {
 
     // Fix the endpoint (update by id): a working worker replaces the broken one.
     let python = flash_tests::python().expect("venv");
-    let worker =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/worker.py");
+    let worker = common::package_dir().join("tests/fixtures/worker.py");
     s.gql(
         common::SAVE_ENDPOINT,
         json!({ "input": { "id": ep_id, "name": "broken",

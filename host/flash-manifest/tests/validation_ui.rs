@@ -41,7 +41,13 @@ fn build(case: &Case) -> Result<flash_manifest::Manifest, flash_manifest::Valida
 
 #[test]
 fn every_rule_reports_its_exact_error() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
+    // The package dir at run time (a binary reused from another checkout of the shared
+    // target dir would carry that checkout's path).
+    let package = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
+        Into::into,
+    );
+    let dir = package.join("tests/ui");
     let bless = std::env::var_os("FLASH_TEST_BLESS").is_some();
     let mut cases: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()

@@ -21,6 +21,13 @@ pub struct TestServer {
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// This package's directory, read at run time: a test binary cargo reused from another
+/// checkout sharing the target dir would carry that checkout's path.
+pub fn package_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// Short timeouts so tests run in seconds.
 pub fn test_config(dir: PathBuf) -> Config {
     let mut c = Config::new(dir, "127.0.0.1:0".parse().expect("addr"));
@@ -131,7 +138,7 @@ impl TestServer {
     /// Saves an endpoint whose workers run `tests/fixtures/worker.py` with the real runpod SDK.
     pub async fn python_endpoint(&self, name: &str, mode: &str, extra: Value) -> Value {
         let python = flash_tests::python().expect("test venv");
-        let worker = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/worker.py");
+        let worker = package_dir().join("tests/fixtures/worker.py");
         let command = json!([python, worker]).to_string();
         let mut input = json!({
             "name": name,
