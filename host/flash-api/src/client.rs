@@ -112,9 +112,16 @@ impl StateManagerClient {
 
     /// An authenticated request to a data-plane URL (queue, load-balanced, health).
     pub fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, url)
-            .bearer_auth(&self.config.api_key)
+        self.authorize(self.http.request(method, url))
+    }
+
+    /// Adds `Authorization: Bearer <key>`, unless the client is anonymous.
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if self.config.is_anonymous() {
+            request
+        } else {
+            request.bearer_auth(&self.config.api_key)
+        }
     }
 
     /// `workers` of the endpoint's `GET {queue url}/health`, or `None` when it does not
@@ -167,9 +174,7 @@ impl StateManagerClient {
     /// One HTTP exchange, judged in the order of the module docs.
     async fn send_once(&self, operation: &str, body: &Value) -> Result<Value, ApiError> {
         let response = self
-            .http
-            .post(&self.graphql_url)
-            .bearer_auth(&self.config.api_key)
+            .authorize(self.http.post(&self.graphql_url))
             .timeout(self.config.timeout)
             .json(body)
             .send()
@@ -180,7 +185,7 @@ impl StateManagerClient {
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(ApiError::Unauthorized {
                 url: self.config.base_url.clone(),
-                key_source: self.config.key_source.to_string(),
+                key_source: self.config.key_source.clone(),
             });
         }
         let content_type = response

@@ -35,17 +35,55 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(15);
 /// Where the API key came from, so that a rejected key can be traced to its source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
-    /// `RUNPOD_API_KEY`.
+    /// `RUNPOD_API_KEY` in the process environment.
     Env,
-    /// A file (`flash server`'s `<data dir>/api_key`, `.env`, `~/.runpod/config.toml`).
+    /// `RUNPOD_API_KEY` in a `.env` file (the nearest one from the working directory up).
+    DotEnv(PathBuf),
+    /// RunPod's credentials file, `~/.runpod/config.toml` (`[default].api_key`, or
+    /// runpodctl's top-level `apikey`), where `flash login` saves the key.
+    RunPodConfig(PathBuf),
+    /// Another key file: a `flash server`'s `<data dir>/api_key`.
     File(PathBuf),
+    /// No key at all: the request is sent without `Authorization` (`flash login`'s
+    /// `createFlashAuthRequest` and `flashAuthRequestStatus`).
+    Anonymous,
+}
+
+impl KeySource {
+    /// What to do when the server rejects a key from this source.
+    pub fn remedy(&self) -> &'static str {
+        match self {
+            KeySource::Env => {
+                "correct or unset RUNPOD_API_KEY (a local `flash server`'s key is in its \
+                 `<data dir>/api_key`; a RunPod key comes from `flash login --server runpod`)"
+            }
+            KeySource::DotEnv(_) => {
+                "correct RUNPOD_API_KEY in that file, or remove it there to use \
+                 ~/.runpod/config.toml (`flash login --server runpod` saves a new key)"
+            }
+            KeySource::RunPodConfig(_) => {
+                "run `flash login --server runpod` to save a new key there, or set RUNPOD_API_KEY"
+            }
+            KeySource::File(_) => {
+                "that file holds the key of the `flash server` using that data dir: point \
+                 FLASH_HOME at the data dir of the server you are talking to, or set \
+                 RUNPOD_API_KEY"
+            }
+            KeySource::Anonymous => {
+                "this request carries no key by design (`flash login`), so this server does \
+                 not offer `flash login`: set RUNPOD_API_KEY instead"
+            }
+        }
+    }
 }
 
 impl fmt::Display for KeySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeySource::Env => write!(f, "{API_KEY_ENV}"),
-            KeySource::File(p) => write!(f, "{}", p.display()),
+            KeySource::DotEnv(p) => write!(f, "{API_KEY_ENV} in {}", p.display()),
+            KeySource::RunPodConfig(p) | KeySource::File(p) => write!(f, "{}", p.display()),
+            KeySource::Anonymous => write!(f, "no key (an anonymous request)"),
         }
     }
 }
@@ -55,7 +93,8 @@ impl fmt::Display for KeySource {
 pub struct ClientConfig {
     /// Base URL without a trailing `/`; GraphQL goes to `{base_url}/graphql`.
     pub base_url: String,
-    /// Sent as `Authorization: Bearer <api_key>`.
+    /// Sent as `Authorization: Bearer <api_key>`; empty, and not sent, for
+    /// [`KeySource::Anonymous`].
     pub api_key: String,
     /// Where the key came from (named when it is rejected).
     pub key_source: KeySource,
@@ -103,6 +142,17 @@ impl ClientConfig {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             backoff_base: DEFAULT_BACKOFF_BASE,
         })
+    }
+
+    /// A client that sends no key ([`KeySource::Anonymous`]), for the operations that
+    /// obtain one (`flash login`).
+    pub fn anonymous(base_url: &str) -> Result<Self, ApiError> {
+        Self::new(base_url, "", KeySource::Anonymous)
+    }
+
+    /// Whether requests go without `Authorization`.
+    pub fn is_anonymous(&self) -> bool {
+        self.key_source == KeySource::Anonymous
     }
 
     /// A worker's view: `RUNPOD_API_BASE_URL` (RunPod's API when unset or blank),

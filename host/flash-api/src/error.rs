@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::config::KeySource;
+
 /// GraphQL error texts that mean "try again" (reference §1.1; matched case-insensitively,
 /// as substrings).
 const TRANSIENT_MESSAGES: [&str; 5] = [
@@ -41,12 +43,14 @@ pub enum ApiError {
     )]
     Timeout { url: String, timeout: Duration },
 
-    /// HTTP 401 or 403: the key is wrong for this server.
+    /// HTTP 401 or 403: the key is wrong for this server (or it wants one where Flash sent
+    /// none).
     #[error(
-        "the State Manager at {url} rejected the API key from {key_source}: use the key of that \
-         server (`<data dir>/api_key` of `flash server`, or your RunPod key) in RUNPOD_API_KEY"
+        "the State Manager at {url} {}: {}",
+        rejected(key_source),
+        key_source.remedy()
     )]
-    Unauthorized { url: String, key_source: String },
+    Unauthorized { url: String, key_source: KeySource },
 
     /// Any other HTTP status ≥ 400.
     #[error("the State Manager at {url} answered HTTP {status}: {body}{}", http_hint(*.status))]
@@ -79,6 +83,13 @@ pub enum ApiError {
         #[source]
         last: Box<ApiError>,
     },
+}
+
+fn rejected(source: &KeySource) -> String {
+    match source {
+        KeySource::Anonymous => "refused a request sent without an API key".to_owned(),
+        source => format!("rejected the API key from {source}"),
+    }
 }
 
 fn http_hint(status: u16) -> &'static str {
