@@ -35,4 +35,4 @@ pub use config::{
 };
 pub use data_plane::DataPlane;
 pub use error::ApiError;
-pub use wire::{Build, Environment, Ref};
+pub use wire::{AuthRequest, Build, BuildRef, Environment, Ref};

@@ -9,12 +9,16 @@ use serde_json::{Value, json};
 
 use crate::client::StateManagerClient;
 use crate::error::ApiError;
-use crate::wire::{Build, Environment};
+use crate::wire::{AuthRequest, Build, BuildRef, Environment};
 
 pub const GET_FLASH_APP_BY_NAME: &str = "query getFlashAppByName($flashAppName: String!) { flashAppByName(flashAppName: $flashAppName) { id name flashEnvironments { id name state activeBuildId createdAt } } }";
-pub const GET_FLASH_APPS: &str = "query getFlashApps { myself { flashApps { id name flashEnvironments { id name state activeBuildId createdAt } } } }";
+pub const GET_FLASH_APPS: &str = "query getFlashApps { myself { flashApps { id name flashEnvironments { id name state activeBuildId createdAt } flashBuilds { id createdAt } } } }";
+pub const DELETE_FLASH_APP: &str =
+    "mutation deleteFlashApp($flashAppId: String!) { deleteFlashApp(flashAppId: $flashAppId) }";
+pub const LIST_FLASH_ENVIRONMENTS: &str = "query listFlashEnvironments($flashAppId: String!) { flashApp(flashAppId: $flashAppId) { flashEnvironments { id name state activeBuildId createdAt } } }";
+pub const LIST_FLASH_BUILDS: &str = "query listFlashBuilds($flashAppId: String!) { flashApp(flashAppId: $flashAppId) { flashBuilds { id objectKey createdAt } } }";
 pub const CREATE_FLASH_APP: &str = "mutation createFlashApp($input: CreateFlashAppInput!) { createFlashApp(input: $input) { id name } }";
-pub const GET_FLASH_ENVIRONMENT_BY_NAME: &str = "query getFlashEnvironmentByName($input: FlashEnvironmentByNameInput!) { flashEnvironmentByName(input: $input) { id name state activeBuildId createdAt endpoints { id name } } }";
+pub const GET_FLASH_ENVIRONMENT_BY_NAME: &str = "query getFlashEnvironmentByName($input: FlashEnvironmentByNameInput!) { flashEnvironmentByName(input: $input) { id name state activeBuildId createdAt endpoints { id name } networkVolumes { id name } } }";
 pub const CREATE_FLASH_ENVIRONMENT: &str = "mutation createFlashEnvironment($input: CreateFlashEnvironmentInput!) { createFlashEnvironment(input: $input) { id name } }";
 pub const DELETE_FLASH_ENVIRONMENT: &str = "mutation deleteFlashEnvironment($flashEnvironmentId: String!) { deleteFlashEnvironment(flashEnvironmentId: $flashEnvironmentId) }";
 /// The environment fields of the derived schema, without `activeArtifact` (only
@@ -33,12 +37,20 @@ pub const GET_TEMPLATE: &str =
     "query getTemplate($id: String!) { podTemplate(id: $id) { id env { key value } } }";
 pub const DELETE_ENDPOINT: &str =
     "mutation deleteEndpoint($id: String!) { deleteEndpoint(id: $id) }";
+/// `flash login`, step 1: sent without a key.
+pub const CREATE_FLASH_AUTH_REQUEST: &str =
+    "mutation createFlashAuthRequest { createFlashAuthRequest { id status expiresAt } }";
+/// `flash login`, step 2 (polled): sent without a key; `apiKey` once approved.
+pub const FLASH_AUTH_REQUEST_STATUS: &str = "query flashAuthRequestStatus($flashAuthRequestId: String!) { flashAuthRequestStatus(flashAuthRequestId: $flashAuthRequestId) { id status expiresAt apiKey } }";
 
 /// Every document above, by operation name.
 pub const ALL: &[(&str, &str)] = &[
     ("getFlashAppByName", GET_FLASH_APP_BY_NAME),
     ("getFlashApps", GET_FLASH_APPS),
     ("createFlashApp", CREATE_FLASH_APP),
+    ("deleteFlashApp", DELETE_FLASH_APP),
+    ("listFlashEnvironments", LIST_FLASH_ENVIRONMENTS),
+    ("listFlashBuilds", LIST_FLASH_BUILDS),
     ("getFlashEnvironmentByName", GET_FLASH_ENVIRONMENT_BY_NAME),
     ("createFlashEnvironment", CREATE_FLASH_ENVIRONMENT),
     ("deleteFlashEnvironment", DELETE_FLASH_ENVIRONMENT),
@@ -53,6 +65,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("getEndpoint", GET_ENDPOINT),
     ("getTemplate", GET_TEMPLATE),
     ("deleteEndpoint", DELETE_ENDPOINT),
+    ("createFlashAuthRequest", CREATE_FLASH_AUTH_REQUEST),
+    ("flashAuthRequestStatus", FLASH_AUTH_REQUEST_STATUS),
 ];
 
 /// Attempts for the mutations that are safe to repeat (`saveEndpoint` with an id,
@@ -90,7 +104,7 @@ impl StateManagerClient {
         .await
     }
 
-    /// Every app of the caller, with environments.
+    /// Every app of the caller, with environments and builds (`{id createdAt}`).
     pub async fn apps(&self) -> Result<Vec<Value>, ApiError> {
         let data = self
             .execute("getFlashApps", GET_FLASH_APPS, json!({}))
@@ -111,6 +125,100 @@ impl StateManagerClient {
             )
             .await?;
         Ok(data["createFlashApp"].take())
+    }
+
+    /// Deletes an app. The server deletes what is left of it; delete its environments'
+    /// endpoints first (reference §1.6). Safe to repeat.
+    pub async fn delete_app(&self, id: &str) -> Result<(), ApiError> {
+        self.execute_with_attempts(
+            "deleteFlashApp",
+            DELETE_FLASH_APP,
+            json!({ "flashAppId": id }),
+            IDEMPOTENT_MUTATION_ATTEMPTS,
+        )
+        .await
+        .map_err(|e| e.not_found_as("app", id))?;
+        Ok(())
+    }
+
+    /// The environments of app `app_id` (without endpoints); [`ApiError::NotFound`] when
+    /// the app does not exist.
+    pub async fn app_environments(&self, app_id: &str) -> Result<Vec<Environment>, ApiError> {
+        let value = self
+            .app_field(
+                "listFlashEnvironments",
+                LIST_FLASH_ENVIRONMENTS,
+                app_id,
+                "flashEnvironments",
+            )
+            .await?;
+        typed(value, "listFlashEnvironments", "flashApp.flashEnvironments")
+    }
+
+    /// The builds of app `app_id`; [`ApiError::NotFound`] when the app does not exist.
+    pub async fn app_builds(&self, app_id: &str) -> Result<Vec<BuildRef>, ApiError> {
+        let value = self
+            .app_field("listFlashBuilds", LIST_FLASH_BUILDS, app_id, "flashBuilds")
+            .await?;
+        typed(value, "listFlashBuilds", "flashApp.flashBuilds")
+    }
+
+    /// `flashApp(flashAppId).<field>`, `[]` when null.
+    async fn app_field(
+        &self,
+        operation: &str,
+        query: &str,
+        app_id: &str,
+        field: &str,
+    ) -> Result<Value, ApiError> {
+        let mut app = self
+            .optional(operation, query, json!({ "flashAppId": app_id }), "flashApp")
+            .await?
+            .ok_or_else(|| ApiError::NotFound {
+                kind: "app",
+                id: app_id.to_owned(),
+            })?;
+        Ok(match app[field].take() {
+            Value::Null => Value::Array(Vec::new()),
+            value => value,
+        })
+    }
+
+    /// `flash login`, step 1: asks for an authorization request. Meant for an anonymous
+    /// client ([`crate::ClientConfig::anonymous`]); sent once.
+    pub async fn create_auth_request(&self) -> Result<AuthRequest, ApiError> {
+        let mut data = self
+            .execute(
+                "createFlashAuthRequest",
+                CREATE_FLASH_AUTH_REQUEST,
+                json!({}),
+            )
+            .await?;
+        match data["createFlashAuthRequest"].take() {
+            Value::Null => Err(ApiError::Malformed {
+                operation: "createFlashAuthRequest".into(),
+                detail: "the server returned no auth request".into(),
+            }),
+            value => typed(value, "createFlashAuthRequest", "createFlashAuthRequest"),
+        }
+    }
+
+    /// `flash login`, step 2: the state of authorization request `id` (with `apiKey` once
+    /// approved). [`ApiError::NotFound`] when the server does not know the request.
+    pub async fn auth_request_status(&self, id: &str) -> Result<AuthRequest, ApiError> {
+        let value = self
+            .optional(
+                "flashAuthRequestStatus",
+                FLASH_AUTH_REQUEST_STATUS,
+                json!({ "flashAuthRequestId": id }),
+                "flashAuthRequestStatus",
+            )
+            .await?
+            .ok_or_else(|| ApiError::NotFound {
+                kind: "auth request",
+                id: id.to_owned(),
+            })?;
+        typed(value, "flashAuthRequestStatus", "flashAuthRequestStatus")
     }
 
     /// The environment `name` of app `app_id` (with its endpoints), or `None`.

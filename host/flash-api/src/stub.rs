@@ -2,7 +2,9 @@
 //! operations by name, answers canned JSON from in-memory environments and builds, counts
 //! requests, records what it saw, and can be told to misbehave for the next N requests.
 //! It serves the operations a worker sends (`getFlashEnvironment`, `getFlashBuild`,
-//! `updateFlashBuildManifest`); `flash server` is the full implementation.
+//! `updateFlashBuildManifest`) and `flash login`'s (`createFlashAuthRequest`,
+//! `flashAuthRequestStatus`, answered from a script); `flash server` is the full
+//! implementation.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,6 +56,10 @@ pub struct Stub {
     /// build id → manifest.
     builds: Mutex<HashMap<String, Value>>,
     seen: Mutex<Vec<Seen>>,
+    /// `flashAuthRequestStatus` answers (`{status, apiKey}`), front first; the last repeats.
+    auth_statuses: Mutex<VecDeque<Value>>,
+    /// `expiresAt` of the auth request (`null` when unset).
+    auth_expires_at: Mutex<Option<String>>,
 }
 
 impl Stub {
@@ -96,6 +102,29 @@ impl Stub {
         self.builds.lock().expect("builds lock").get(id).cloned()
     }
 
+    /// Scripts `flash login`: `createFlashAuthRequest` answers `PENDING` with `expires_at`,
+    /// then each `flashAuthRequestStatus` answers the next `(status, apiKey)`; the last one
+    /// repeats.
+    pub fn script_auth(&self, expires_at: Option<&str>, answers: &[(&str, Option<&str>)]) {
+        *self.auth_expires_at.lock().expect("auth lock") = expires_at.map(str::to_owned);
+        *self.auth_statuses.lock().expect("auth lock") = answers
+            .iter()
+            .map(|(status, key)| json!({ "status": status, "apiKey": key }))
+            .collect();
+    }
+
+    fn next_auth_status(&self) -> Value {
+        let mut statuses = self.auth_statuses.lock().expect("auth lock");
+        if statuses.len() > 1 {
+            statuses.pop_front().unwrap_or_default()
+        } else {
+            statuses
+                .front()
+                .cloned()
+                .unwrap_or_else(|| json!({ "status": "PENDING", "apiKey": null }))
+        }
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().expect("seen lock").clone()
     }
@@ -125,6 +154,23 @@ impl Stub {
                 }
                 self.set_build(id, manifest.clone());
                 json!({ "data": { "updateFlashBuildManifest": { "id": id, "manifest": manifest } } })
+            }
+            "createFlashAuthRequest" => {
+                let expires_at = self.auth_expires_at.lock().expect("auth lock").clone();
+                json!({ "data": { "createFlashAuthRequest": {
+                    "id": "auth-1", "status": "PENDING", "expiresAt": expires_at,
+                } } })
+            }
+            "flashAuthRequestStatus" => {
+                let id = variables["flashAuthRequestId"].as_str().unwrap_or_default();
+                if id != "auth-1" {
+                    return json!({ "errors": [{ "message": format!("auth request not found: `{id}`") }] });
+                }
+                let expires_at = self.auth_expires_at.lock().expect("auth lock").clone();
+                let mut answer = self.next_auth_status();
+                answer["id"] = json!(id);
+                answer["expiresAt"] = json!(expires_at);
+                json!({ "data": { "flashAuthRequestStatus": answer } })
             }
             other => json!({ "errors": [{ "message": format!("unknown operation `{other}`") }] }),
         }

@@ -2,6 +2,8 @@
 //! §1.2). The manifest stays an opaque JSON object: it is the contract of `flash-manifest`,
 //! not of this API.
 
+use std::fmt;
+
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -38,6 +40,43 @@ pub struct Build {
     /// The opaque manifest object (`null` when the build has none).
     #[serde(default)]
     pub manifest: Value,
+}
+
+/// A build as `listFlashBuilds` / `getFlashApps` select it (no manifest).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildRef {
+    pub id: String,
+    #[serde(default)]
+    pub object_key: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+/// A `flash login` authorization request (reference §1.6).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthRequest {
+    pub id: String,
+    /// `PENDING`, `APPROVED`, `CONSUMED`, `DENIED` or `EXPIRED`.
+    pub status: String,
+    /// RFC 3339; the request is void after it.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// The new API key, once the request is approved.
+    #[serde(default)]
+    pub api_key: Option<String>,
+}
+
+impl fmt::Debug for AuthRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthRequest")
+            .field("id", &self.id)
+            .field("status", &self.status)
+            .field("expires_at", &self.expires_at)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 fn null_as_empty<'de, D, T>(de: D) -> Result<Vec<T>, D::Error>

@@ -409,3 +409,63 @@ async fn unreachable_server_fails_at_once_and_says_what_to_start() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn login_operations_go_without_a_key() {
+    bounded(async {
+        let (stub, base) = seeded().await;
+        stub.script_auth(
+            Some("2026-11-28T00:10:00Z"),
+            &[("PENDING", None), ("APPROVED", Some("rp_new"))],
+        );
+        let anonymous =
+            StateManagerClient::new(ClientConfig::anonymous(&base).expect("config")).unwrap();
+        let request = anonymous.create_auth_request().await.expect("create");
+        assert_eq!(
+            (request.id.as_str(), request.status.as_str()),
+            ("auth-1", "PENDING")
+        );
+        assert_eq!(request.expires_at.as_deref(), Some("2026-11-28T00:10:00Z"));
+        let pending = anonymous.auth_request_status("auth-1").await.unwrap();
+        assert_eq!((pending.status.as_str(), pending.api_key), ("PENDING", None));
+        let approved = anonymous.auth_request_status("auth-1").await.unwrap();
+        assert_eq!(approved.api_key.as_deref(), Some("rp_new"));
+        assert!(
+            !format!("{approved:?}").contains("rp_new"),
+            "Debug redacts the key"
+        );
+        let err = anonymous.auth_request_status("nope").await.unwrap_err();
+        assert!(matches!(err, ApiError::NotFound { .. }), "{err:?}");
+
+        let seen = stub.seen();
+        assert_eq!(seen[0].operation, "createFlashAuthRequest");
+        assert_eq!(seen[0].body["variables"], json!({}));
+        assert_eq!(
+            seen[1].body["variables"],
+            json!({ "flashAuthRequestId": "auth-1" })
+        );
+        assert!(
+            seen.iter().all(|s| s.authorization.is_none()),
+            "an anonymous client sends no Authorization: {seen:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_server_that_wants_a_key_for_login_says_so() {
+    bounded(async {
+        let (stub, base) = seeded().await;
+        stub.fail_next(1, Fault::Http401);
+        let anonymous =
+            StateManagerClient::new(ClientConfig::anonymous(&base).expect("config")).unwrap();
+        let err = anonymous.create_auth_request().await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("refused a request sent without an API key")
+                && text.contains("does not offer `flash login`"),
+            "{text}"
+        );
+    })
+    .await;
+}

@@ -32,5 +32,5 @@ fn every_operation_the_client_sends_is_valid_against_flash_servers_schema() {
         "invalid operations:\n{}",
         invalid.join("\n")
     );
-    assert!(flash_api::operations::ALL.len() >= 17);
+    assert!(flash_api::operations::ALL.len() >= 22);
 }
