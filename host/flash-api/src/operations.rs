@@ -172,7 +172,12 @@ impl StateManagerClient {
         field: &str,
     ) -> Result<Value, ApiError> {
         let mut app = self
-            .optional(operation, query, json!({ "flashAppId": app_id }), "flashApp")
+            .optional(
+                operation,
+                query,
+                json!({ "flashAppId": app_id }),
+                "flashApp",
+            )
             .await?
             .ok_or_else(|| ApiError::NotFound {
                 kind: "app",

@@ -1,20 +1,32 @@
-//! Connecting the CLI to a control plane: which one (RunPod or a local `flash server`,
-//! always said on the first line a command prints), the API key, and the State Manager
-//! client built with them.
+//! Connecting the CLI to a control plane: which one (RunPod or a `flash server`, always said
+//! on the first line a command prints), the key for it ([`crate::credentials`]), and the
+//! State Manager client built with them.
 //!
-//! Key lookup follows runpod-flash for RunPod: `RUNPOD_API_KEY`, then `.env` from the
-//! working directory up, then `~/.runpod/config.toml` (`[default].api_key`, or runpodctl's
-//! top-level `apikey` when there is no `[default]`). For a local server: `RUNPOD_API_KEY`,
-//! then that server's `<data dir>/api_key`; a RunPod key from `.env` or `config.toml` is
-//! never sent to a local server, nor a local key to RunPod.
+//! `--server` / `FLASH_SERVER_URL` chooses: `runpod` is RunPod's API (`RUNPOD_API_BASE_URL`,
+//! else `https://api.runpod.io`), `local` is a `flash server` on this machine
+//! (`http://127.0.0.1:8765`, the default), and a URL is RunPod's when its host is
+//! `runpod.io` or below it, else a `flash server`'s.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
 use flash_api::{
     API_BASE_URL_ENV, API_KEY_ENV, ClientConfig, DEFAULT_API_BASE_URL, DEFAULT_SERVER_URL,
-    KeySource, StateManagerClient,
+    StateManagerClient,
 };
+
+use crate::credentials::KeyLookup;
+
+/// The console users open to approve `flash login` on RunPod.
+pub const DEFAULT_CONSOLE_URL: &str = "https://console.runpod.io";
+/// Overrides [`DEFAULT_CONSOLE_URL`] (runpod-flash's variable).
+pub const CONSOLE_URL_ENV: &str = "RUNPOD_CONSOLE_URL";
+/// runpod-flash's deprecated name for [`CONSOLE_URL_ENV`], still honoured.
+pub const LEGACY_CONSOLE_URL_ENV: &str = "CONSOLE_BASE_URL";
+/// The `--server` value meaning RunPod's API.
+pub const RUNPOD: &str = "runpod";
+/// The `--server` value meaning a `flash server` on this machine at its default address.
+pub const LOCAL: &str = "local";
 
 /// Which control plane a command talks to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,29 +39,27 @@ pub enum Target {
 
 impl Target {
     /// `--server` / `FLASH_SERVER_URL`: `runpod`, `local`, or a URL (RunPod's when its host
-    /// is `runpod.io` or a subdomain of it).
+    /// is `runpod.io` or a subdomain of it). `api_base_env` is `RUNPOD_API_BASE_URL`.
     pub fn parse(server: &str, api_base_env: Option<&str>) -> Result<Self> {
         let server = server.trim();
         match server {
-            "runpod" => Ok(Self::RunPod {
-                url: api_base_env
-                    .map(str::trim)
-                    .filter(|u| !u.is_empty())
-                    .unwrap_or(DEFAULT_API_BASE_URL)
-                    .trim_end_matches('/')
-                    .to_string(),
-            }),
-            "local" => Ok(Self::Local {
+            RUNPOD => {
+                let url = non_blank(api_base_env).unwrap_or(DEFAULT_API_BASE_URL);
+                Ok(Self::RunPod {
+                    url: http_url(url, API_BASE_URL_ENV)?,
+                })
+            }
+            LOCAL => Ok(Self::Local {
                 url: DEFAULT_SERVER_URL.to_string(),
             }),
             url => {
                 let parsed = reqwest::Url::parse(url).map_err(|e| {
                     anyhow!(
-                        "--server `{url}` is not a URL ({e}): use `runpod`, `local`, or a URL such \
-                         as {DEFAULT_SERVER_URL}"
+                        "--server `{url}` is not a URL ({e}): use `{RUNPOD}`, `{LOCAL}`, or a \
+                         URL such as {DEFAULT_SERVER_URL}"
                     )
                 })?;
-                let url = url.trim_end_matches('/').to_string();
+                let url = http_url(url, "--server / FLASH_SERVER_URL")?;
                 let is_runpod = parsed
                     .host_str()
                     .is_some_and(|h| h == "runpod.io" || h.ends_with(".runpod.io"));
@@ -62,10 +72,19 @@ impl Target {
         }
     }
 
+    /// [`Self::parse`] with `RUNPOD_API_BASE_URL` from the process environment.
+    pub fn from_env(server: &str) -> Result<Self> {
+        Self::parse(server, std::env::var(API_BASE_URL_ENV).ok().as_deref())
+    }
+
     pub fn url(&self) -> &str {
         match self {
             Self::RunPod { url } | Self::Local { url } => url,
         }
+    }
+
+    pub fn is_runpod(&self) -> bool {
+        matches!(self, Self::RunPod { .. })
     }
 
     /// The first line of every command that talks to a control plane.
@@ -75,121 +94,70 @@ impl Target {
             Self::Local { url } => format!("→ local flash server ({url})"),
         }
     }
-}
 
-/// Where keys are looked up (the process env, the working directory, the home directory,
-/// the local server's data dir); tests pass their own.
-pub struct KeyLookup<'a> {
-    pub env_key: Option<String>,
-    pub cwd: &'a Path,
-    pub home: Option<&'a Path>,
-    pub local_data_dir: Option<&'a Path>,
-}
+    /// Says on stderr which control plane this is (the first line a command prints).
+    pub fn announce(&self) {
+        eprintln!("{}", self.banner());
+    }
 
-impl KeyLookup<'_> {
-    /// The API key for `target` and where it came from.
-    pub fn find(&self, target: &Target) -> Result<(String, KeySource)> {
-        if let Some(key) = self
-            .env_key
-            .as_deref()
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-        {
-            return Ok((key.to_string(), KeySource::Env));
+    /// Where a person approves `flash login`: RunPod's console (`RUNPOD_CONSOLE_URL`, or
+    /// the legacy `CONSOLE_BASE_URL`, else `https://console.runpod.io`), or the `flash
+    /// server` itself. `console_env` is the first of those variables that is set.
+    pub fn console_url(&self, console_env: Option<&str>) -> Result<String> {
+        match self {
+            Self::RunPod { .. } => http_url(
+                non_blank(console_env).unwrap_or(DEFAULT_CONSOLE_URL),
+                CONSOLE_URL_ENV,
+            ),
+            Self::Local { url } => Ok(url.clone()),
         }
-        match target {
-            Target::RunPod { .. } => {
-                if let Some(found) = dot_env_key(self.cwd)? {
-                    return Ok(found);
-                }
-                if let Some(home) = self.home
-                    && let Some(found) = config_toml_key(&home.join(".runpod/config.toml"))?
-                {
-                    return Ok(found);
-                }
-                bail!(
-                    "no RunPod API key: set {API_KEY_ENV}, put it in a .env file, or save it in \
-                     ~/.runpod/config.toml ([default] api_key = \"...\"); create one at \
-                     https://console.runpod.io/user/settings"
-                )
-            }
-            Target::Local { .. } => {
-                let Some(dir) = self.local_data_dir else {
-                    bail!("no API key: set {API_KEY_ENV}, or set FLASH_HOME or HOME");
-                };
-                local_key(&flash_control::auth::api_key_path(dir))
-            }
-        }
+    }
+
+    /// [`Self::console_url`] with the console variables of the process environment.
+    pub fn console_url_from_env(&self) -> Result<String> {
+        let env = [CONSOLE_URL_ENV, LEGACY_CONSOLE_URL_ENV]
+            .into_iter()
+            .filter_map(|name| std::env::var(name).ok())
+            .find(|v| !v.trim().is_empty());
+        self.console_url(env.as_deref())
     }
 }
 
-/// `RUNPOD_API_KEY` of the nearest `.env` from `cwd` up.
-fn dot_env_key(cwd: &Path) -> Result<Option<(String, KeySource)>> {
-    for dir in cwd.ancestors() {
-        let path = dir.join(".env");
-        if !path.is_file() {
-            continue;
-        }
-        let entries = dotenvy::from_path_iter(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        for entry in entries {
-            let (key, value) = entry.with_context(|| format!("parsing {}", path.display()))?;
-            if key == API_KEY_ENV && !value.trim().is_empty() {
-                return Ok(Some((value.trim().to_string(), KeySource::File(path))));
-            }
-        }
-        // The nearest .env decides, as load_dotenv does.
-        return Ok(None);
-    }
-    Ok(None)
+fn non_blank(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
 }
 
-/// `[default].api_key` of `~/.runpod/config.toml`, or runpodctl's top-level `apikey` when
-/// the file has no `[default]`.
-fn config_toml_key(path: &Path) -> Result<Option<(String, KeySource)>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let doc: toml::Table =
-        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
-    let key = match doc.get("default") {
-        Some(default) => default.get("api_key"),
-        None => doc.get("apikey"),
-    };
-    Ok(key
-        .and_then(|k| k.as_str())
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map(|k| (k.to_string(), KeySource::File(path.to_path_buf()))))
+/// `value` without its trailing `/`; an error naming `setting` unless it is an http(s) URL.
+fn http_url(value: &str, setting: &str) -> Result<String> {
+    let value = value.trim();
+    let parsed = reqwest::Url::parse(value)
+        .map_err(|e| anyhow!("{setting} `{value}` is not a URL ({e}): use an http(s) URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        bail!("{setting} `{value}` must be an http:// or https:// URL");
+    }
+    Ok(value.trim_end_matches('/').to_string())
 }
 
-fn local_key(path: &Path) -> Result<(String, KeySource)> {
-    match std::fs::read_to_string(path) {
-        Ok(text) if !text.trim().is_empty() => {
-            Ok((text.trim().to_string(), KeySource::File(path.to_path_buf())))
-        }
-        Ok(_) => Err(anyhow!(
-            "the API key file {} is empty: restart `flash server` or set {API_KEY_ENV}",
-            path.display()
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(anyhow!(
-            "no API key: set {API_KEY_ENV}, or start `flash server` (it writes {})",
-            path.display()
-        )),
-        Err(e) => Err(e).with_context(|| format!("reading the API key from {}", path.display())),
-    }
+/// `HOME`, where `~/.runpod/config.toml` lives.
+pub fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The local `flash server`'s data dir (`FLASH_HOME`, else `~/.flash`), if either is set.
+pub fn local_data_dir() -> Option<PathBuf> {
+    flash_control::cli::default_data_dir().ok()
 }
 
 /// Connects to `server` (see [`Target::parse`]) with the key found for it, after saying on
 /// stderr which control plane it is.
 pub fn connect(server: &str) -> Result<StateManagerClient> {
-    let target = Target::parse(server, std::env::var(API_BASE_URL_ENV).ok().as_deref())?;
-    eprintln!("{}", target.banner());
+    let target = Target::from_env(server)?;
+    target.announce();
     let cwd = std::env::current_dir().context("reading the working directory")?;
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    let data_dir = flash_control::cli::default_data_dir().ok();
+    let home = home_dir();
+    let data_dir = local_data_dir();
     let (key, source) = KeyLookup {
         env_key: std::env::var(API_KEY_ENV).ok(),
         cwd: &cwd,
@@ -204,26 +172,39 @@ pub fn connect(server: &str) -> Result<StateManagerClient> {
     )?)?)
 }
 
+/// A client for `target` that sends no key (`flash login`).
+pub fn connect_anonymous(target: &Target) -> Result<StateManagerClient> {
+    Ok(StateManagerClient::new(ClientConfig::anonymous(
+        target.url(),
+    )?)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn runpod() -> Target {
-        Target::parse("runpod", None).unwrap()
-    }
-
     #[test]
     fn targets_are_explicit() {
-        assert_eq!(runpod().url(), "https://api.runpod.io");
+        let runpod = Target::parse("runpod", None).unwrap();
+        assert_eq!(runpod.url(), "https://api.runpod.io");
+        assert_eq!(runpod.banner(), "→ RunPod (https://api.runpod.io)");
         assert_eq!(
             Target::parse("runpod", Some("https://dev.runpod.io/")).unwrap(),
             Target::RunPod {
                 url: "https://dev.runpod.io".into()
             }
         );
+        // Blank means unset.
+        assert_eq!(Target::parse(" runpod ", Some("  ")).unwrap(), runpod);
+        let err = Target::parse("runpod", Some("ftp://x")).unwrap_err();
+        assert!(err.to_string().contains("RUNPOD_API_BASE_URL"), "{err}");
         assert!(matches!(
             Target::parse("https://api.runpod.io", None).unwrap(),
             Target::RunPod { .. }
+        ));
+        assert!(matches!(
+            Target::parse("https://notrunpod.io", None).unwrap(),
+            Target::Local { .. }
         ));
         let local = Target::parse("local", None).unwrap();
         assert_eq!(
@@ -234,78 +215,23 @@ mod tests {
             Target::parse("http://127.0.0.1:9/", None).unwrap(),
             Target::Local { ref url } if url == "http://127.0.0.1:9"
         ));
-        assert!(Target::parse("nonsense", None).is_err());
+        let err = Target::parse("nonsense", None).unwrap_err().to_string();
+        assert!(err.contains("`runpod`") && err.contains("`local`"), "{err}");
     }
 
     #[test]
-    fn runpod_keys_come_from_the_env_then_dot_env_then_config_toml() {
-        let tmp = tempfile::tempdir().unwrap();
-        let home = tmp.path().join("home");
-        let project = tmp.path().join("work/app");
-        std::fs::create_dir_all(home.join(".runpod")).unwrap();
-        std::fs::create_dir_all(&project).unwrap();
-        let lookup = |env_key: Option<&str>| KeyLookup {
-            env_key: env_key.map(str::to_string),
-            cwd: &project,
-            home: Some(&home),
-            local_data_dir: None,
-        };
-        assert!(
-            lookup(None)
-                .find(&runpod())
-                .unwrap_err()
-                .to_string()
-                .contains("no RunPod API key")
-        );
-
-        std::fs::write(
-            home.join(".runpod/config.toml"),
-            "apikey = \"runpodctl-key\"\n",
-        )
-        .unwrap();
-        assert_eq!(lookup(None).find(&runpod()).unwrap().0, "runpodctl-key");
-        std::fs::write(
-            home.join(".runpod/config.toml"),
-            "apikey = \"runpodctl-key\"\n[default]\napi_key = \"config-key\"\n",
-        )
-        .unwrap();
-        let (key, source) = lookup(None).find(&runpod()).unwrap();
-        assert_eq!(key, "config-key");
-        assert_eq!(source, KeySource::File(home.join(".runpod/config.toml")));
-
-        // A .env above the working directory wins over config.toml.
-        std::fs::write(
-            tmp.path().join("work/.env"),
-            "OTHER=1\nRUNPOD_API_KEY=\"dotenv-key\"\n",
-        )
-        .unwrap();
-        let (key, source) = lookup(None).find(&runpod()).unwrap();
-        assert_eq!(key, "dotenv-key");
-        assert_eq!(source, KeySource::File(tmp.path().join("work/.env")));
-
-        // The environment wins over everything.
+    fn the_login_page_is_runpods_console_or_the_server_itself() {
+        let runpod = Target::parse("runpod", None).unwrap();
+        assert_eq!(runpod.console_url(None).unwrap(), DEFAULT_CONSOLE_URL);
         assert_eq!(
-            lookup(Some("env-key")).find(&runpod()).unwrap(),
-            ("env-key".into(), KeySource::Env)
+            runpod.console_url(Some("http://127.0.0.1:3000/")).unwrap(),
+            "http://127.0.0.1:3000"
         );
-    }
-
-    #[test]
-    fn a_local_server_never_gets_a_runpod_key_from_files() {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(tmp.path().join(".env"), "RUNPOD_API_KEY=rp-secret\n").unwrap();
-        let data = tmp.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        let lookup = KeyLookup {
-            env_key: None,
-            cwd: tmp.path(),
-            home: Some(tmp.path()),
-            local_data_dir: Some(&data),
-        };
-        let local = Target::parse("local", None).unwrap();
-        let err = lookup.find(&local).unwrap_err().to_string();
-        assert!(err.contains("start `flash server`"), "{err}");
-        std::fs::write(flash_control::auth::api_key_path(&data), "local-key\n").unwrap();
-        assert_eq!(lookup.find(&local).unwrap().0, "local-key");
+        assert!(runpod.console_url(Some("console")).is_err());
+        let local = Target::parse("http://127.0.0.1:9", None).unwrap();
+        assert_eq!(
+            local.console_url(Some("https://ignored")).unwrap(),
+            "http://127.0.0.1:9"
+        );
     }
 }

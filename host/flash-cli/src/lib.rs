@@ -5,7 +5,9 @@
 
 pub mod build;
 pub mod connect;
+pub mod credentials;
 pub mod deploy;
 pub mod local;
+pub mod login;
 pub mod project;
 pub mod watch;

@@ -252,6 +252,34 @@ fn deploy_lifecycle_on_the_embedded_server() {
     assert!(out.contains(&api_id) && out.contains(&gpu_id), "{out}");
     let out = run(&["deploy", "list"]);
     assert!(out.contains("dev") && out.contains("build-"), "{out}");
+    // runpod-flash's views of the same: `env get` and `app get`.
+    let out = run(&["env", "get", "dev"]);
+    assert!(
+        out.contains("\n  app     quickstart\n  build   build-"),
+        "{out}"
+    );
+    for id in [&api_id, &gpu_id, &mothership] {
+        assert!(out.contains(id.as_str()), "{id} in {out}");
+    }
+    let out = run(&["app", "get", "quickstart"]);
+    assert!(out.contains("\n  1 build\n  build-"), "{out}");
+
+    // `deploy send --app-name` deploys the same build to another app; `app delete` then
+    // removes that app's endpoints and the app, and leaves `quickstart` alone.
+    run(&["env", "create", "staging", "--app", "renamed"]);
+    let out = run(&["deploy", "send", "staging", "--app-name", "renamed"]);
+    assert_eq!(change_of(&out, "api"), "created", "{out}");
+    let out = run(&["app", "get", "renamed"]);
+    assert!(out.contains("\n  staging  build-"), "{out}");
+    let out = run(&["app", "delete", "renamed", "--yes"]);
+    assert!(out.ends_with("✓ deleted app renamed\n"), "{out}");
+    assert_eq!(out.matches("✓ deleted endpoint ").count(), 3, "{out}");
+    let out = run(&["app", "list"]);
+    assert!(
+        out.contains("quickstart") && !out.contains("renamed"),
+        "{out}"
+    );
+    assert_eq!(server.endpoint(&api_id)["name"], "api");
 
     // An environment created with --require-auth: its HTTP endpoint wants the key.
     run(&["deploy", "new", "secure", "--require-auth"]);

@@ -427,7 +427,10 @@ async fn login_operations_go_without_a_key() {
         );
         assert_eq!(request.expires_at.as_deref(), Some("2026-11-28T00:10:00Z"));
         let pending = anonymous.auth_request_status("auth-1").await.unwrap();
-        assert_eq!((pending.status.as_str(), pending.api_key), ("PENDING", None));
+        assert_eq!(
+            (pending.status.as_str(), pending.api_key),
+            ("PENDING", None)
+        );
         let approved = anonymous.auth_request_status("auth-1").await.unwrap();
         assert_eq!(approved.api_key.as_deref(), Some("rp_new"));
         assert!(

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use flash::deploy;
 
-use super::deploy::ServerOpts;
+use super::target::ServerOpts;
 
 /// Call a function of an environment's active build and print its result as JSON.
 #[derive(Debug, Args)]
@@ -23,7 +23,7 @@ pub struct CallArgs {
     pub env: Option<String>,
 
     /// App name [default: the project's name from flash.toml].
-    #[arg(long)]
+    #[arg(long, short = 'a', visible_alias = "app", value_name = "APP")]
     pub app_name: Option<String>,
 
     /// Give up after this many seconds.
@@ -43,7 +43,9 @@ impl CallArgs {
                 self.json
             )
         })?;
-        let app = self.server.app_name(self.app_name.as_deref())?;
+        let app = self
+            .server
+            .app_name(self.app_name.as_deref(), "--app-name")?;
         let sm = self.server.connect()?;
         let env = match self.env {
             Some(env) => env,

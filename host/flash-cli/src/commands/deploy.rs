@@ -1,65 +1,12 @@
 //! `flash deploy new/send/list/info/delete`: thin wrappers over [`flash::deploy`].
 
-use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
-
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use flash::deploy::resource_manager::ResourceManager;
 use flash::deploy::{self, SendOptions, SendProgress};
-use flash::project::Project;
-use flash_api::StateManagerClient;
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Where the control plane is (shared by `deploy` and `call`).
-#[derive(Debug, Clone, Args)]
-pub struct ServerOpts {
-    /// Control plane: `runpod` (RunPod's API, or RUNPOD_API_BASE_URL), `local` (a local
-    /// `flash server`), or a URL. The first line of output says which. The API key comes
-    /// from RUNPOD_API_KEY, else for RunPod from `.env` (working directory up) or
-    /// `~/.runpod/config.toml`, and for a local server from its `<data dir>/api_key`.
-    #[arg(long, global = true, env = "FLASH_SERVER_URL", default_value = deploy::DEFAULT_SERVER_URL, value_name = "URL")]
-    pub server: String,
-
-    /// Project directory (default: the nearest directory with a flash.toml).
-    #[arg(long, short = 'C', global = true, value_name = "DIR")]
-    pub project: Option<PathBuf>,
-}
-
-impl ServerOpts {
-    pub fn connect(&self) -> Result<StateManagerClient> {
-        flash::connect::connect(&self.server)
-    }
-
-    fn start(&self) -> PathBuf {
-        self.project.clone().unwrap_or_else(|| PathBuf::from("."))
-    }
-
-    /// The project (required).
-    pub fn project(&self) -> Result<Project> {
-        Project::discover(&self.start())
-    }
-
-    /// The app name: `--app-name`, else the project's.
-    pub fn app_name(&self, explicit: Option<&str>) -> Result<String> {
-        match explicit {
-            Some(name) => Ok(name.to_string()),
-            None => Ok(self
-                .project()
-                .context("pass --app-name, or run inside a Flash project")?
-                .name()
-                .to_string()),
-        }
-    }
-
-    /// Local deploy state, when inside a project.
-    pub fn state(&self) -> Option<ResourceManager> {
-        Project::discover(&self.start())
-            .ok()
-            .map(|p| ResourceManager::new(&p.flash_dir()))
-    }
-}
+use super::target::{ServerOpts, ask, require_terminal};
 
 /// Deploy the app to an environment, and manage environments.
 #[derive(Debug, Args)]
@@ -84,7 +31,7 @@ pub enum DeployCommand {
         /// Environment name, e.g. `dev` or `production`.
         env: String,
         /// App name [default: the project's name from flash.toml].
-        #[arg(long)]
+        #[arg(long, short = 'a', visible_alias = "app", value_name = "APP")]
         app_name: Option<String>,
         /// Load-balanced endpoints require `Authorization: Bearer <key>`.
         #[arg(long)]
@@ -92,7 +39,12 @@ pub enum DeployCommand {
     },
     /// Upload `.flash/artifact.tar.gz`, provision every endpoint, then activate the build.
     Send {
+        /// Environment to deploy to (`flash deploy new <env>` creates it).
         env: String,
+        /// App to deploy to [default: the build's project name]. The endpoints' FLASH_APP
+        /// stays the build's name, as the mothership reads it from the artifact.
+        #[arg(long, short = 'a', visible_alias = "app", value_name = "APP")]
+        app_name: Option<String>,
         /// `saveEndpoint` calls in flight at once.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=32))]
         concurrency: u32,
@@ -100,19 +52,24 @@ pub enum DeployCommand {
     /// List environments: name, id, active build, created.
     List {
         /// App name [default: the project's; every app outside a project].
-        #[arg(long)]
+        #[arg(long, short = 'a', visible_alias = "app", value_name = "APP")]
         app_name: Option<String>,
     },
     /// Show an environment: status, active build, endpoints with URLs and workers.
     Info {
+        /// Environment to show.
         env: String,
-        #[arg(long)]
+        /// App name [default: the project's name from flash.toml].
+        #[arg(long, short = 'a', visible_alias = "app", value_name = "APP")]
         app_name: Option<String>,
     },
-    /// Delete an environment and every endpoint in it.
+    /// Delete an environment and every endpoint in it. Asks twice; without a terminal,
+    /// pass --yes.
     Delete {
+        /// Environment to delete.
         env: String,
-        #[arg(long)]
+        /// App name [default: the project's name from flash.toml].
+        #[arg(long, short = 'a', visible_alias = "app", value_name = "APP")]
         app_name: Option<String>,
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
@@ -130,7 +87,7 @@ impl DeployArgs {
                 app_name,
                 require_auth,
             } => {
-                let app = opts.app_name(app_name.as_deref())?;
+                let app = opts.app_name(app_name.as_deref(), "--app-name")?;
                 let sm = opts.connect()?;
                 let state = opts.state();
                 let out = deploy::new_environment(
@@ -160,13 +117,18 @@ impl DeployArgs {
                 println!("Next: flash deploy send {env}");
                 Ok(())
             }
-            DeployCommand::Send { env, concurrency } => {
+            DeployCommand::Send {
+                env,
+                app_name,
+                concurrency,
+            } => {
                 let project = opts.project()?;
                 let sm = opts.connect()?;
                 let progress = BarProgress::new();
                 let options = SendOptions {
                     concurrency: concurrency as usize,
                     image,
+                    app_name,
                     ..Default::default()
                 };
                 let report =
@@ -230,7 +192,7 @@ impl DeployArgs {
                 Ok(())
             }
             DeployCommand::Info { env, app_name } => {
-                let app = opts.app_name(app_name.as_deref())?;
+                let app = opts.app_name(app_name.as_deref(), "--app-name")?;
                 let sm = opts.connect()?;
                 let info = deploy::info(&sm, &app, &env).await?;
                 println!("environment  {} ({})", info.name, info.id);
@@ -273,11 +235,14 @@ impl DeployArgs {
                 Ok(())
             }
             DeployCommand::Delete { env, app_name, yes } => {
-                let app = opts.app_name(app_name.as_deref())?;
+                let app = opts.app_name(app_name.as_deref(), "--app-name")?;
+                if !yes {
+                    require_terminal(&format!("`{env}`"))?;
+                }
+                let sm = opts.connect()?;
                 if !yes {
                     confirm_twice(&app, &env)?;
                 }
-                let sm = opts.connect()?;
                 let state = opts.state();
                 let deleted = deploy::delete(&sm, state.as_ref(), &app, &env).await?;
                 println!(
@@ -291,27 +256,11 @@ impl DeployArgs {
 }
 
 fn confirm_twice(app: &str, env: &str) -> Result<()> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        bail!("refusing to delete `{env}` without confirmation: pass --yes");
-    }
-    let ask = |question: &str, expected: &str| -> Result<bool> {
-        print!("{question}");
-        std::io::stdout().flush()?;
-        let mut line = String::new();
-        stdin.lock().read_line(&mut line)?;
-        Ok(line.trim() == expected)
-    };
-    if !ask(
-        &format!("Delete environment `{env}` of `{app}` and all its endpoints? [y/N] "),
-        "y",
-    )? {
+    let question = format!("Delete environment `{env}` of `{app}` and all its endpoints? [y/N] ");
+    if ask(&question)? != "y" {
         bail!("aborted: nothing was deleted");
     }
-    if !ask(
-        &format!("Type the environment name (`{env}`) to confirm: "),
-        env,
-    )? {
+    if ask(&format!("Type the environment name (`{env}`) to confirm: "))? != env {
         bail!("aborted: the name did not match, nothing was deleted");
     }
     Ok(())

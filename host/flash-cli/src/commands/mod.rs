@@ -1,12 +1,17 @@
 //! Subcommands of `flash`, one module each.
 
+mod app;
 mod build;
 mod call;
 mod deploy;
+mod env;
 mod init;
+mod login;
+mod output;
 mod preview;
 mod run;
 mod server;
+mod target;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +41,14 @@ pub enum Command {
     Deploy(deploy::DeployArgs),
     /// Call a deployed function and print its result as JSON.
     Call(call::CallArgs),
+    /// Manage apps (`list`, `get`, `create`, `delete`), as runpod-flash's `flash app`.
+    App(app::AppArgs),
+    /// Manage an app's environments (`list`, `create`, `get`, `delete`), as runpod-flash's
+    /// `flash env`.
+    Env(env::EnvArgs),
+    /// Get an API key by approving this CLI in a browser, and save it (RunPod:
+    /// ~/.runpod/config.toml).
+    Login(login::LoginArgs),
     /// Dev loop: build, start a local server, deploy to it, serve until Ctrl+C.
     Run(run::RunArgs),
 }
@@ -48,6 +61,9 @@ impl Command {
             Command::Server(args) => server::run(args).await,
             Command::Deploy(args) => args.run().await,
             Command::Call(args) => args.run().await,
+            Command::App(args) => args.run().await,
+            Command::Env(args) => args.run().await,
+            Command::Login(args) => args.run().await,
             Command::Run(args) => args.run().await,
         }
     }

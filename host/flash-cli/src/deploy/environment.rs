@@ -1,8 +1,8 @@
 //! Environments: `flash deploy new` (with the mothership), `list`, `info` and `delete`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::resource_manager::{EnvironmentState, ResourceManager};
@@ -95,21 +95,28 @@ pub async fn list(sm: &StateManagerClient, app: Option<&str>) -> Result<Vec<Envi
         Some(name) => vec![require_app(sm, name).await?],
         None => sm.apps().await?,
     };
-    let mut rows = Vec::new();
-    for app in &apps {
-        let app_name = app.get("name").and_then(Value::as_str).unwrap_or("");
-        for env in app["flashEnvironments"].as_array().into_iter().flatten() {
+    Ok(apps.iter().flat_map(environment_rows).collect())
+}
+
+/// The rows of an app's `flashEnvironments` (as `getFlashAppByName` and `getFlashApps`
+/// select them).
+pub fn environment_rows(app: &Value) -> Vec<EnvironmentRow> {
+    let app_name = app.get("name").and_then(Value::as_str).unwrap_or("");
+    app["flashEnvironments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|env| {
             let s = |k: &str| env.get(k).and_then(Value::as_str).map(str::to_string);
-            rows.push(EnvironmentRow {
+            EnvironmentRow {
                 app: app_name.to_string(),
                 name: s("name").unwrap_or_default(),
                 id: s("id").unwrap_or_default(),
                 active_build: s("activeBuildId"),
                 created_at: s("createdAt"),
-            });
-        }
-    }
-    Ok(rows)
+            }
+        })
+        .collect()
 }
 
 /// One endpoint of `deploy info`.
@@ -204,40 +211,92 @@ pub async fn info(
     })
 }
 
-/// Deletes every endpoint of environment `env`, then the environment; returns the
-/// endpoint ids deleted.
+/// One endpoint of an environment, as deletion sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvironmentEndpoint {
+    pub id: String,
+    /// The resource config (or `mothership`); empty when unknown.
+    pub name: String,
+}
+
+/// Every endpoint of environment `env` (a `flashEnvironment` object): those the server lists,
+/// those the active build's manifest publishes and those local state remembers (a send that
+/// failed before publishing), the mothership first, so that it cannot bring back what is
+/// being deleted.
+pub async fn environment_endpoints(
+    sm: &StateManagerClient,
+    env: &Value,
+    local: Option<&EnvironmentState>,
+) -> Result<Vec<EnvironmentEndpoint>> {
+    let mut endpoints: BTreeMap<String, String> = previous_deployment(sm, env, local)
+        .await?
+        .resources
+        .into_iter()
+        .map(|(name, d)| (d.endpoint_id, name))
+        .collect();
+    for ep in env["endpoints"].as_array().into_iter().flatten() {
+        if let Some(id) = ep.get("id").and_then(Value::as_str) {
+            let name = ep.get("name").and_then(Value::as_str).unwrap_or("");
+            let entry = endpoints.entry(id.to_string()).or_default();
+            if entry.is_empty() {
+                *entry = name.to_string();
+            }
+        }
+    }
+    let mut endpoints: Vec<EnvironmentEndpoint> = endpoints
+        .into_iter()
+        .map(|(id, name)| EnvironmentEndpoint { id, name })
+        .collect();
+    endpoints.sort_by_key(|e| e.name != MOTHERSHIP);
+    Ok(endpoints)
+}
+
+/// The local state of environment `env_name`, if it is the environment `env_id`.
+pub(crate) fn local_environment(
+    state: Option<&ResourceManager>,
+    env_name: &str,
+    env_id: &str,
+) -> Result<Option<EnvironmentState>> {
+    Ok(match state {
+        Some(rm) => rm
+            .environment(env_name)?
+            .filter(|l| l.environment_id == env_id),
+        None => None,
+    })
+}
+
+/// Deletes every endpoint of environment `env` ([`environment_endpoints`]), then the
+/// environment; returns the endpoints deleted.
 pub async fn delete(
     sm: &StateManagerClient,
     state: Option<&ResourceManager>,
     app_name: &str,
     env_name: &str,
-) -> Result<Vec<String>> {
+) -> Result<Vec<EnvironmentEndpoint>> {
     let app = require_app(sm, app_name).await?;
     let env = require_environment(sm, &app, env_name).await?;
     let env_id = str_field(&env, "id")?.to_string();
-    let local = match state {
-        Some(rm) => rm.environment(env_name)?,
-        None => None,
-    };
-    let mut ids: BTreeSet<String> = previous_deployment(sm, &env, local.as_ref())
-        .await?
-        .resources
-        .into_values()
-        .map(|d| d.endpoint_id)
-        .collect();
-    for ep in env["endpoints"].as_array().into_iter().flatten() {
-        if let Some(id) = ep.get("id").and_then(Value::as_str) {
-            ids.insert(id.to_string());
-        }
-    }
-    for id in &ids {
-        sm.delete_endpoint(id).await?;
+    let local = local_environment(state, env_name, &env_id)?;
+    let endpoints = environment_endpoints(sm, &env, local.as_ref()).await?;
+    for ep in &endpoints {
+        sm.delete_endpoint(&ep.id).await.with_context(|| {
+            format!(
+                "deleting endpoint `{}` of `{env_name}` failed, so the environment was kept: run \
+                 the command again",
+                ep.id
+            )
+        })?;
     }
     sm.delete_environment(&env_id).await?;
     if let Some(rm) = state {
         rm.update(|s| {
-            s.environments.remove(env_name);
+            if s.environments
+                .get(env_name)
+                .is_some_and(|e| e.environment_id == env_id || e.environment_id.is_empty())
+            {
+                s.environments.remove(env_name);
+            }
         })?;
     }
-    Ok(ids.into_iter().collect())
+    Ok(endpoints)
 }

@@ -5,10 +5,12 @@
 //! has: the artifact to upload, the local state in `.flash/resources.json`, and the output.
 //!
 //! - [`send`]: `flash deploy send` (upload, provision before activation, activate, publish);
-//! - [`environment`]: `flash deploy new/list/info/delete`;
+//! - [`environment`]: `flash deploy new/list/info/delete` and `flash env`;
+//! - [`app`]: `flash app`;
 //! - [`call`]: `flash call`;
 //! - [`resource_manager`]: the local state, `.flash/resources.json`.
 
+pub mod app;
 pub mod call;
 pub mod environment;
 pub mod resource_manager;
@@ -18,10 +20,13 @@ use anyhow::{Context, Result};
 use flash_api::StateManagerClient;
 use serde_json::Value;
 
+pub use app::{
+    AppDeletion, AppDetail, AppEndpoint, AppSummary, create_app, delete_app, get_app, list_apps,
+};
 pub use call::{call, default_environment};
 pub use environment::{
-    EndpointInfo, EnvironmentInfo, EnvironmentRow, NewEnvironment, delete, info, list,
-    new_environment,
+    EndpointInfo, EnvironmentEndpoint, EnvironmentInfo, EnvironmentRow, NewEnvironment, delete,
+    environment_endpoints, environment_rows, info, list, new_environment,
 };
 pub use flash_api::{DEFAULT_SERVER_URL, KeySource};
 pub use flash_deploy::{
@@ -34,10 +39,18 @@ pub use send::{Quiet, SendOptions, SendProgress, SendReport, send};
 pub async fn require_app(sm: &StateManagerClient, name: &str) -> Result<Value> {
     sm.app_by_name(name).await?.with_context(|| {
         format!(
-            "app `{name}` not found on {}: create it with `flash deploy new <env>`",
+            "app `{name}` not found on {}: create it with `flash deploy new <env>` (`flash app \
+             list` shows the existing ones)",
             sm.base_url()
         )
     })
+}
+
+/// Environment `env` of app `app_name` (a `flashEnvironment` object with its endpoints and
+/// network volumes); errors that say how to create either when missing.
+pub async fn find_environment(sm: &StateManagerClient, app_name: &str, env: &str) -> Result<Value> {
+    let app = require_app(sm, app_name).await?;
+    require_environment(sm, &app, env).await
 }
 
 /// The environment `env` of app `app`; an error that says how to create it when missing.

@@ -55,6 +55,8 @@ pub struct SendOptions {
     /// The worker image the templates name (`--image` / `FLASH_HOST_IMAGE`); `None`: the
     /// published `flash-host` image of this version.
     pub image: Option<String>,
+    /// The State Manager app to deploy to (`--app-name`); `None`: the build's project name.
+    pub app_name: Option<String>,
 }
 
 impl Default for SendOptions {
@@ -63,6 +65,7 @@ impl Default for SendOptions {
             concurrency: 3,
             attempts: 3,
             image: None,
+            app_name: None,
         }
     }
 }
@@ -229,7 +232,10 @@ pub async fn send(
     let artifact_size = artifact.len() as u64;
     let artifact_sha256 = flash_manifest::sha256_hex(&artifact);
 
-    let app_name = manifest.project_name.clone();
+    let app_name = options
+        .app_name
+        .clone()
+        .unwrap_or_else(|| manifest.project_name.clone());
     let app = require_app(sm, &app_name).await?;
     let app_id = str_field(&app, "id")?.to_string();
     let env = require_environment(sm, &app, env_name).await?;
@@ -291,7 +297,9 @@ pub async fn send(
     // Provision every resource before activation, in parallel.
     progress.step("provisioning endpoints");
     let ctx = DeployContext {
-        app: app_name.clone(),
+        // The build's name, as the mothership (which reads it from the artifact) names it:
+        // `--app-name` chooses the State Manager app, not the endpoints' FLASH_APP.
+        app: manifest.project_name.clone(),
         env_name: env_name.to_string(),
         env_id: env_id.clone(),
         api_key: sm.api_key().to_string(),
