@@ -173,6 +173,19 @@ pub fn flash_env(
     args: &[&str],
     envs: &[(&str, &str)],
 ) -> Output {
+    flash_command(dir, server_url, flash_home, args, envs)
+        .output()
+        .expect("running flash")
+}
+
+/// The `flash` command [`flash_env`] runs, for tests that talk to it while it runs.
+pub fn flash_command(
+    dir: &Path,
+    server_url: &str,
+    flash_home: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> Command {
     let mut cmd = Command::new(crate::bin("flash"));
     cmd.args(args)
         .current_dir(dir)
@@ -185,7 +198,7 @@ pub fn flash_env(
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    cmd.output().expect("running flash")
+    cmd
 }
 
 pub fn ok(out: &Output, server: Option<&Server>) -> String {

@@ -41,14 +41,18 @@ pub async fn handler(
     schema: axum::Extension<FlashSchema>,
     req: async_graphql_axum::GraphQLRequest,
 ) -> Response {
-    if !state.auth.is_user(&headers) {
+    let req = req.into_inner();
+    // Without a key only `flash login`'s two operations are answered (crate::login).
+    if !state.auth.is_user(&headers)
+        && !crate::login::anonymous_operation(&req.query, req.operation_name.as_deref())
+    {
         return (
             StatusCode::UNAUTHORIZED,
             axum::Json(json!({"errors": [{"message": "unauthorized: send `Authorization: Bearer <key>` with the key from <data_dir>/api_key"}]})),
         )
             .into_response();
     }
-    async_graphql_axum::GraphQLResponse::from(schema.execute(req.into_inner()).await)
+    async_graphql_axum::GraphQLResponse::from(schema.execute(req).await)
         .into_response()
 }
 
@@ -199,13 +203,24 @@ pub struct UploadTicket {
     expires_at: Option<String>,
 }
 
-/// A login request (the local server approves authenticated callers at once).
+/// A `flash login` request (crate::login).
 #[derive(SimpleObject)]
 pub struct FlashAuthRequest {
     id: String,
     status: String,
     expires_at: Option<String>,
     api_key: Option<String>,
+}
+
+impl From<crate::login::Seen> for FlashAuthRequest {
+    fn from(seen: crate::login::Seen) -> Self {
+        Self {
+            id: seen.id,
+            status: seen.status.as_str().to_string(),
+            expires_at: Some(seen.expires_at),
+            api_key: seen.api_key,
+        }
+    }
 }
 
 /// One environment entry.
@@ -621,8 +636,13 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         flash_auth_request_id: String,
-    ) -> FlashAuthRequest {
-        approved_auth_request(st(ctx), flash_auth_request_id)
+    ) -> Result<FlashAuthRequest> {
+        let state = st(ctx);
+        state
+            .logins
+            .poll(&flash_auth_request_id, state.auth.user_key(), now_ms())
+            .map(FlashAuthRequest::from)
+            .map_err(|e| Error::new(e.to_string()))
     }
 
     async fn gpu_types(&self, input: Option<GpuTypeFilter>) -> Vec<Option<GpuType>> {
@@ -635,15 +655,6 @@ impl Query {
         #[graphql(name = "input")] _input: Option<CpuFlavorInput>,
     ) -> Vec<Option<CpuFlavor>> {
         vec![Some(CpuFlavor)]
-    }
-}
-
-fn approved_auth_request(state: &AppState, id: String) -> FlashAuthRequest {
-    FlashAuthRequest {
-        id,
-        status: "APPROVED".into(),
-        expires_at: Some(rfc3339(now_ms() + 600_000)),
-        api_key: Some(state.auth.user_key().to_string()),
     }
 }
 
@@ -1044,8 +1055,13 @@ impl Mutation {
         Ok(true)
     }
 
-    async fn create_flash_auth_request(&self, ctx: &Context<'_>) -> FlashAuthRequest {
-        approved_auth_request(st(ctx), new_id("auth-"))
+    async fn create_flash_auth_request(&self, ctx: &Context<'_>) -> Result<FlashAuthRequest> {
+        let request = st(ctx)
+            .logins
+            .create(now_ms())
+            .map_err(|e| Error::new(e.to_string()))?;
+        tracing::info!(request = %request.id, "login requested: approve it at /flash/login");
+        Ok(FlashAuthRequest::from(request))
     }
 }
 

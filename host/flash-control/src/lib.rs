@@ -19,6 +19,7 @@ pub mod auth;
 pub mod cli;
 pub mod gateway;
 pub mod graphql;
+pub mod login;
 pub mod provisioner;
 pub mod server;
 pub mod signals;

@@ -26,7 +26,7 @@ use crate::signals::Signals;
 use crate::state::AppState;
 use crate::store::{SqliteStore, Store};
 use crate::util::now_ms;
-use crate::{gateway, graphql};
+use crate::{gateway, graphql, login};
 
 /// Settings of a server. [`Config::new`] gives production defaults.
 #[derive(Clone, Debug)]
@@ -154,6 +154,7 @@ impl Server {
             artifacts,
             signals,
             provisioner,
+            logins: Default::default(),
             http: reqwest::Client::new(),
         };
         Ok(Self {
@@ -209,6 +210,7 @@ impl Server {
         let app = Router::new()
             .route("/graphql", post(graphql::handler))
             .route("/artifacts/{*key}", put(artifacts::put).get(artifacts::get))
+            .route("/flash/login", get(login::page).post(login::decide))
             .route(
                 "/ping",
                 get(|| async { axum::Json(json!({ "status": "healthy" })) }),

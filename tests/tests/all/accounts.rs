@@ -1,13 +1,14 @@
 //! runpod-flash's account commands end to end: `flash app` and `flash env` against a real
-//! `flash server`, and `flash login` against a stand-in of the auth-request flow (reference
-//! §1.6), with a temporary HOME so that the real `~/.runpod` is never touched.
+//! `flash server`, and `flash login` against the real server's auth-request flow and a
+//! stand-in of RunPod's (reference §1.6), with a temporary HOME so that the real
+//! `~/.runpod` is never touched.
 
 use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
 
 use flash_api::stub::{Stub, start};
-use flash_tests::control_plane::{Server, fails, flash_env, ok};
+use flash_tests::control_plane::{Server, fails, flash_command, flash_env, ok};
 
 /// The first line of stderr: which control plane the command talks to.
 fn banner(out: &Output) -> String {
@@ -285,35 +286,120 @@ async fn login_to_a_flash_server_saves_its_key_in_the_data_dir() {
     );
 }
 
-/// `flash login` against the real `flash server`. Ignored until the server offers the flow:
-/// `createFlashAuthRequest` and `flashAuthRequestStatus` answered without `Authorization`,
-/// a `PENDING` request until someone approves it on `GET /flash/login?request=<id>`, then
-/// `APPROVED` with `apiKey`. Today the server answers both with HTTP 401 (its GraphQL
-/// handler wants the key first) and, past that, approves every request at once.
+/// `flash login` against the real `flash server`: the request stays pending until the
+/// person approves it on the server's `/flash/login` page with the server's key (a wrong
+/// key decides nothing), then the CLI gets the key once and saves it.
 #[test]
-#[ignore = "needs flash server's login flow: anonymous createFlashAuthRequest and flashAuthRequestStatus, and /flash/login"]
 fn login_against_a_real_flash_server() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
     let server = Server::start();
     let home = tempfile::tempdir().unwrap();
     let flash_home = home.path().join("flash-home");
-    let out = flash_env(
+    let mut child = flash_tests::ChildGuard(
+        flash_command(
         home.path(),
         &server.url,
         &flash_home,
         &["login", "--no-open", "--timeout", "60"],
         &[("HOME", home.path().to_str().unwrap())],
+    )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
     );
+
+    // The page it asks the person to open (bounded: the CLI prints it before polling).
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+    let mut stderr_pipe = child.0.stderr.take().unwrap();
+    let mut printed = String::new();
+    let page = loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "flash login ended without a page to open:\n{printed}"
+        );
+        printed.push_str(&line);
+        if let Some(url) = line.trim().strip_prefix(&format!("{}/flash/login?request=", server.url)) {
+            break url.to_string();
+        }
+        assert!(printed.len() < 10_000, "{printed}");
+    };
+    let request = page;
+    let http = reqwest::blocking::Client::new();
+    let shown = http
+        .get(format!("{}/flash/login", server.url))
+        .query(&[("request", request.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(shown.status(), 200);
+    let html = shown.text().unwrap();
+    assert!(html.contains(&request) && html.contains("Approve"), "{html}");
+
+    // Without a key, the request only says it is pending.
+    let status = http
+        .post(format!("{}/graphql", server.url))
+        .json(&serde_json::json!({
+            "query": "query S($id: String!) { flashAuthRequestStatus(flashAuthRequestId: $id) { status apiKey } }",
+            "variables": { "id": request },
+        }))
+        .send()
+        .unwrap()
+        .json::<serde_json::Value>()
+        .unwrap();
     assert_eq!(
-        banner(&out),
+        status["data"]["flashAuthRequestStatus"],
+        serde_json::json!({"status": "PENDING", "apiKey": null}),
+        "{status}"
+    );
+    // ...and nothing else is answered without a key.
+    let other = http
+        .post(format!("{}/graphql", server.url))
+        .json(&serde_json::json!({ "query": "{ myself { flashApps { id } } }" }))
+        .send()
+        .unwrap();
+    assert_eq!(other.status(), 401);
+
+    let decide = |key: &str| {
+        http.post(format!("{}/flash/login", server.url))
+            .form(&[
+                ("request", request.as_str()),
+                ("api_key", key),
+                ("decision", "approve"),
+            ])
+            .send()
+            .unwrap()
+    };
+    assert_eq!(decide("fl_wrong").status(), 403);
+    let approved = decide(&server.key());
+    assert_eq!(approved.status(), 200);
+    assert!(approved.text().unwrap().contains("Return to your terminal"));
+
+    let mut stdout_rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut stdout_rest).unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut stderr_pipe, &mut stderr).unwrap();
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{printed}{stdout_rest}\n{stderr}\n{}", server.log());
+    assert_eq!(
+        stderr.lines().next().unwrap_or_default(),
         format!("→ local flash server ({})", server.url)
     );
-    let stdout = ok(&out, Some(&server));
-    assert!(
-        stdout.contains(&format!("  {}/flash/login?request=", server.url)),
-        "{stdout}"
-    );
+    assert!(stdout_rest.contains("Logged in."), "{stdout_rest}");
     assert_eq!(
         std::fs::read_to_string(flash_home.join("api_key")).unwrap(),
         server.key()
+    );
+    // The key was handed out once: the request is consumed.
+    let again = server.graphql(
+        "query S($id: String!) { flashAuthRequestStatus(flashAuthRequestId: $id) { status apiKey } }",
+        serde_json::json!({ "id": request }),
+    );
+    assert_eq!(
+        again["data"]["flashAuthRequestStatus"],
+        serde_json::json!({"status": "CONSUMED", "apiKey": null}),
+        "{again}"
     );
 }
