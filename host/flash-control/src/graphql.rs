@@ -52,8 +52,7 @@ pub async fn handler(
         )
             .into_response();
     }
-    async_graphql_axum::GraphQLResponse::from(schema.execute(req).await)
-        .into_response()
+    async_graphql_axum::GraphQLResponse::from(schema.execute(req).await).into_response()
 }
 
 fn st<'a>(ctx: &Context<'a>) -> &'a AppState {

@@ -188,12 +188,10 @@ pub fn anonymous_operation(query: &str, operation_name: Option<&str>) -> bool {
             Some(op) => &op.node,
             None => return false,
         },
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
-            match ops.values().next() {
-                Some(op) => &op.node,
-                None => return false,
-            }
-        }
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => match ops.values().next() {
+            Some(op) => &op.node,
+            None => return false,
+        },
         _ => return false,
     };
     let items = &operation.selection_set.node.items;
@@ -265,10 +263,7 @@ pub async fn decide(
             return page_response(
                 StatusCode::BAD_REQUEST,
                 "Unknown decision",
-                &format!(
-                    "<p>`{}` is neither approve nor deny.</p>",
-                    escape(other)
-                ),
+                &format!("<p>`{}` is neither approve nor deny.</p>", escape(other)),
             );
         }
     };

@@ -299,12 +299,12 @@ fn login_against_a_real_flash_server() {
     let flash_home = home.path().join("flash-home");
     let mut child = flash_tests::ChildGuard(
         flash_command(
-        home.path(),
-        &server.url,
-        &flash_home,
-        &["login", "--no-open", "--timeout", "60"],
-        &[("HOME", home.path().to_str().unwrap())],
-    )
+            home.path(),
+            &server.url,
+            &flash_home,
+            &["login", "--no-open", "--timeout", "60"],
+            &[("HOME", home.path().to_str().unwrap())],
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -322,7 +322,10 @@ fn login_against_a_real_flash_server() {
             "flash login ended without a page to open:\n{printed}"
         );
         printed.push_str(&line);
-        if let Some(url) = line.trim().strip_prefix(&format!("{}/flash/login?request=", server.url)) {
+        if let Some(url) = line
+            .trim()
+            .strip_prefix(&format!("{}/flash/login?request=", server.url))
+        {
             break url.to_string();
         }
         assert!(printed.len() < 10_000, "{printed}");
@@ -336,7 +339,10 @@ fn login_against_a_real_flash_server() {
         .unwrap();
     assert_eq!(shown.status(), 200);
     let html = shown.text().unwrap();
-    assert!(html.contains(&request) && html.contains("Approve"), "{html}");
+    assert!(
+        html.contains(&request) && html.contains("Approve"),
+        "{html}"
+    );
 
     // Without a key, the request only says it is pending.
     let status = http
@@ -382,7 +388,11 @@ fn login_against_a_real_flash_server() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut stderr_pipe, &mut stderr).unwrap();
     let status = child.0.wait().unwrap();
-    assert!(status.success(), "{printed}{stdout_rest}\n{stderr}\n{}", server.log());
+    assert!(
+        status.success(),
+        "{printed}{stdout_rest}\n{stderr}\n{}",
+        server.log()
+    );
     assert_eq!(
         stderr.lines().next().unwrap_or_default(),
         format!("→ local flash server ({})", server.url)
@@ -398,7 +408,7 @@ fn login_against_a_real_flash_server() {
         serde_json::json!({ "id": request }),
     );
     assert_eq!(
-        again["data"]["flashAuthRequestStatus"],
+        again["flashAuthRequestStatus"],
         serde_json::json!({"status": "CONSUMED", "apiKey": null}),
         "{again}"
     );
