@@ -14,12 +14,15 @@
 //!   operation names and selections, and the typed methods that send them;
 //! - [`wire`]: the typed answers;
 //! - [`error`]: [`ApiError`], classified for retries, each with a hint;
+//! - [`credential`]: how a request presents its key, and how servers check it (constant
+//!   time, `Bearer` in any case or a raw key), shared by every Flash server;
 //! - [`data_plane`]: where endpoints are reached (`flash server`'s own host or RunPod's
 //!   `api.runpod.ai`).
 //! - `stub` (feature `stub`): a State Manager stand-in on loopback for tests.
 
 pub mod client;
 pub mod config;
+pub mod credential;
 pub mod data_plane;
 pub mod error;
 pub mod operations;

@@ -27,7 +27,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::state::AppState;
 use crate::store::{Artifact, Store, StoreError};
-use crate::util::{ApiError, now_ms, secret_eq};
+use flash_api::credential::keys_match;
+
+use crate::util::{ApiError, now_ms};
 
 /// Request header (upload) and response header (download) carrying the hex SHA-256.
 pub const SHA256_HEADER: &str = "x-flash-sha256";
@@ -175,7 +177,7 @@ impl ArtifactStore {
                 format!("invalid object key `{key}`"),
             ));
         }
-        if !secret_eq(&q.token, &self.sign(method, key, q.expires)) {
+        if !keys_match(&q.token, &self.sign(method, key, q.expires)) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "invalid artifact URL signature",

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use axum::http::HeaderMap;
 
-use crate::util::{random_secret, secret_eq};
+use flash_api::credential::{keys_match, presented_key};
+
+use crate::util::random_secret;
 
 /// File name of the user API key inside the data dir.
 pub const API_KEY_FILE: &str = "api_key";
@@ -50,20 +52,6 @@ pub fn load_or_create_secret(path: &Path) -> Result<String> {
     Ok(secret)
 }
 
-/// The credential a request presents: `Bearer <key>` or the raw key.
-pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .trim();
-    let key = match value.split_once(' ') {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-        _ => value,
-    };
-    (!key.is_empty()).then_some(key)
-}
-
 /// Checks credentials against the user key and, where allowed, an endpoint's `aiKey`.
 #[derive(Clone)]
 pub struct Auth {
@@ -82,13 +70,13 @@ impl Auth {
 
     /// Whether the request carries the user key.
     pub fn is_user(&self, headers: &HeaderMap) -> bool {
-        presented_key(headers).is_some_and(|k| secret_eq(k, &self.user_key))
+        presented_key(headers).is_some_and(|k| keys_match(k, &self.user_key))
     }
 
     /// Whether the request carries the user key or the given endpoint key.
     pub fn is_user_or(&self, headers: &HeaderMap, ai_key: &str) -> bool {
         presented_key(headers).is_some_and(|k| {
-            secret_eq(k, &self.user_key) || (!ai_key.is_empty() && secret_eq(k, ai_key))
+            keys_match(k, &self.user_key) || (!ai_key.is_empty() && keys_match(k, ai_key))
         })
     }
 }

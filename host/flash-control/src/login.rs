@@ -20,7 +20,9 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::state::AppState;
-use crate::util::{now_ms, random_secret, rfc3339, secret_eq};
+use flash_api::credential::keys_match;
+
+use crate::util::{now_ms, random_secret, rfc3339};
 
 /// How long a request may wait for a decision (RunPod's: 10 minutes).
 pub const REQUEST_TTL_MS: i64 = 10 * 60 * 1000;
@@ -248,7 +250,7 @@ pub async fn decide(
     State(state): State<AppState>,
     axum::Form(form): axum::Form<Decision>,
 ) -> Response {
-    if !secret_eq(form.api_key.trim(), state.auth.user_key()) {
+    if !keys_match(form.api_key.trim(), state.auth.user_key()) {
         return page_response(
             StatusCode::FORBIDDEN,
             "Wrong key",

@@ -7,7 +7,7 @@
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,6 +93,56 @@ pub struct Server {
     addr: SocketAddr,
 }
 
+/// The job store's file in the data dir (SQLite adds `-wal` and `-shm` beside it).
+pub const DB_FILE: &str = "flash.db";
+
+/// Makes the data dir readable by its owner only (0700) and its secrets and database files
+/// 0600, repairing a data dir made before this rule; creates the database file 0600 so that
+/// SQLite, which gives its `-wal` and `-shm` files the database file's mode, makes those
+/// 0600 too. The database holds job inputs and outputs and endpoint keys.
+fn keep_private(data_dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let private = |path: &Path, mode: u32| -> Result<()> {
+            match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e).with_context(|| {
+                    format!(
+                        "making {} private (mode {mode:o}); is the data dir yours?",
+                        path.display()
+                    )
+                }),
+            }
+        };
+        private(data_dir, 0o700)?;
+        let db = data_dir.join(DB_FILE);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&db)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("creating {}", db.display())),
+        }
+        for name in [
+            DB_FILE.to_string(),
+            format!("{DB_FILE}-wal"),
+            format!("{DB_FILE}-shm"),
+            auth::API_KEY_FILE.to_string(),
+            auth::URL_SECRET_FILE.to_string(),
+        ] {
+            private(&data_dir.join(name), 0o600)?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = data_dir;
+    Ok(())
+}
+
 impl Server {
     /// Opens the data dir (creating the store and the API key on first start) and binds.
     pub async fn bind(config: Config) -> Result<Self> {
@@ -103,9 +153,10 @@ impl Server {
                 data_dir.display()
             )
         })?;
+        keep_private(data_dir)?;
         let user_key = auth::load_or_create_secret(&auth::api_key_path(data_dir))?;
         let url_secret = auth::load_or_create_secret(&data_dir.join(auth::URL_SECRET_FILE))?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("flash.db"))?);
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join(DB_FILE))?);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| {

@@ -34,12 +34,6 @@ pub fn random_secret() -> String {
     hex::encode(bytes)
 }
 
-/// Constant-time comparison of two secrets.
-pub fn secret_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// An HTTP error answered as `{"error": message}` JSON (every API response is JSON).
 #[derive(Debug)]
 pub struct ApiError {

@@ -340,3 +340,48 @@ async fn killed_server_loses_no_job() {
     }
     drop(server);
 }
+
+/// The data dir holds the API key, the artifact-signing secret and every job's input and
+/// output: it is the owner's alone (0700), its secrets and database files 0600, also when an
+/// older server made them with looser modes, and SQLite's `-wal`/`-shm` files follow.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_dir_and_its_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let parent = tempfile::tempdir().unwrap();
+
+    // A fresh data dir.
+    let fresh = parent.path().join("fresh");
+    let server = flash_control::Server::bind(common::test_config(fresh.clone()))
+        .await
+        .unwrap();
+    // Opening the store created its tables: SQLite's WAL files exist now.
+    assert_eq!(mode(&fresh), 0o700);
+    for name in [
+        "api_key",
+        "url_secret",
+        "flash.db",
+        "flash.db-wal",
+        "flash.db-shm",
+    ] {
+        assert_eq!(mode(&fresh.join(name)), 0o600, "{name}");
+    }
+    drop(server);
+
+    // One an older server left world-readable is repaired.
+    let old = parent.path().join("old");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::write(old.join("api_key"), "fl_old").unwrap();
+    std::fs::write(old.join("flash.db"), b"").unwrap();
+    for path in [old.clone(), old.join("api_key"), old.join("flash.db")] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let server = flash_control::Server::bind(common::test_config(old.clone()))
+        .await
+        .unwrap();
+    assert_eq!(mode(&old), 0o700);
+    assert_eq!(mode(&old.join("api_key")), 0o600);
+    assert_eq!(mode(&old.join("flash.db")), 0o600);
+    assert_eq!(server.api_key(), "fl_old");
+}

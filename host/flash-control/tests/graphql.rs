@@ -342,6 +342,25 @@ async fn deploy_sequence_uses_every_operation() {
     let auth_status = s
         .gql(AUTH_STATUS, json!({ "flashAuthRequestId": auth_id }))
         .await;
+    // Pending until someone approves it with the server's key (crate::login), then the
+    // key is handed out once.
+    assert_eq!(auth_status["flashAuthRequestStatus"]["status"], "PENDING");
+    assert_eq!(auth_status["flashAuthRequestStatus"]["apiKey"], Value::Null);
+    let approved = s
+        .http
+        .post(format!("{}/flash/login", s.url))
+        .form(&[
+            ("request", auth_id.as_str()),
+            ("api_key", s.key.as_str()),
+            ("decision", "approve"),
+        ])
+        .send()
+        .await
+        .expect("approving");
+    assert_eq!(approved.status(), 200);
+    let auth_status = s
+        .gql(AUTH_STATUS, json!({ "flashAuthRequestId": auth_id }))
+        .await;
     assert_eq!(auth_status["flashAuthRequestStatus"]["status"], "APPROVED");
     assert_eq!(auth_status["flashAuthRequestStatus"]["apiKey"], s.key);
 

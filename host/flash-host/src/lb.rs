@@ -169,15 +169,12 @@ async fn auth(
     }
 }
 
-/// The 401 answer when a key is required and `Authorization: Bearer <key>` does not carry
-/// it; `None` lets the request through. Shared by the app's routes and the mothership's.
+/// The 401 answer when a key is required and the request does not present it (the rule of
+/// every Flash server: [`flash_api::credential`]); `None` lets the request through. Shared
+/// by the app's routes and the mothership's.
 pub fn denied(key: Option<&str>, headers: &HeaderMap) -> Option<Response> {
     let key = key?;
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if given == Some(key) {
+    if flash_api::credential::presents(headers, key) {
         return None;
     }
     Some((

@@ -198,6 +198,24 @@ async fn auth_is_required_unless_disabled() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // The control plane's rule (flash_api::credential): the scheme in any case, or the raw
+    // key as RunPod's worker SDK sends it; a prefix of the key is not the key.
+    for (authorization, status) in [
+        ("bearer sekret", 200),
+        ("BEARER sekret", 200),
+        ("sekret", 200),
+        ("Bearer sekre", 401),
+        ("Basic sekret", 401),
+    ] {
+        let r = http
+            .post(format!("{base}/lb/echo"))
+            .header("authorization", authorization)
+            .json(&json!({"value": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{authorization}");
+    }
 }
 
 /// Sends only the head of a POST declaring `len` body bytes and reads the status line.
