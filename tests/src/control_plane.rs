@@ -18,16 +18,25 @@ pub struct Server {
 impl Server {
     /// A server whose workers are the `flash-host` built next to `flash`.
     pub fn start() -> Self {
-        Self::start_with(&[])
+        Self::start_with(&[], &[])
+    }
+
+    /// A server with `envs` in its environment: the machine's settings its workers inherit
+    /// (what a worker image's env would set, e.g. `ORT_DYLIB_PATH`).
+    pub fn start_with_env(envs: &[(&str, &std::ffi::OsStr)]) -> Self {
+        Self::start_with(&[], envs)
     }
 
     /// A server whose workers run `worker` (`--worker-command`), e.g. the `flash-host` of
     /// an image's extracted root filesystem.
     pub fn start_with_worker(worker: &Path) -> Self {
-        Self::start_with(&[std::ffi::OsStr::new("--worker-command"), worker.as_os_str()])
+        Self::start_with(
+            &[std::ffi::OsStr::new("--worker-command"), worker.as_os_str()],
+            &[],
+        )
     }
 
-    fn start_with(args: &[&std::ffi::OsStr]) -> Self {
+    fn start_with(args: &[&std::ffi::OsStr], envs: &[(&str, &std::ffi::OsStr)]) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let port = crate::free_port();
         let url = format!("http://127.0.0.1:{port}");
@@ -38,6 +47,7 @@ impl Server {
                 .arg(data_dir.path())
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .args(args)
+                .envs(envs.iter().copied())
                 .env_remove("RUNPOD_API_KEY")
                 .stdout(log.try_clone().unwrap())
                 .stderr(log),

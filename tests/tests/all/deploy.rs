@@ -14,40 +14,56 @@ use flash_tests::control_plane::{Server, fails, flash, flash_env, has_env, ok};
 use serde_json::{Value, json};
 
 /// A copy of the quickstart whose `flash-sdk` dependency points at this repo.
+pub(crate) fn quickstart_copy() -> tempfile::TempDir {
+    example_copy("quickstart", "quickstart")
+}
+
+/// A copy of `examples/<example>` (its `flash.toml`, `Cargo.toml`, `Cargo.lock`, `src/` and
+/// `model/`) whose `flash-sdk` dependency points at this repo.
 ///
 /// Each copy gets its own crate name: cargo identifies path packages by their path
 /// relative to the workspace root, so same-named copies sharing the guest target dir would
-/// overwrite each other's (and `examples/quickstart`'s) build with the edited sources.
-pub(crate) fn quickstart_copy() -> tempfile::TempDir {
+/// overwrite each other's (and the example's own) build with the edited sources.
+pub(crate) fn example_copy(example: &str, package: &str) -> tempfile::TempDir {
     static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let crate_name = format!(
-        "quickstart_copy_{}",
+        "{}_copy_{}",
+        example.replace('-', "_"),
         COPIES.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     );
     let dir = tempfile::tempdir().unwrap();
-    let example = flash_tests::repo_root().join("examples/quickstart");
-    std::fs::create_dir(dir.path().join("src")).unwrap();
-    std::fs::copy(example.join("flash.toml"), dir.path().join("flash.toml")).unwrap();
-    std::fs::copy(example.join("src/lib.rs"), dir.path().join("src/lib.rs")).unwrap();
-    if example.join("Cargo.lock").is_file() {
-        std::fs::copy(example.join("Cargo.lock"), dir.path().join("Cargo.lock")).unwrap();
+    let source = flash_tests::repo_root().join("examples").join(example);
+    for file in ["flash.toml", "Cargo.lock"] {
+        if source.join(file).is_file() {
+            std::fs::copy(source.join(file), dir.path().join(file)).unwrap();
+        }
+    }
+    for sub in ["src", "model"] {
+        let Ok(entries) = std::fs::read_dir(source.join(sub)) else {
+            continue;
+        };
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, dir.path().join(sub).join(path.file_name().unwrap())).unwrap();
+            }
+        }
     }
     let sdk = flash_tests::repo_root().join("guest-sdk/flash-sdk");
-    let cargo = std::fs::read_to_string(example.join("Cargo.toml"))
+    let cargo = std::fs::read_to_string(source.join("Cargo.toml"))
         .unwrap()
         .replace(
             "path = \"../../guest-sdk/flash-sdk\"",
             &format!("path = {:?}", sdk.display().to_string()),
         );
     assert!(cargo.contains(&sdk.display().to_string()), "{cargo}");
-    let cargo = cargo.replacen(
-        "name = \"quickstart\"",
-        &format!("name = {crate_name:?}"),
-        1,
-    );
+    let package_line = format!("name = {package:?}");
+    assert!(cargo.contains(&package_line), "{cargo}");
+    let cargo = cargo.replacen(&package_line, &format!("name = {crate_name:?}"), 1);
     std::fs::write(dir.path().join("Cargo.toml"), cargo).unwrap();
     if let Ok(lock) = std::fs::read_to_string(dir.path().join("Cargo.lock")) {
-        let lock = lock.replace("name = \"quickstart\"", &format!("name = {crate_name:?}"));
+        let lock = lock.replace(&package_line, &format!("name = {crate_name:?}"));
         std::fs::write(dir.path().join("Cargo.lock"), lock).unwrap();
     }
     dir
@@ -405,6 +421,80 @@ fn bare_project() -> tempfile::TempDir {
     )
     .unwrap();
     dir
+}
+
+/// The inference example deployed on `flash server`, RunPod's way: its worker gets the
+/// artifact at `FLASH_BUILD_ARTIFACT_PATH`, preloads the model packed in it (sha256 checked),
+/// loads ONNX Runtime from the machine's `ORT_DYLIB_PATH` (as the GPU image's env sets it)
+/// and answers `classify` through the queue with onnxruntime's probabilities.
+#[test]
+fn inference_example_deploys_and_classifies_on_the_embedded_server() {
+    let ort = flash_tests::onnxruntime_lib().unwrap();
+    let project = example_copy("inference", "flash-example-inference");
+    let dir = project.path();
+    let server = Server::start_with_env(&[("ORT_DYLIB_PATH", ort.as_os_str())]);
+    let home = server.data_dir.path().to_path_buf();
+    let run = |args: &[&str]| ok(&flash(dir, &server.url, &home, args), Some(&server));
+    run(&["build"]);
+    run(&["deploy", "new", "dev"]);
+    run(&["deploy", "send", "dev"]);
+
+    // Rows whose classes differ, checked against onnxruntime in Python on the same model.
+    let rows = json!([
+        [0.5, -1.0, 2.0, 0.25],
+        [-2.0, 1.5, 0.0, 1.0],
+        [3.0, 3.0, -3.0, 0.0]
+    ]);
+    let output = call(
+        dir,
+        &server,
+        "classify",
+        &json!({ "rows": rows }).to_string(),
+    );
+    let expected: Vec<Vec<f64>> = serde_json::from_value(
+        flash_tests::run_python_script(
+            "import json, os\n\
+             import numpy as np, onnxruntime as ort\n\
+             rows = np.array(json.loads(os.environ['ROWS']), dtype=np.float32)\n\
+             s = ort.InferenceSession(os.environ['MODEL'], providers=['CPUExecutionProvider'])\n\
+             print(json.dumps(s.run(['probabilities'], {'features': rows})[0].tolist()))",
+            &[
+                ("ROWS", rows.to_string()),
+                (
+                    "MODEL",
+                    dir.join("model/classifier.onnx").display().to_string(),
+                ),
+            ],
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let predictions = output.as_array().unwrap_or_else(|| panic!("{output}"));
+    assert_eq!(predictions.len(), expected.len(), "{output}");
+    for (prediction, want) in predictions.iter().zip(&expected) {
+        let got: Vec<f64> = serde_json::from_value(prediction["probabilities"].clone()).unwrap();
+        assert_eq!(got.len(), want.len(), "{output}");
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() <= 1e-5, "got {got:?}, want {want:?}");
+        }
+    }
+
+    // The worker got RunPod's artifact path and no Flash-only way to the artifact.
+    let workers = server.workers_with_env("FLASH_RESOURCE_NAME", "classifier");
+    assert!(
+        !workers.is_empty(),
+        "no classifier worker:\n{}",
+        server.log()
+    );
+    for pid in workers {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let environ = String::from_utf8_lossy(&environ);
+        assert!(
+            environ.contains("FLASH_BUILD_ARTIFACT_PATH="),
+            "worker {pid}"
+        );
+        assert!(!environ.contains("FLASH_ARTIFACT_URL="), "worker {pid}");
+    }
 }
 
 #[test]
