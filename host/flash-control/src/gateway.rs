@@ -18,6 +18,8 @@
 //! Load-balanced endpoints have no queue: `/lb/{endpoint}/{path}` forwards the request to a
 //! ready worker's HTTP listener, starting one first if none runs.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -26,6 +28,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -34,7 +37,8 @@ use crate::store::{Endpoint, Job, JobOutcome, JobStatus};
 use crate::util::{ApiError, now_ms};
 
 /// The gateway's routes (queue API, worker API, LB proxy).
-pub fn router() -> Router<AppState> {
+/// The queue API and the worker protocol (`/v2/{endpoint}/…`).
+pub fn queue_router() -> Router<AppState> {
     Router::new()
         .route("/v2/{ep}/run", post(run))
         .route("/v2/{ep}/runsync", post(runsync))
@@ -50,6 +54,11 @@ pub fn router() -> Router<AppState> {
         .route("/v2/{ep}/job-stream/{worker}/{job}", post(job_stream))
         .route("/v2/{ep}/job-stop/{worker}", get(job_stop))
         .route("/v2/{ep}/ping/{worker}", get(ping))
+}
+
+/// The load-balanced proxy (`/lb/{endpoint}/…`).
+pub fn lb_router() -> Router<AppState> {
+    Router::new()
         .route("/lb/{ep}", any(lb_root))
         .route("/lb/{ep}/{*path}", any(lb_proxy))
 }
@@ -675,7 +684,7 @@ async fn lb_proxy(
 }
 
 /// `FLASH_DISABLE_RP_AUTH=true` in the endpoint's template env opens it without a key (§4).
-fn lb_auth_disabled(state: &AppState, ep: &Endpoint) -> bool {
+pub(crate) fn lb_auth_disabled(state: &AppState, ep: &Endpoint) -> bool {
     ep.template_id
         .as_deref()
         .and_then(|t| state.store.get_template(t).ok().flatten())
@@ -732,13 +741,6 @@ async fn lb_forward(
         )
         .into_response();
     }
-    let body = match axum::body::to_bytes(body, state.config.max_lb_body).await {
-        Ok(b) => b,
-        Err(e) => {
-            return err(StatusCode::PAYLOAD_TOO_LARGE, format!("request body: {e}"))
-                .into_response();
-        }
-    };
     let Some(lease) = state
         .provisioner
         .acquire_lb(&ep.id, state.config.lb_wait)
@@ -758,7 +760,23 @@ async fn lb_forward(
         url.push('?');
         url.push_str(&q);
     }
-    let mut req = state.http.request(method, &url).body(body);
+    // The body streams to the worker as it arrives; `crate::admission` bounds it. When the
+    // caller's body goes over the limit mid-stream, the answer is 413, not the failed send.
+    let too_large = Arc::new(AtomicBool::new(false));
+    let flag = too_large.clone();
+    let upload = body.into_data_stream().map(move |chunk| {
+        if let Err(e) = &chunk
+            && crate::admission::is_length_limit(e)
+        {
+            flag.store(true, Ordering::Relaxed);
+        }
+        chunk
+    });
+    let mut req = state
+        .http
+        .request(method, &url)
+        .timeout(lb_timeout(&ep))
+        .body(reqwest::Body::wrap_stream(upload));
     for (name, value) in &headers {
         if !HOP_HEADERS.contains(&name.as_str()) && name != axum::http::header::AUTHORIZATION {
             req = req.header(name, value);
@@ -769,6 +787,11 @@ async fn lb_forward(
     // user key, so that is what it is handed.
     if !open {
         req = req.bearer_auth(state.auth.user_key());
+    }
+    // A length the caller declared travels with the streamed body (workers that cannot read
+    // chunked bodies get one); the limit layer has already refused one over the limit.
+    if let Some(length) = headers.get(axum::http::header::CONTENT_LENGTH) {
+        req = req.header(axum::http::header::CONTENT_LENGTH, length);
     }
     match req.send().await {
         Ok(resp) => {
@@ -781,15 +804,46 @@ async fn lb_forward(
                     out_headers.append(n, value.clone());
                 }
             }
-            let bytes = resp.bytes().await.unwrap_or_default();
-            drop(lease);
-            (status, out_headers, bytes).into_response()
+            // The answer streams back as the worker sends it, and the worker stays leased
+            // until it is done. A worker that breaks off mid-body makes this response end
+            // in an error too (the caller sees a cut connection, never a short 200).
+            let download = resp.bytes_stream().map(move |chunk| {
+                let _held = &lease;
+                chunk
+            });
+            (status, out_headers, Body::from_stream(download)).into_response()
         }
+        Err(_) if too_large.load(Ordering::Relaxed) => err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is larger than {} bytes, the most a load-balanced endpoint \
+                 accepts",
+                state.config.max_lb_body
+            ),
+        )
+        .into_response(),
+        Err(e) if e.is_timeout() => err(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "worker of endpoint `{ep_id}` did not answer within {:?}",
+                lb_timeout(&ep)
+            ),
+        )
+        .into_response(),
         Err(e) => err(
             StatusCode::BAD_GATEWAY,
             format!("worker of endpoint `{ep_id}` failed: {e}"),
         )
         .into_response(),
+    }
+}
+
+/// The whole of one proxied request, answer included: the endpoint's execution timeout,
+/// else ten minutes.
+fn lb_timeout(ep: &Endpoint) -> Duration {
+    match u64::try_from(ep.execution_timeout_ms) {
+        Ok(ms) if ms > 0 => Duration::from_millis(ms),
+        _ => Duration::from_secs(600),
     }
 }
 

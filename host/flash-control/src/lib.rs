@@ -14,6 +14,7 @@
 //! - [`server`]: assembles the HTTP app, binds it and shuts everything down cleanly.
 //! - [`cli`]: the `flash server` flags and entry point.
 
+pub mod admission;
 pub mod artifacts;
 pub mod auth;
 pub mod cli;

@@ -26,7 +26,7 @@ use crate::signals::Signals;
 use crate::state::AppState;
 use crate::store::{SqliteStore, Store};
 use crate::util::now_ms;
-use crate::{gateway, graphql, login};
+use crate::{admission, gateway, graphql, login};
 
 /// Settings of a server. [`Config::new`] gives production defaults.
 #[derive(Clone, Debug)]
@@ -73,7 +73,9 @@ impl Config {
             maintenance_interval: Duration::from_millis(250),
             max_queue: 100_000,
             max_request_body: 20 * 1024 * 1024,
-            max_lb_body: 100 * 1024 * 1024,
+            // What a load-balanced worker accepts (flash-host's limit): larger bodies get
+            // 413 here instead of being forwarded to be refused.
+            max_lb_body: 10 << 20,
             lb_wait: Duration::from_secs(60),
             artifact_url_ttl: Duration::from_secs(3600),
             max_artifact_bytes: 1500 * 1024 * 1024,
@@ -206,7 +208,12 @@ impl Server {
             signals,
             provisioner,
             logins: Default::default(),
-            http: reqwest::Client::new(),
+            // Webhooks and the load-balanced proxy: a worker or webhook that does not accept
+            // a connection in 10 s is down (each request sets its own total timeout).
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+                .context("building the HTTP client")?,
         };
         Ok(Self {
             state,
@@ -258,15 +265,30 @@ impl Server {
             );
         }
         let schema = graphql::schema(state.clone());
-        let app = Router::new()
+        // Keys are checked before bodies are read, and bodies are bounded as they stream
+        // (crate::admission).
+        use axum::middleware::from_fn_with_state as admit;
+        let limit = tower_http::limit::RequestBodyLimitLayer::new;
+        let graphql_routes = Router::new()
             .route("/graphql", post(graphql::handler))
+            .layer(limit(state.config.max_request_body))
+            .layer(admit(state.clone(), admission::graphql));
+        let queue_routes = gateway::queue_router()
+            .layer(limit(state.config.max_request_body))
+            .layer(admit(state.clone(), admission::endpoint));
+        let lb_routes = gateway::lb_router()
+            .layer(limit(state.config.max_lb_body))
+            .layer(admit(state.clone(), admission::endpoint));
+        let app = Router::new()
+            .merge(graphql_routes)
+            .merge(queue_routes)
+            .merge(lb_routes)
             .route("/artifacts/{*key}", put(artifacts::put).get(artifacts::get))
             .route("/flash/login", get(login::page).post(login::decide))
             .route(
                 "/ping",
                 get(|| async { axum::Json(json!({ "status": "healthy" })) }),
             )
-            .merge(gateway::router())
             .fallback(|| async {
                 (
                     StatusCode::NOT_FOUND,
