@@ -48,6 +48,35 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or(compiled)
 }
 
+/// Connects to `addr`, sends `head_part` (an incomplete request head, or nothing) and
+/// returns how long the server took to close the connection (it may answer 408 first).
+/// Panics if it is still open after 30 s.
+pub fn connection_closed_after(addr: &str, head_part: &str) -> Duration {
+    use std::io::{Read, Write};
+    let started = std::time::Instant::now();
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.write_all(head_part.as_bytes()).expect("write");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return started.elapsed(),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("the connection to {addr} was still open after 30 s")
+            }
+            Err(_) => return started.elapsed(),
+        }
+    }
+}
+
 /// The host target directory (`CARGO_TARGET_DIR` or `<repo>/target`).
 pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {

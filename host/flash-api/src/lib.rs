@@ -18,6 +18,8 @@
 //!   time, `Bearer` in any case or a raw key), shared by every Flash server;
 //! - [`data_plane`]: where endpoints are reached (`flash server`'s own host or RunPod's
 //!   `api.runpod.ai`).
+//! - [`serve`]: how every Flash server serves HTTP: `axum::serve` plus a header-read timeout
+//!   (slowloris) and keep-alive pings, with graceful shutdown;
 //! - `stub` (feature `stub`): a State Manager stand-in on loopback for tests.
 
 pub mod client;
@@ -27,6 +29,7 @@ pub mod data_plane;
 pub mod error;
 pub mod operations;
 mod retry;
+pub mod serve;
 #[cfg(feature = "stub")]
 pub mod stub;
 pub mod wire;

@@ -5,7 +5,7 @@
 //! resolves, then ends long polls, stops every worker process and returns. Jobs that were
 //! running when the previous server died are put back in the queue on start.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,6 +48,8 @@ pub struct Config {
     pub max_queue: usize,
     pub max_request_body: usize,
     pub max_lb_body: usize,
+    /// How long a client may take to send a request head before its connection is closed.
+    pub header_read_timeout: Duration,
     /// How long an LB request waits for a ready worker.
     pub lb_wait: Duration,
     pub artifact_url_ttl: Duration,
@@ -76,6 +78,7 @@ impl Config {
             // What a load-balanced worker accepts (flash-host's limit): larger bodies get
             // 413 here instead of being forwarded to be refused.
             max_lb_body: 10 << 20,
+            header_read_timeout: flash_api::serve::DEFAULT_HEADER_READ_TIMEOUT,
             lb_wait: Duration::from_secs(60),
             artifact_url_ttl: Duration::from_secs(3600),
             max_artifact_bytes: 1500 * 1024 * 1024,
@@ -312,11 +315,14 @@ impl Server {
             provisioner.shutdown().await;
         });
         let mut shutdown_rx = state.signals.shutdown();
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
+        let served = flash_api::serve::serve(
+            self.listener,
+            app,
+            state.config.header_read_timeout,
+            async move {
                 let _ = shutdown_rx.wait_for(|s| *s).await;
-            })
-            .into_future();
+            },
+        );
         // Connections still open 10 s after shutdown began are cut.
         let mut shutdown_rx = state.signals.shutdown();
         let result = tokio::select! {

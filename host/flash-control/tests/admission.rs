@@ -222,3 +222,26 @@ async fn the_load_balanced_proxy_streams_and_reports_broken_answers() {
         Err(_) => {}
     }
 }
+
+/// A client that never finishes its request head (slowloris) is cut off after the
+/// header-read timeout, instead of holding a connection for as long as it likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_request_heads_are_cut_off() {
+    let s = TestServer::start_with(|c| c.header_read_timeout = Duration::from_secs(1)).await;
+    let addr = s.url.trim_start_matches("http://").to_string();
+    for head in ["", "GET /ping HTTP/1.1\r\nHost: x\r\n"] {
+        let probe = (addr.clone(), head.to_string());
+        let took = tokio::task::spawn_blocking(move || {
+            flash_tests::connection_closed_after(&probe.0, &probe.1)
+        })
+        .await
+        .expect("probe");
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+            "{head:?}: the connection ended after {took:?}"
+        );
+    }
+    // Whole requests are served as before.
+    let (status, _) = s.get("/ping").await;
+    assert_eq!(status, 200);
+}

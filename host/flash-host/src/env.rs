@@ -27,6 +27,7 @@
 //! | `FLASH_MAX_MEMORY_MB` | memory cap per instance (default 256) |
 //! | `FLASH_KEEP_RESIDENT_KB` | memory of a recycled instance slot reset in place instead of returned to the kernel (default 1024; 0 trades speed for less resident memory) |
 //! | `FLASH_PERFMAP` | `1`, `true` or `yes`: write `/tmp/perf-<pid>.map` so that `perf` names guest functions (profiling) |
+//! | `FLASH_HEADER_READ_TIMEOUT_S` | how long a load-balanced client may take to send a request head before its connection is closed (default 30) |
 //! | `FLASH_PEER_TIMEOUT_S` | bound of one peer call (default 300) |
 //! | `FLASH_IS_MOTHERSHIP=true` | run as the environment's mothership instead (see [`crate::mothership`]) |
 //! | `ORT_DYLIB_PATH` | ONNX Runtime shared library for `wasi:nn`; required when the resource preloads models (see [`crate::models`]) |
@@ -153,6 +154,7 @@ pub struct HostEnv {
     pub keep_resident_kb: Option<usize>,
     pub perfmap: bool,
     pub peer_timeout: Duration,
+    pub header_read_timeout: Duration,
     pub peers: PeerDiscovery,
     pub nn: NnOptions,
     /// The variables themselves, for the parts that read their own (queue protocol,
@@ -245,15 +247,34 @@ impl HostEnv {
                 .get("FLASH_DISABLE_RP_AUTH")
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
             listen,
-            concurrency: vars.parse("FLASH_CONCURRENCY")?,
+            concurrency: concurrency(&vars)?,
             max_memory_mb,
             keep_resident_kb,
             perfmap: vars.flag("FLASH_PERFMAP"),
             peer_timeout: Duration::from_secs(vars.parse("FLASH_PEER_TIMEOUT_S")?.unwrap_or(300)),
+            header_read_timeout: match vars.parse::<u64>("FLASH_HEADER_READ_TIMEOUT_S")? {
+                Some(0) => bail!("FLASH_HEADER_READ_TIMEOUT_S=0: give clients at least a second"),
+                Some(s) => Duration::from_secs(s),
+                None => flash_api::serve::DEFAULT_HEADER_READ_TIMEOUT,
+            },
             peers,
             nn,
             vars,
         })
+    }
+}
+
+/// `FLASH_CONCURRENCY`: at least 1, and no more than the instance pool can hold at once
+/// (each running call holds an instance; more would fail instead of waiting).
+fn concurrency(vars: &Vars) -> Result<Option<usize>> {
+    let pool = flash_runtime::engine::DEFAULT_MAX_INSTANCES as usize;
+    match vars.parse::<usize>("FLASH_CONCURRENCY")? {
+        Some(0) => bail!("FLASH_CONCURRENCY=0: at least one call must be able to run"),
+        Some(n) if n > pool => bail!(
+            "FLASH_CONCURRENCY={n} is more than this host's instance pool ({pool}): at most \
+             {pool} calls can run at once"
+        ),
+        n => Ok(n),
     }
 }
 
@@ -329,6 +350,8 @@ mod tests {
             ("FLASH_MAX_MEMORY_MB", "lots"),
             ("PORT", "http"),
             ("FLASH_CONCURRENCY", "-1"),
+            ("FLASH_CONCURRENCY", "0"),
+            ("FLASH_CONCURRENCY", "129"),
             ("FLASH_LISTEN_ADDR", "localhost"),
             ("FLASH_PEER_ENDPOINTS", "[1]"),
         ] {
@@ -342,6 +365,11 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("memory cap"), "{err}");
+        let err =
+            parse(&[("FLASH_RESOURCE_NAME", "api"), ("FLASH_CONCURRENCY", "500")]).unwrap_err();
+        assert!(err.to_string().contains("instance pool (128)"), "{err}");
+        let env = parse(&[("FLASH_RESOURCE_NAME", "api"), ("FLASH_CONCURRENCY", "128")]).unwrap();
+        assert_eq!(env.concurrency, Some(128));
     }
 
     #[test]

@@ -82,6 +82,7 @@ pub async fn run(args: HostArgs) -> Result<i32> {
                 listen: env.listen,
                 api_key,
                 concurrency: env.concurrency.unwrap_or(64),
+                header_read_timeout: env.header_read_timeout,
             },
         })
         .await?;

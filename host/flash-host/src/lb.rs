@@ -45,6 +45,8 @@ pub struct LbConfig {
     /// `None` disables auth (`FLASH_DISABLE_RP_AUTH=true`).
     pub api_key: Option<String>,
     pub concurrency: usize,
+    /// How long a client may take to send a request head (`FLASH_HEADER_READ_TIMEOUT_S`).
+    pub header_read_timeout: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -106,13 +108,18 @@ pub fn router(
             ),
         );
     }
+    // One bound for all the routes of the host: `Router::layer` wraps each route on its
+    // own, so a plain `ConcurrencyLimitLayer` allowed `concurrency` per route and method.
+    // Auth comes first, so waiting callers hold no permit; `/ping` is never held up.
     let protected = routes
         .route("/execute", post(execute))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
+            Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Ok(Router::new()
         .route("/ping", get(ping))
         .merge(protected)
-        .layer(tower::limit::ConcurrencyLimitLayer::new(concurrency.max(1)))
         .layer(DefaultBodyLimit::disable())
         // Checks Content-Length up front (413 before reading) and bounds streamed bodies.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
@@ -151,8 +158,7 @@ pub async fn serve(
         .await
         .with_context(|| format!("binding {} (FLASH_LISTEN_ADDR / PORT)", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "load-balanced handler listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+    flash_api::serve::serve(listener, router, config.header_read_timeout, shutdown)
         .await
         .context("serving HTTP")
 }

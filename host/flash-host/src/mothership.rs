@@ -101,12 +101,17 @@ pub async fn run(
         .with_state(shared.clone());
     let mut server_stop = stop.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            })
-            .await
-            .context("serving HTTP")
+        let stopped = async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        };
+        flash_api::serve::serve(
+            listener,
+            router,
+            flash_api::serve::DEFAULT_HEADER_READ_TIMEOUT,
+            stopped,
+        )
+        .await
+        .context("serving HTTP")
     });
 
     let outcome = tokio::select! {

@@ -50,11 +50,14 @@ pub struct EngineOptions {
     pub perfmap: bool,
 }
 
+/// Instances alive at once by default (the pooling allocator's slots).
+pub const DEFAULT_MAX_INSTANCES: u32 = 128;
+
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
             max_memory_bytes: 256 << 20,
-            max_instances: 128,
+            max_instances: DEFAULT_MAX_INSTANCES,
             pooling: true,
             cache_dir: default_cache_dir(),
             memory_keep_resident: DEFAULT_MEMORY_KEEP_RESIDENT,

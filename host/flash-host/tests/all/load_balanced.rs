@@ -1,7 +1,7 @@
 //! The load-balanced handler end to end: a real `flash-host` serving the test guest's
 //! routes on loopback, with and without auth.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 use serde_json::{Value, json};
@@ -237,4 +237,89 @@ async fn raw_status_for_declared_length(base: &str, path: &str, len: usize) -> u
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("bad response: {text}"))
+}
+
+/// `FLASH_CONCURRENCY` bounds the whole host, not each route: with 1, a request to another
+/// route waits for the running one (it used to run beside it), and `/ping` never waits.
+#[tokio::test]
+async fn concurrency_is_one_bound_for_every_route() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (host, base) = start_lb(
+        tmp.path(),
+        &[
+            ("FLASH_DISABLE_RP_AUTH", "true"),
+            ("FLASH_CONCURRENCY", "1"),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let cpu_ticks = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", host.0.id())).unwrap();
+        // utime is field 14; the command name (field 2) has no spaces here.
+        stat.split_whitespace().nth(13).unwrap().parse().unwrap()
+    };
+    let before = cpu_ticks();
+    let busy = tokio::spawn({
+        let http = http.clone();
+        let url = format!("{base}/lb/busy");
+        async move {
+            let r = http
+                .post(url)
+                .json(&json!({"ms": 1500}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    });
+    // The busy call is running once the host has burnt CPU on it (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cpu_ticks() < before + 20 {
+        assert!(Instant::now() < deadline, "the busy call never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // /ping answers while the only slot is taken...
+    let ping = http.get(format!("{base}/ping")).send().await.unwrap();
+    assert_eq!(ping.status(), 200);
+    // ...and another route waits for it: the busy call had at least ~1.3 s left (it ran
+    // ~0.2 s of CPU when we looked), a hello alone takes about a millisecond.
+    let asked = Instant::now();
+    let hello = http.get(format!("{base}/lb/hello")).send().await.unwrap();
+    let waited = asked.elapsed();
+    assert_eq!(hello.status(), 200);
+    assert!(
+        waited >= Duration::from_millis(300),
+        "GET /lb/hello took {waited:?}: it ran beside the busy call although FLASH_CONCURRENCY=1"
+    );
+    busy.await.unwrap();
+}
+
+/// A client that never finishes its request head (slowloris) is cut off after
+/// `FLASH_HEADER_READ_TIMEOUT_S`, instead of holding a connection as long as it likes.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_request_heads_are_cut_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_host, base) = start_lb(
+        tmp.path(),
+        &[
+            ("FLASH_DISABLE_RP_AUTH", "true"),
+            ("FLASH_HEADER_READ_TIMEOUT_S", "1"),
+        ],
+    )
+    .await;
+    let addr = base.trim_start_matches("http://").to_string();
+    for head in ["", "GET /lb/hello HTTP/1.1\r\nHost: x\r\n"] {
+        let probe = (addr.clone(), head.to_string());
+        let took = tokio::task::spawn_blocking(move || {
+            flash_tests::connection_closed_after(&probe.0, &probe.1)
+        })
+        .await
+        .unwrap();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+            "{head:?}: the connection ended after {took:?}"
+        );
+    }
+    let hello = reqwest::get(format!("{base}/lb/hello")).await.unwrap();
+    assert_eq!(hello.status(), 200);
 }

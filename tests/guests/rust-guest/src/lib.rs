@@ -149,4 +149,15 @@ fn lb_hello(name: Option<String>) -> Result<String> {
     Ok(format!("hello, {}", name.as_deref().unwrap_or("world")))
 }
 
+/// `POST /lb/busy`: keeps its instance busy for `ms` milliseconds (concurrency tests).
+#[remote(TEST_LB, method = "POST", path = "/lb/busy")]
+fn lb_busy(ms: u64) -> Result<u64> {
+    let start = std::time::Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < std::time::Duration::from_millis(ms) {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+    Ok(n)
+}
+
 flash_sdk::export_app!();
