@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::state::AppState;
-use crate::store::{Endpoint, Job, JobOutcome, JobStatus};
+use crate::store::{ChunkPush, Endpoint, Job, JobOutcome, JobStatus};
 use crate::util::{ApiError, now_ms};
 
 /// The gateway's routes (queue API, worker API, LB proxy).
@@ -217,13 +217,13 @@ async fn submit(state: &AppState, ep: &Endpoint, body: Bytes) -> Result<Job, Api
             "request body needs an `input` key (an empty object is fine)",
         ));
     }
-    let counts = state.store.job_counts(&ep.id).map_err(store_err)?;
-    if counts.in_queue >= state.config.max_queue as i64 {
+    let queued = state.store.queued_count(&ep.id).map_err(store_err)?;
+    if queued >= state.config.max_queue as i64 {
         return Err(err(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
-                "queue of endpoint `{}` is full ({} jobs); retry later",
-                ep.id, counts.in_queue
+                "queue of endpoint `{}` is full ({queued} jobs); retry later",
+                ep.id
             ),
         ));
     }
@@ -590,12 +590,23 @@ async fn job_stream(
     let ep = authorized(&state, &headers, &ep, true)?;
     let body = parse_result(&body)?;
     let chunk = body.get("output").cloned().unwrap_or(Value::Null);
-    let accepted = state
+    let pushed = state
         .store
-        .push_chunk(&job, &worker, &chunk)
+        .push_chunk(&job, &worker, &chunk, state.config.max_stream_chunks)
         .map_err(store_err)?;
     let _ = ep;
-    ok(json!({ "accepted": accepted }))
+    match pushed {
+        ChunkPush::Stored => ok(json!({ "accepted": true })),
+        ChunkPush::NotRunning => ok(json!({ "accepted": false })),
+        ChunkPush::Full => Err(err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "job `{job}` has streamed {} chunks, the most one job may; return the rest in \
+                 its output",
+                state.config.max_stream_chunks
+            ),
+        )),
+    }
 }
 
 async fn job_stop(
@@ -862,6 +873,11 @@ pub async fn maintenance(state: AppState) {
         let now = now_ms();
         match state.store.requeue_expired(now, state.config.max_retries) {
             Ok(r) => {
+                // A worker that missed its heartbeats may only be slow: should it come back,
+                // its stop poll tells it to drop the job now running elsewhere.
+                for (worker, job) in &r.lost {
+                    state.signals.request_stop(worker, job);
+                }
                 if !r.requeued.is_empty() {
                     tracing::warn!(jobs = ?r.requeued, "leases expired (missed heartbeats): jobs requeued");
                     state.signals.wake_all();
@@ -873,6 +889,15 @@ pub async fn maintenance(state: AppState) {
                 }
             }
             Err(e) => tracing::error!(error = %e, "requeueing expired leases"),
+        }
+        // Finished jobs are kept for the retention window, then deleted with their stream
+        // chunks, a bounded batch per tick.
+        let cutoff =
+            now - i64::try_from(state.config.job_retention.as_millis()).unwrap_or(i64::MAX);
+        match state.store.delete_finished_before(cutoff, 10_000) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(jobs = n, "finished jobs past the retention window deleted"),
+            Err(e) => tracing::error!(error = %e, "deleting finished jobs"),
         }
         match state.store.time_out_jobs(now) {
             Ok(jobs) => {

@@ -866,6 +866,8 @@ impl Provisioner {
             };
             index.remove(&id);
             self.remove_worker_dir(&id);
+            // Stop requests for a worker that is gone have no one left to read them.
+            let _ = self.signals.take_stops(&id);
             // Leftovers of the worker (e.g. the SDK's heartbeat process) go with it.
             signal_group(w.pid, libc::SIGKILL);
             match self

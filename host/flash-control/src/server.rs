@@ -48,6 +48,10 @@ pub struct Config {
     pub max_queue: usize,
     pub max_request_body: usize,
     pub max_lb_body: usize,
+    /// How long a finished job (its result and stream) is kept before it is deleted.
+    pub job_retention: Duration,
+    /// The most stream chunks one job may hold; more are refused.
+    pub max_stream_chunks: i64,
     /// How long a client may take to send a request head before its connection is closed.
     pub header_read_timeout: Duration,
     /// How long an LB request waits for a ready worker.
@@ -78,6 +82,9 @@ impl Config {
             // What a load-balanced worker accepts (flash-host's limit): larger bodies get
             // 413 here instead of being forwarded to be refused.
             max_lb_body: 10 << 20,
+            // RunPod keeps results for about 30 minutes.
+            job_retention: Duration::from_secs(30 * 60),
+            max_stream_chunks: 10_000,
             header_read_timeout: flash_api::serve::DEFAULT_HEADER_READ_TIMEOUT,
             lb_wait: Duration::from_secs(60),
             artifact_url_ttl: Duration::from_secs(3600),

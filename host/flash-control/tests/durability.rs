@@ -131,7 +131,13 @@ async fn hung_worker_loses_its_lease_to_a_live_one() {
     signal(-pid, libc::SIGSTOP);
     let started = Instant::now();
     let done = s.wait_final(&ep_id, &job_id, Duration::from_secs(60)).await;
+    // While it is frozen, not yet reaped (a reaped worker's stop requests are dropped), the
+    // worker that lost the job is told to stop it, should it wake.
+    let old_worker = running["workerId"].as_str().expect("worker id");
+    let (code, stops) = s.get(&format!("/v2/{ep_id}/job-stop/{old_worker}")).await;
     signal(-pid, libc::SIGKILL);
+    assert_eq!(code, 200, "{stops}");
+    assert_eq!(stops["jobsToStop"], json!([job_id]));
     assert_eq!(done["status"], "COMPLETED", "{done}");
     assert_eq!(done["retries"], 1, "{done}");
     assert_ne!(done["workerId"], running["workerId"]);
@@ -384,4 +390,35 @@ async fn the_data_dir_and_its_files_are_private() {
     assert_eq!(mode(&old.join("api_key")), 0o600);
     assert_eq!(mode(&old.join("flash.db")), 0o600);
     assert_eq!(server.api_key(), "fl_old");
+}
+
+/// A finished job is kept for the retention window (RunPod keeps results about 30 minutes),
+/// then deleted with its stream, so the queue's storage does not grow without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn finished_jobs_are_forgotten_after_the_retention_window() {
+    let s = TestServer::start_with(|c| c.job_retention = Duration::from_secs(3)).await;
+    let ep = s.python_endpoint("kept", "echo", json!({})).await;
+    let ep_id = ep["id"].as_str().expect("id").to_string();
+    let (_, done) = s
+        .post(&format!("/v2/{ep_id}/run"), json!({ "input": { "n": 1 } }))
+        .await;
+    let job_id = done["id"].as_str().expect("job id").to_string();
+    let finished = s.wait_final(&ep_id, &job_id, Duration::from_secs(60)).await;
+    assert_eq!(finished["status"], "COMPLETED", "{finished}");
+    // Still there right after it finished...
+    let (code, _) = s.get(&format!("/v2/{ep_id}/status/{job_id}")).await;
+    assert_eq!(code, 200);
+    // ...and gone once the window has passed (bounded poll).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, body) = s.get(&format!("/v2/{ep_id}/status/{job_id}")).await;
+        if code == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job still answered after the retention window: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

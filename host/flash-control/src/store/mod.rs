@@ -230,6 +230,16 @@ pub struct JobCounts {
     pub oldest_queued_at: Option<i64>,
 }
 
+/// What became of a pushed stream chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkPush {
+    Stored,
+    /// The job is not running on this worker (finished, cancelled, requeued elsewhere).
+    NotRunning,
+    /// The job already holds the most chunks a job may stream.
+    Full,
+}
+
 /// What happened to jobs whose worker vanished.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Requeued {
@@ -237,6 +247,9 @@ pub struct Requeued {
     pub requeued: Vec<String>,
     /// Out of retries: marked `FAILED`.
     pub failed: Vec<Job>,
+    /// (worker, job) for every job above: the worker that held it, which is told to stop
+    /// it should it come back.
+    pub lost: Vec<(String, String)>,
 }
 
 /// The storage interface of the control plane. See the module docs.
@@ -319,10 +332,23 @@ pub trait Store: Send + Sync + 'static {
     /// Cancels every queued job of the endpoint; returns how many.
     fn purge_queue(&self, endpoint_id: &str, now: i64) -> StoreResult<usize>;
     fn job_counts(&self, endpoint_id: &str) -> StoreResult<JobCounts>;
+    /// Jobs waiting in the endpoint's queue, counted on the queue index alone (every
+    /// submit asks).
+    fn queued_count(&self, endpoint_id: &str) -> StoreResult<i64>;
+    /// Deletes finished jobs (and their stream chunks) that finished before `cutoff`, at
+    /// most `limit` of them; returns how many.
+    fn delete_finished_before(&self, cutoff: i64, limit: usize) -> StoreResult<usize>;
     /// Ids of the jobs running on a worker.
     fn worker_jobs(&self, worker_id: &str) -> StoreResult<Vec<String>>;
-    /// Appends a stream chunk to a running job of this worker; false if it is not running there.
-    fn push_chunk(&self, job_id: &str, worker_id: &str, chunk: &Value) -> StoreResult<bool>;
+    /// Appends a stream chunk to a running job of this worker, unless it is not running there
+    /// or already holds `max_chunks` chunks.
+    fn push_chunk(
+        &self,
+        job_id: &str,
+        worker_id: &str,
+        chunk: &Value,
+        max_chunks: i64,
+    ) -> StoreResult<ChunkPush>;
     /// Returns the job and the chunks not yet returned by an earlier call (each chunk once).
     fn take_chunks(&self, job_id: &str) -> StoreResult<Option<(Job, Vec<Value>)>>;
 }

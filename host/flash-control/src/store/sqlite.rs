@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_expires_at INTEGER, stream_cursor INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (endpoint_id, status, seq);
 CREATE INDEX IF NOT EXISTS jobs_worker ON jobs (worker_id, status);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (completed_at) WHERE completed_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS stream_chunks (
     job_id TEXT NOT NULL, n INTEGER NOT NULL, chunk TEXT NOT NULL, PRIMARY KEY (job_id, n));
 "#;
@@ -154,19 +155,22 @@ impl SqliteStore {
         max_retries: i32,
     ) -> StoreResult<Requeued> {
         let tx = conn.transaction().map_err(backend)?;
-        let ids: Vec<(String, i32)> = {
+        let ids: Vec<(String, i32, Option<String>)> = {
             let mut stmt = tx
                 .prepare(&format!(
-                    "SELECT id, retries FROM jobs WHERE status = 'IN_PROGRESS' AND {filter}"
+                    "SELECT id, retries, worker_id FROM jobs WHERE status = 'IN_PROGRESS' AND {filter}"
                 ))
                 .map_err(backend)?;
-            stmt.query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))
+            stmt.query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .map_err(backend)?
                 .collect::<Result<_, _>>()
                 .map_err(backend)?
         };
         let mut out = Requeued::default();
-        for (id, retries) in ids {
+        for (id, retries, worker) in ids {
+            if let Some(worker) = worker {
+                out.lost.push((worker, id.clone()));
+            }
             if retries >= max_retries {
                 tx.execute(
                     "UPDATE jobs SET status = 'FAILED', completed_at = ?2, lease_expires_at = NULL,
@@ -767,6 +771,39 @@ impl Store for SqliteStore {
         .map_err(backend)
     }
 
+    fn queued_count(&self, endpoint_id: &str) -> StoreResult<i64> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM jobs WHERE endpoint_id = ?1 AND status = 'IN_QUEUE'",
+            )
+            .map_err(backend)?;
+        stmt.query_row([endpoint_id], |r| r.get(0)).map_err(backend)
+    }
+
+    fn delete_finished_before(&self, cutoff: i64, limit: usize) -> StoreResult<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        let finished = "SELECT id FROM jobs
+             WHERE completed_at IS NOT NULL AND completed_at < ?1
+               AND status IN ('COMPLETED', 'FAILED', 'TIMED_OUT', 'CANCELLED')
+             ORDER BY completed_at LIMIT ?2";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        tx.execute(
+            &format!("DELETE FROM stream_chunks WHERE job_id IN ({finished})"),
+            params![cutoff, limit],
+        )
+        .map_err(backend)?;
+        let deleted = tx
+            .execute(
+                &format!("DELETE FROM jobs WHERE id IN ({finished})"),
+                params![cutoff, limit],
+            )
+            .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(deleted)
+    }
+
     fn worker_jobs(&self, worker_id: &str) -> StoreResult<Vec<String>> {
         let conn = self.conn();
         let mut stmt = conn
@@ -778,7 +815,13 @@ impl Store for SqliteStore {
             .map_err(backend)
     }
 
-    fn push_chunk(&self, job_id: &str, worker_id: &str, chunk: &Value) -> StoreResult<bool> {
+    fn push_chunk(
+        &self,
+        job_id: &str,
+        worker_id: &str,
+        chunk: &Value,
+        max_chunks: i64,
+    ) -> StoreResult<ChunkPush> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(backend)?;
         let running: Option<String> = tx
@@ -790,7 +833,17 @@ impl Store for SqliteStore {
             .optional()
             .map_err(backend)?;
         if running.is_none() {
-            return Ok(false);
+            return Ok(ChunkPush::NotRunning);
+        }
+        let held: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(n), 0) FROM stream_chunks WHERE job_id = ?1",
+                [job_id],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        if held >= max_chunks {
+            return Ok(ChunkPush::Full);
         }
         tx.execute(
             "INSERT INTO stream_chunks (job_id, n, chunk)
@@ -799,7 +852,7 @@ impl Store for SqliteStore {
         )
         .map_err(backend)?;
         tx.commit().map_err(backend)?;
-        Ok(true)
+        Ok(ChunkPush::Stored)
     }
 
     fn take_chunks(&self, job_id: &str) -> StoreResult<Option<(Job, Vec<Value>)>> {
@@ -938,10 +991,13 @@ mod tests {
         store
             .claim_jobs("ep", "w", 1, now, now + 1000)
             .expect("claim");
-        assert!(store.push_chunk("s", "w", &json!(1)).expect("push"));
-        assert!(store.push_chunk("s", "w", &json!(2)).expect("push"));
-        assert!(
-            !store.push_chunk("s", "other", &json!(3)).expect("push"),
+        let push =
+            |worker: &str, chunk: Value| store.push_chunk("s", worker, &chunk, 3).expect("push");
+        assert_eq!(push("w", json!(1)), ChunkPush::Stored);
+        assert_eq!(push("w", json!(2)), ChunkPush::Stored);
+        assert_eq!(
+            push("other", json!(3)),
+            ChunkPush::NotRunning,
             "not this worker's job"
         );
         assert_eq!(
@@ -956,10 +1012,54 @@ mod tests {
                 .1
                 .is_empty()
         );
-        assert!(store.push_chunk("s", "w", &json!(3)).expect("push"));
+        assert_eq!(push("w", json!(3)), ChunkPush::Stored);
         assert_eq!(
             store.take_chunks("s").expect("take").expect("job").1,
             [json!(3)]
+        );
+        // The cap counts every chunk the job streamed, read or not.
+        assert_eq!(push("w", json!(4)), ChunkPush::Full);
+    }
+
+    #[test]
+    fn finished_jobs_are_deleted_after_the_retention_window_with_their_chunks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("db")).expect("open");
+        // Claimed in this order: the first three run, the last stays queued.
+        for id in ["done", "late", "running", "queued"] {
+            store.enqueue_job(&job(id, "ep")).expect("enqueue");
+        }
+        store
+            .claim_jobs("ep", "w", 3, 1_000, 1_000_000)
+            .expect("claim");
+        store
+            .push_chunk("done", "w", &json!("chunk"), 10)
+            .expect("push");
+        store
+            .finish_job("done", "w", &JobOutcome::Completed(None), 2_000)
+            .expect("finish");
+        store
+            .finish_job("late", "w", &JobOutcome::Completed(None), 9_000)
+            .expect("finish");
+        assert_eq!(store.queued_count("ep").expect("count"), 1);
+
+        // Only what finished before the cutoff goes; queued and running jobs stay.
+        assert_eq!(store.delete_finished_before(5_000, 100).expect("delete"), 1);
+        assert!(store.get_job("done").expect("get").is_none());
+        assert!(store.take_chunks("done").expect("take").is_none());
+        for id in ["late", "queued", "running"] {
+            assert!(store.get_job(id).expect("get").is_some(), "{id}");
+        }
+        let chunks: i64 = store
+            .conn()
+            .query_row("SELECT COUNT(*) FROM stream_chunks", [], |r| r.get(0))
+            .expect("count chunks");
+        assert_eq!(chunks, 0);
+        // A batch limit bounds one pass.
+        assert_eq!(store.delete_finished_before(10_000, 0).expect("delete"), 0);
+        assert_eq!(
+            store.delete_finished_before(10_000, 100).expect("delete"),
+            1
         );
     }
 
