@@ -341,7 +341,7 @@ pub async fn reconcile(
         image,
     };
 
-    let plans = provision::plan(sm, &desired, &previous).await?;
+    let plans = provision::plan(sm, &desired, &previous, &ctx).await?;
     for p in plans.iter().filter(|p| p.action != Action::Unchanged) {
         tracing::info!(resource = %p.resource, action = p.action.as_str(), "reconciling");
     }

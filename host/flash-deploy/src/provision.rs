@@ -4,8 +4,10 @@
 //!
 //! 1. [`plan`]: for each resource config, compare what is deployed (the endpoint recorded for
 //!    it, checked live with `getEndpoint`) with what the manifest wants: *create* when there
-//!    is no endpoint, *update (config)* when the `config_hash` differs or the live endpoint's
-//!    settings drifted from the config (someone edited it out of band), *update (code)* when
+//!    is no endpoint, *update (config)* when the `config_hash` differs, when the settings
+//!    Flash itself writes into the template changed ([`managed_settings_hash`]: image, key,
+//!    `--require-auth`) or the live endpoint's settings drifted from the config (someone
+//!    edited it out of band), *update (code)* when
 //!    only the source hash of the components serving it changed, otherwise *unchanged*.
 //! 2. [`provision_all`]: `saveEndpoint` (and `saveTemplate`, reference §1.5) for every plan
 //!    that is not unchanged, a few at a time, each with retries.
@@ -48,6 +50,10 @@ pub struct DeployedResource {
     pub config_hash: String,
     /// sha256 over the digests of the components serving this resource.
     pub source_hash: String,
+    /// [`managed_settings_hash`] of the template Flash wrote (empty in records from before
+    /// it existed, which a send then treats as changed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub settings_hash: String,
     pub url: String,
     /// Keys of the resource config's own `env` as deployed (layout 2).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -133,6 +139,23 @@ pub struct DeployContext {
     /// The worker image the templates name; `None` means the published `flash-host`
     /// image of this version ([`host_image`]).
     pub image: Option<String>,
+}
+
+/// sha256 over the settings Flash itself writes into a resource's template, which the
+/// resource config does not hold: the worker image, the key endpoints find peers with (its
+/// sha256, never the key), and for load-balanced endpoints whether they require
+/// `Authorization`. Toggling `--require-auth`, rotating the key or changing `--image` makes
+/// a send save the endpoint again instead of answering "already deployed".
+pub fn managed_settings_hash(ctx: &DeployContext, entry: &ResourceEntry) -> String {
+    let mut lines = format!(
+        "image {}\nkey {}\n",
+        host_image(entry, ctx.image.as_deref()),
+        flash_manifest::sha256_hex(ctx.api_key.as_bytes())
+    );
+    if entry.is_load_balanced {
+        lines.push_str(&format!("require_auth {}\n", ctx.require_auth));
+    }
+    flash_manifest::sha256_hex(lines.as_bytes())
 }
 
 /// sha256 over the digests of the components (and preloaded models) that serve `resource`.
@@ -375,6 +398,7 @@ pub struct Plan {
     pub load_balanced: bool,
     pub config_hash: String,
     pub source_hash: String,
+    pub settings_hash: String,
     pub previous: Option<DeployedResource>,
     pub action: Action,
 }
@@ -401,6 +425,7 @@ pub fn deployed_in(manifest: &Value) -> BTreeMap<String, DeployedResource> {
                     .map(str::to_string),
                 config_hash: s("config_hash"),
                 source_hash: s("source_hash"),
+                settings_hash: s("settings_hash"),
                 url: manifest["resources_endpoints"][name]
                     .as_str()
                     .unwrap_or("")
@@ -423,10 +448,12 @@ pub async fn plan(
     sm: &StateManagerClient,
     manifest: &Manifest,
     previous: &BTreeMap<String, DeployedResource>,
+    ctx: &DeployContext,
 ) -> Result<Vec<Plan>> {
     let mut plans = Vec::new();
     for (name, entry) in &manifest.resources {
         let config_hash = flash_manifest::config_hash::config_hash(entry);
+        let settings_hash = managed_settings_hash(ctx, entry);
         let source = source_hash(manifest, name);
         let mut prev = previous.get(name).cloned();
         let mut drift = Vec::new();
@@ -454,6 +481,13 @@ pub async fn plan(
         let action = match &prev {
             None => Action::Created,
             Some(p) if p.config_hash != config_hash => Action::UpdatedConfig,
+            Some(p) if p.settings_hash != settings_hash => {
+                tracing::info!(
+                    resource = %name,
+                    "settings Flash writes into the template changed (auth, key or image); saving it again"
+                );
+                Action::UpdatedConfig
+            }
             Some(_) if !drift.is_empty() => {
                 tracing::warn!(
                     resource = %name,
@@ -470,6 +504,7 @@ pub async fn plan(
             load_balanced: entry.is_load_balanced,
             config_hash,
             source_hash: source,
+            settings_hash,
             previous: prev,
             action,
         });
@@ -618,6 +653,7 @@ async fn provision(
         endpoint_id: id,
         config_hash: plan.config_hash.clone(),
         source_hash: plan.source_hash.clone(),
+        settings_hash: plan.settings_hash.clone(),
         env_keys,
     })
 }
@@ -667,6 +703,7 @@ pub fn published_manifest(
             r.insert("endpoint_id".into(), json!(d.endpoint_id));
             r.insert("source_hash".into(), json!(d.source_hash));
             r.insert("config_hash".into(), json!(d.config_hash));
+            r.insert("settings_hash".into(), json!(d.settings_hash));
             if let Some(t) = &d.template_id {
                 r.insert("template_id".into(), json!(t));
             }
@@ -728,6 +765,31 @@ pub(crate) mod tests {
         list.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn managed_settings_hash_follows_auth_key_and_image() {
+        let m = manifest();
+        let (lb, queue) = (&m.resources["api"], &m.resources["gpu"]);
+        let base = ctx(false);
+        let hash = |c: &DeployContext, e| managed_settings_hash(c, e);
+        assert_eq!(hash(&base, lb), hash(&ctx(false), lb), "deterministic");
+        // --require-auth matters to load-balanced endpoints only.
+        assert_ne!(hash(&ctx(true), lb), hash(&base, lb));
+        assert_eq!(hash(&ctx(true), queue), hash(&base, queue));
+        // A rotated key and another image change every endpoint.
+        let rotated = DeployContext {
+            api_key: "k2".into(),
+            ..ctx(false)
+        };
+        let image = DeployContext {
+            image: Some("registry.example/flash-host:dev".into()),
+            ..ctx(false)
+        };
+        for entry in [lb, queue] {
+            assert_ne!(hash(&rotated, entry), hash(&base, entry));
+            assert_ne!(hash(&image, entry), hash(&base, entry));
+        }
     }
 
     #[test]
@@ -1030,6 +1092,7 @@ pub(crate) mod tests {
                 template_id: Some("t-1".into()),
                 config_hash: "h2".into(),
                 source_hash: "s".into(),
+                settings_hash: "m".into(),
                 url: "http://x/v2/ep-1".into(),
                 env_keys: vec![],
             },

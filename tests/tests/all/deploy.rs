@@ -333,6 +333,39 @@ fn deploy_lifecycle_on_the_embedded_server() {
     assert_eq!(change_of(&out, "gpu_config"), "unchanged", "{out}");
     assert!(out.contains("Already deployed: build "), "{out}");
 
+    // Toggling --require-auth on an environment is a change to deploy, not "already
+    // deployed": the settings Flash writes into templates are part of the plan (#13 item 8).
+    let dev_api = deployed(dir)["api"]["url"].as_str().unwrap().to_string();
+    let unauthenticated = || {
+        reqwest::blocking::Client::new()
+            .get(format!("{dev_api}/stats"))
+            .timeout(Duration::from_secs(120))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    for (flags, status) in [(&["--require-auth"][..], 401), (&[][..], 200)] {
+        run(&[&["deploy", "new", "dev"][..], flags].concat());
+        let out = run(&["deploy", "send", "dev"]);
+        assert_eq!(
+            change_of(&out, "api"),
+            "updated (config)",
+            "{flags:?}: {out}"
+        );
+        assert!(!out.contains("Already deployed"), "{out}");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while unauthenticated() != status {
+            assert!(
+                Instant::now() < deadline,
+                "{flags:?}: {dev_api} never answered {status} without a key"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let out = run(&["deploy", "send", "dev"]);
+    assert!(out.contains("Already deployed: build "), "{out}");
+
     // Change the GPU config's workers: its endpoint is updated in place (same id, new
     // config hash); `api` keeps its config hash and is re-saved only because it shares the
     // changed component (its code changed too).

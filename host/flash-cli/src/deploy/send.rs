@@ -251,7 +251,17 @@ pub async fn send(
         artifact_sha256: active_sha256,
     } = previous_deployment(sm, &env, local.as_ref()).await?;
 
-    let plans = provision::plan(sm, &manifest, &previous).await?;
+    let ctx = DeployContext {
+        // The build's name, as the mothership (which reads it from the artifact) names it:
+        // `--app-name` chooses the State Manager app, not the endpoints' FLASH_APP.
+        app: manifest.project_name.clone(),
+        env_name: env_name.to_string(),
+        env_id: env_id.clone(),
+        api_key: sm.api_key().to_string(),
+        require_auth,
+        image: options.image.clone(),
+    };
+    let plans = provision::plan(sm, &manifest, &previous, &ctx).await?;
 
     // The same artifact is already active and every endpoint is as it should be: a new
     // build would only restart workers for nothing. (Builds are reproducible, so an
@@ -296,16 +306,6 @@ pub async fn send(
 
     // Provision every resource before activation, in parallel.
     progress.step("provisioning endpoints");
-    let ctx = DeployContext {
-        // The build's name, as the mothership (which reads it from the artifact) names it:
-        // `--app-name` chooses the State Manager app, not the endpoints' FLASH_APP.
-        app: manifest.project_name.clone(),
-        env_name: env_name.to_string(),
-        env_id: env_id.clone(),
-        api_key: sm.api_key().to_string(),
-        require_auth,
-        image: options.image.clone(),
-    };
     let (deployed, failures) = provision::provision_all(
         sm,
         &ctx,
