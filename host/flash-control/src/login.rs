@@ -121,12 +121,7 @@ impl LoginRequests {
     /// A status poll: hands out `key` once, on the first poll after approval.
     pub fn poll(&self, id: &str, key: &str, now_ms: i64) -> Result<Seen, LoginError> {
         let mut requests = self.lock();
-        let request = requests
-            .get_mut(id)
-            .ok_or_else(|| LoginError::Unknown(id.to_string()))?;
-        if request.status == Status::Pending && now_ms >= request.expires_at_ms {
-            request.status = Status::Expired;
-        }
+        let request = current(&mut requests, id, now_ms)?;
         let api_key = (request.status == Status::Approved).then(|| key.to_string());
         let status = request.status;
         if status == Status::Approved {
@@ -143,12 +138,7 @@ impl LoginRequests {
     /// Approves or denies a pending request.
     pub fn decide(&self, id: &str, approve: bool, now_ms: i64) -> Result<Status, LoginError> {
         let mut requests = self.lock();
-        let request = requests
-            .get_mut(id)
-            .ok_or_else(|| LoginError::Unknown(id.to_string()))?;
-        if request.status == Status::Pending && now_ms >= request.expires_at_ms {
-            request.status = Status::Expired;
-        }
+        let request = current(&mut requests, id, now_ms)?;
         if request.status != Status::Pending {
             let was = match request.status {
                 Status::Expired => "expired",
@@ -171,6 +161,21 @@ impl LoginRequests {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Request `id` as of `now_ms`: a pending one past its expiry becomes expired.
+fn current<'a>(
+    requests: &'a mut HashMap<String, Request>,
+    id: &str,
+    now_ms: i64,
+) -> Result<&'a mut Request, LoginError> {
+    let request = requests
+        .get_mut(id)
+        .ok_or_else(|| LoginError::Unknown(id.to_string()))?;
+    if request.status == Status::Pending && now_ms >= request.expires_at_ms {
+        request.status = Status::Expired;
+    }
+    Ok(request)
 }
 
 /// Whether `query` asks only for the login operations (`createFlashAuthRequest`,
