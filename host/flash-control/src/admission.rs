@@ -95,12 +95,6 @@ pub fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
         if e.is::<http_body_util::LengthLimitError>() {
             return true;
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && is_length_limit(inner)
-        {
-            return true;
-        }
         source = e.source();
     }
     false
