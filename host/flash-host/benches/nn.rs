@@ -115,7 +115,13 @@ async fn run(seconds: f64, threads: usize) -> Result<()> {
     let root = tmp.path().join("unpacked");
     flash_manifest::artifact::unpack(&artifact, &root, Default::default())?;
     let engine = Engine::new(EngineOptions::default())?;
-    let app = HostApp::load_dir(&engine, &root, Some("classifier"), &AppOptions::default())?;
+    let app = HostApp::load_dir(
+        &engine,
+        &root,
+        Some("classifier"),
+        &AppOptions::default(),
+        Default::default(),
+    )?;
     let inference = models::load(
         &app.manifest,
         &root,

@@ -5,13 +5,14 @@
 //! are peers: they are never instantiated here. Without a resource name (the one-shot
 //! debugging mode) every resource is local.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use flash_manifest::Manifest;
+use flash_manifest::artifact::Selection;
 use flash_runtime::{
     CallContext, CallError, Engine, ErrorKind, FunctionComponentPre, InvokeLimits, PeerRouter,
     ProgressSink,
@@ -58,12 +59,15 @@ impl Default for AppOptions {
 impl HostApp {
     /// Loads the components serving `resource` (all resources when `None`) from the
     /// unpacked artifact in `root`.
+    ///
+    /// `preloaded` holds components already loaded (by [`needed_files`]) by artifact path.
     pub fn load(
         engine: &Engine,
         manifest: Manifest,
         root: &Path,
         resource: Option<&str>,
         options: &AppOptions,
+        preloaded: BTreeMap<String, FunctionComponentPre>,
     ) -> Result<Self> {
         if let Some(name) = resource
             && !manifest.resources.contains_key(name)
@@ -79,7 +83,7 @@ impl HostApp {
                     .join(", ")
             );
         }
-        let mut loaded: BTreeMap<String, FunctionComponentPre> = BTreeMap::new();
+        let mut loaded = preloaded;
         let mut functions = BTreeMap::new();
         for (resource_name, entry) in &manifest.resources {
             if resource.is_some_and(|r| r != resource_name) {
@@ -226,17 +230,63 @@ impl HostApp {
     }
 
     /// Loads the manifest and components from a directory holding an unpacked artifact.
+    ///
+    /// Each file is verified against the manifest's sha256 where it is read (components in
+    /// [`FunctionComponentPre::load`], models in [`crate::models`]); a component found in
+    /// the AOT cache by that sha256 is not read at all.
     pub fn load_dir(
         engine: &Engine,
         root: &Path,
         resource: Option<&str>,
         options: &AppOptions,
+        preloaded: BTreeMap<String, FunctionComponentPre>,
     ) -> Result<Self> {
         let manifest = Manifest::read(&root.join(flash_manifest::MANIFEST_FILE_NAME))?;
-        flash_manifest::artifact::verify_dir(root, &manifest)
+        flash_manifest::artifact::verify_references(&manifest)
             .with_context(|| format!("verifying the artifact in {}", root.display()))?;
-        Self::load(engine, manifest, root, resource, options)
+        Self::load(engine, manifest, root, resource, options, preloaded)
     }
+}
+
+/// The artifact files a host serving `resource` (every resource when `None`) needs on disk:
+/// the components whose compiled code the AOT cache does not hold, and the models it
+/// preloads. Components the cache holds are loaded into `preloaded` (by artifact path) on
+/// the way, so a warm host unpacks nothing but the manifest.
+pub fn needed_files(
+    engine: &Engine,
+    manifest: &Manifest,
+    resource: Option<&str>,
+    preloaded: &mut BTreeMap<String, FunctionComponentPre>,
+) -> Selection {
+    let mut needed = BTreeSet::new();
+    let functions = manifest
+        .resources
+        .iter()
+        .filter(|(name, _)| resource.is_none_or(|r| r == name.as_str()))
+        .flat_map(|(_, entry)| &entry.functions);
+    for function in functions {
+        if preloaded.contains_key(&function.component) || needed.contains(&function.component) {
+            continue;
+        }
+        // Any failure here (not cached, not linkable) is met again, and reported, when the
+        // component is loaded from its file.
+        match FunctionComponentPre::from_cache(
+            engine,
+            &function.component,
+            &function.component_sha256,
+        ) {
+            Ok(Some(component)) => {
+                preloaded.insert(function.component.clone(), component);
+            }
+            Ok(None) | Err(_) => {
+                needed.insert(function.component.clone());
+            }
+        }
+    }
+    for (_, model) in manifest.models_for(resource) {
+        needed.insert(model.file.clone());
+    }
+    Selection::Only(needed)
 }
 
 /// Parses a function's JSON output; a component that returns invalid JSON broke the

@@ -12,16 +12,19 @@
 //! 4. a search from the working directory upwards: an unpacked artifact
 //!    (`flash_manifest.json` + `components/`) or `.flash/artifact.tar.gz`.
 //!
-//! Archives are unpacked with [`flash_manifest::artifact::unpack`] (no `..`, no absolute
-//! paths, no links, sizes bounded, every component's sha256 verified); anything off stops the
-//! boot with a message saying what and how to fix it.
+//! Archives are unpacked with [`flash_manifest::artifact::unpack_selected`] (no `..`, no
+//! absolute paths, no links, sizes bounded, every unpacked component's and model's sha256
+//! verified as it is written); anything off stops the boot with a message saying what and
+//! how to fix it. Only the files the host needs are unpacked: its own resource's models and
+//! the components its AOT cache does not already hold compiled, so a warm host reads the
+//! manifest and stops there.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use flash_manifest::MANIFEST_FILE_NAME;
-use flash_manifest::artifact::{ARTIFACT_FILE_NAME, UnpackLimits};
+use flash_manifest::artifact::{ARTIFACT_FILE_NAME, Selection, UnpackLimits};
+use flash_manifest::{MANIFEST_FILE_NAME, Manifest};
 
 /// Attempts to find RunPod's artifact file, and the wait between them (reference §5.6).
 const ARTIFACT_WAIT_ATTEMPTS: u32 = 3;
@@ -53,14 +56,20 @@ pub struct UnpackedArtifact {
     _temp: Option<tempfile::TempDir>,
 }
 
-/// Locates (and if needed fetches and unpacks) the artifact.
-pub async fn locate(source: &ArtifactSource, api_key: Option<&str>) -> Result<UnpackedArtifact> {
+/// Locates (and if needed fetches and unpacks) the artifact. Where this host unpacks it,
+/// only the files `select` picks from the manifest are unpacked (and verified): see
+/// [`Selection`]. An artifact found already unpacked is used as it is.
+pub async fn locate(
+    source: &ArtifactSource,
+    api_key: Option<&str>,
+    select: impl FnOnce(&Manifest) -> Selection + Send,
+) -> Result<UnpackedArtifact> {
     match source {
         ArtifactSource::Explicit(source) => {
             if source.starts_with("http://") || source.starts_with("https://") {
-                download_and_unpack(source, api_key).await
+                download_and_unpack(source, api_key, select).await
             } else {
-                unpack_file(Path::new(source))
+                unpack_file(Path::new(source), select)
             }
         }
         ArtifactSource::Unpacked(manifest) => {
@@ -82,7 +91,7 @@ pub async fn locate(source: &ArtifactSource, api_key: Option<&str>) -> Result<Un
         } => {
             if *unpack {
                 wait_for(archive).await?;
-                unpack_into_app_dir(archive, app_dir)
+                unpack_into_app_dir(archive, app_dir, select)
             } else {
                 let manifest = app_dir.join(MANIFEST_FILE_NAME);
                 if !manifest.is_file() {
@@ -99,7 +108,7 @@ pub async fn locate(source: &ArtifactSource, api_key: Option<&str>) -> Result<Un
                 })
             }
         }
-        ArtifactSource::Search => search(),
+        ArtifactSource::Search => search(select),
     }
 }
 
@@ -176,7 +185,11 @@ async fn wait_for(archive: &Path) -> Result<()> {
 
 /// Unpacks into the app directory, replacing a previous boot's unpacked artifact. A
 /// directory with other files is never overwritten.
-fn unpack_into_app_dir(archive: &Path, app_dir: &Path) -> Result<UnpackedArtifact> {
+fn unpack_into_app_dir(
+    archive: &Path,
+    app_dir: &Path,
+    select: impl FnOnce(&Manifest) -> Selection,
+) -> Result<UnpackedArtifact> {
     let holds_files = std::fs::read_dir(app_dir)
         .map(|mut entries| entries.next().is_some())
         .unwrap_or(false);
@@ -192,21 +205,14 @@ fn unpack_into_app_dir(archive: &Path, app_dir: &Path) -> Result<UnpackedArtifac
         std::fs::remove_dir_all(app_dir)
             .with_context(|| format!("removing the previous artifact in {}", app_dir.display()))?;
     }
-    flash_manifest::artifact::unpack(archive, app_dir, UnpackLimits::default()).with_context(
-        || {
-            format!(
-                "refusing to start: artifact {} is not valid",
-                archive.display()
-            )
-        },
-    )?;
+    unpack_archive(archive, app_dir, select)?;
     Ok(UnpackedArtifact {
         root: app_dir.to_path_buf(),
         _temp: None,
     })
 }
 
-fn search() -> Result<UnpackedArtifact> {
+fn search(select: impl FnOnce(&Manifest) -> Selection) -> Result<UnpackedArtifact> {
     let cwd = std::env::current_dir().context("reading the working directory")?;
     for dir in cwd.ancestors() {
         if dir.join(MANIFEST_FILE_NAME).is_file() && dir.join("components").is_dir() {
@@ -217,7 +223,7 @@ fn search() -> Result<UnpackedArtifact> {
         }
         let archive = dir.join(".flash").join(ARTIFACT_FILE_NAME);
         if archive.is_file() {
-            return unpack_file(&archive);
+            return unpack_file(&archive, select);
         }
     }
     bail!(
@@ -226,23 +232,86 @@ fn search() -> Result<UnpackedArtifact> {
     )
 }
 
-fn unpack_file(archive: &Path) -> Result<UnpackedArtifact> {
+fn unpack_file(
+    archive: &Path,
+    select: impl FnOnce(&Manifest) -> Selection,
+) -> Result<UnpackedArtifact> {
     let temp = fresh_temp_dir().context("creating a work directory")?;
-    flash_manifest::artifact::unpack(archive, temp.path(), UnpackLimits::default()).with_context(
-        || {
-            format!(
-                "refusing to start: artifact {} is not valid",
-                archive.display()
-            )
-        },
-    )?;
+    unpack_archive(archive, temp.path(), select)?;
     Ok(UnpackedArtifact {
         root: temp.path().to_path_buf(),
         _temp: Some(temp),
     })
 }
 
-async fn download_and_unpack(url: &str, api_key: Option<&str>) -> Result<UnpackedArtifact> {
+/// The largest artifact a host downloads: the unpack limit, since an archive does not
+/// compress to more than it holds.
+const MAX_DOWNLOAD_BYTES: u64 = 4 << 30;
+
+/// Streams a response body to `path`, never past `max` bytes nor past the length the
+/// response declared, and fails when the body ends short of that length.
+async fn save_download(mut response: reqwest::Response, path: &Path, max: u64) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+
+    let declared = response.content_length();
+    if let Some(declared) = declared {
+        anyhow::ensure!(
+            declared <= max,
+            "the artifact is {declared} bytes, more than the {max} a host accepts"
+        );
+    }
+    let limit = declared.unwrap_or(max);
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .with_context(|| format!("creating {}", path.display()))?;
+    let mut received: u64 = 0;
+    while let Some(chunk) = response.chunk().await? {
+        received += chunk.len() as u64;
+        anyhow::ensure!(
+            received <= limit,
+            "the server sent more than {}",
+            if declared.is_some() {
+                format!("the {limit} bytes it declared")
+            } else {
+                format!("{limit} bytes, the most a host accepts")
+            }
+        );
+        file.write_all(&chunk)
+            .await
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(declared) = declared {
+        anyhow::ensure!(
+            received == declared,
+            "the download ended after {received} of {declared} bytes"
+        );
+    }
+    file.flush().await?;
+    Ok(())
+}
+
+/// Unpacks the selected files of the archive at `archive` into `dest`.
+fn unpack_archive(
+    archive: &Path,
+    dest: &Path,
+    select: impl FnOnce(&Manifest) -> Selection,
+) -> Result<Manifest> {
+    let file = std::fs::File::open(archive)
+        .with_context(|| format!("opening artifact {}", archive.display()))?;
+    flash_manifest::artifact::unpack_selected(file, dest, UnpackLimits::default(), select)
+        .with_context(|| {
+            format!(
+                "refusing to start: artifact {} is not valid",
+                archive.display()
+            )
+        })
+}
+
+async fn download_and_unpack(
+    url: &str,
+    api_key: Option<&str>,
+    select: impl FnOnce(&Manifest) -> Selection,
+) -> Result<UnpackedArtifact> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(600))
@@ -260,14 +329,14 @@ async fn download_and_unpack(url: &str, api_key: Option<&str>) -> Result<Unpacke
             .await
         {
             Ok(r) if r.status().is_success() => {
-                let bytes = r
-                    .bytes()
+                let temp = fresh_temp_dir()?;
+                let archive = temp.path().join(ARTIFACT_FILE_NAME);
+                save_download(r, &archive, MAX_DOWNLOAD_BYTES)
                     .await
                     .with_context(|| format!("downloading {url}"))?;
-                let temp = fresh_temp_dir()?;
                 let root = temp.path().join("artifact");
-                flash_manifest::artifact::unpack_from(&bytes[..], &root, UnpackLimits::default())
-                    .with_context(|| format!("refusing to start: artifact from {url} is not valid"))?;
+                unpack_archive(&archive, &root, select)
+                    .with_context(|| format!("the artifact downloaded from {url}"))?;
                 return Ok(UnpackedArtifact {
                     root,
                     _temp: Some(temp),

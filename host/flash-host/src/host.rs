@@ -2,13 +2,16 @@
 //! ([`crate::env`]), boot the artifact ([`crate::boot`]), load this resource's components and
 //! models, then hand over to one [`crate::role::Role`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use flash_runtime::{Engine, EngineOptions};
 use serde_json::Value;
 
-use crate::app::{AppOptions, HostApp};
+use flash_manifest::artifact::Selection;
+
+use crate::app::{self, AppOptions, HostApp};
 pub use crate::env::HostArgs;
 use crate::env::{HostEnv, PeerDiscovery, Vars};
 use crate::manifest_fetcher::ManifestFetcher;
@@ -17,10 +20,15 @@ use crate::{boot, lb, models, mothership, queue, role};
 
 /// Boots and runs the host until shutdown (or, with a test input, one job).
 pub async fn run(args: HostArgs) -> Result<i32> {
+    let started = std::time::Instant::now();
     let env = HostEnv::parse(Vars::from_process(), &args)?;
-    let unpacked = boot::locate(&env.artifact, env.api_key.as_deref()).await?;
 
     if env.mothership {
+        // The mothership reads the manifest only.
+        let unpacked = boot::locate(&env.artifact, env.api_key.as_deref(), |_| {
+            Selection::Only(Default::default())
+        })
+        .await?;
         role::serve(mothership_role(&env, &unpacked.root)?).await?;
         return Ok(0);
     }
@@ -40,8 +48,16 @@ pub async fn run(args: HostArgs) -> Result<i32> {
         max_memory_bytes,
         ..Default::default()
     };
+    let engine_ready = started.elapsed();
     let resource = env.resource.as_deref();
-    let app = HostApp::load_dir(&engine, &unpacked.root, resource, &options)?;
+    let mut preloaded = BTreeMap::new();
+    let unpacked = boot::locate(&env.artifact, env.api_key.as_deref(), |manifest| {
+        app::needed_files(&engine, manifest, resource, &mut preloaded)
+    })
+    .await?;
+    let located = started.elapsed();
+    let app = HostApp::load_dir(&engine, &unpacked.root, resource, &options, preloaded)?;
+    let components_loaded = started.elapsed();
     let inference = models::load(&app.manifest, &unpacked.root, resource, &env.nn)?;
     let app = Arc::new(app.with_inference(inference));
     tracing::info!(
@@ -49,6 +65,10 @@ pub async fn run(args: HostArgs) -> Result<i32> {
         resource = resource.unwrap_or("<all>"),
         functions = ?app.local_functions().collect::<Vec<_>>(),
         pooling = engine.uses_pooling(),
+        engine_ms = engine_ready.as_millis(),
+        artifact_ms = (located - engine_ready).as_millis(),
+        components_ms = (components_loaded - located).as_millis(),
+        total_ms = started.elapsed().as_millis(),
         models = ?app.inference.status().iter().map(|g| format!("{}:{}", g.name, g.device)).collect::<Vec<_>>(),
         "host ready"
     );

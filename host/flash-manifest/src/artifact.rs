@@ -9,12 +9,13 @@
 //! accepted, every path must be relative and free of `..`, sizes are bounded, and every
 //! component's and model's sha256 must match the manifest before anything is served.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use flate2::Compression;
+use sha2::Digest;
 
 use crate::manifest::{MANIFEST_FILE_NAME, Manifest};
 
@@ -145,6 +146,29 @@ fn check_entry_path(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Which files of an artifact to unpack, decided from its manifest.
+///
+/// A host needs only its own resource's components, and not even those when its AOT cache
+/// already holds their compiled code (keyed by the sha256 the manifest pins); the
+/// manifest is the archive's first entry, so a host whose cache is warm decompresses a few
+/// kilobytes instead of every component (see [`unpack_selected`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Every file of the archive.
+    All,
+    /// The manifest plus these artifact paths (`components/x.wasm`, `models/m.onnx`).
+    Only(BTreeSet<String>),
+}
+
+impl Selection {
+    fn wants(&self, path: &str) -> bool {
+        match self {
+            Selection::All => true,
+            Selection::Only(paths) => paths.contains(path),
+        }
+    }
+}
+
 /// Unpacks `archive` into `dest` (created if missing, must not already hold files of the
 /// archive) and verifies it; returns the manifest.
 pub fn unpack(archive: &Path, dest: &Path, limits: UnpackLimits) -> Result<Manifest> {
@@ -156,6 +180,22 @@ pub fn unpack(archive: &Path, dest: &Path, limits: UnpackLimits) -> Result<Manif
 
 /// Like [`unpack`], from any reader of gzip'd tar bytes.
 pub fn unpack_from(reader: impl Read, dest: &Path, limits: UnpackLimits) -> Result<Manifest> {
+    unpack_selected(reader, dest, limits, |_| Selection::All)
+}
+
+/// Unpacks the manifest and the files `select` picks from it, verifying each file the
+/// manifest lists against its sha256 as it is written (nothing is read twice).
+///
+/// Reading stops as soon as every selected file is on disk, so the rest of the archive is
+/// never decompressed. Files the selection leaves out are not checked: they are not on
+/// disk, and nothing may run them. Entries before the manifest (archives `flash build` did
+/// not pack) are all unpacked.
+pub fn unpack_selected(
+    reader: impl Read,
+    dest: &Path,
+    limits: UnpackLimits,
+    select: impl FnOnce(&Manifest) -> Selection,
+) -> Result<Manifest> {
     std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
     let dest = dest
         .canonicalize()
@@ -163,6 +203,9 @@ pub fn unpack_from(reader: impl Read, dest: &Path, limits: UnpackLimits) -> Resu
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(reader));
     let mut total: u64 = 0;
     let mut count = 0usize;
+    let mut select = Some(select);
+    let mut selection: Option<(Manifest, Selection)> = None;
+    let mut written: BTreeMap<String, String> = BTreeMap::new();
     for entry in tar.entries().context("reading the tar stream")? {
         let mut entry = entry.context("reading a tar entry")?;
         count += 1;
@@ -177,6 +220,7 @@ pub fn unpack_from(reader: impl Read, dest: &Path, limits: UnpackLimits) -> Resu
             .into_owned();
         check_entry_path(&path)
             .with_context(|| format!("refusing artifact entry `{}`", path.display()))?;
+        let name = normalized(&path);
         let target = dest.join(&path);
         match entry.header().entry_type() {
             tar::EntryType::Directory => {
@@ -184,6 +228,11 @@ pub fn unpack_from(reader: impl Read, dest: &Path, limits: UnpackLimits) -> Resu
                     .with_context(|| format!("creating {}", target.display()))?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
+                if let Some((_, chosen)) = &selection
+                    && !chosen.wants(&name)
+                {
+                    continue;
+                }
                 let size = entry.header().size().context("tar entry without a size")?;
                 total = total.saturating_add(size);
                 ensure!(
@@ -191,25 +240,24 @@ pub fn unpack_from(reader: impl Read, dest: &Path, limits: UnpackLimits) -> Resu
                     "artifact unpacks to more than {} bytes",
                     limits.max_total_bytes
                 );
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent)
-                        .with_context(|| format!("creating {}", parent.display()))?;
-                    // A directory created earlier cannot be a link (we never create links),
-                    // but make sure nothing outside `dest` is reached.
-                    let resolved = parent.canonicalize()?;
-                    ensure!(
-                        resolved.starts_with(&dest),
-                        "refusing artifact entry `{}`: it resolves outside the artifact directory",
-                        path.display()
-                    );
+                let digest = write_entry(&mut entry, size, &dest, &path, &target)?;
+                if name == MANIFEST_FILE_NAME {
+                    let manifest = Manifest::read(&target).context(
+                        "the artifact's flash_manifest.json is not a valid manifest; rebuild \
+                         with `flash build`",
+                    )?;
+                    verify_references(&manifest)?;
+                    let select = select.take().context("two manifests in one artifact")?;
+                    let chosen = select(&manifest);
+                    selection = Some((manifest, chosen));
+                } else {
+                    written.insert(name, digest);
                 }
-                let mut out = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&target)
-                    .with_context(|| format!("creating {} (duplicate entry?)", target.display()))?;
-                std::io::copy(&mut (&mut entry).take(size), &mut out)
-                    .with_context(|| format!("writing {}", target.display()))?;
+                if let Some((_, Selection::Only(paths))) = &selection
+                    && paths.iter().all(|p| written.contains_key(p))
+                {
+                    break;
+                }
             }
             other => bail!(
                 "refusing artifact entry `{}`: {:?} entries (links, devices) are not allowed",
@@ -218,10 +266,98 @@ pub fn unpack_from(reader: impl Read, dest: &Path, limits: UnpackLimits) -> Resu
             ),
         }
     }
-    let manifest = Manifest::read(&dest.join(MANIFEST_FILE_NAME))
-        .context("the artifact has no readable flash_manifest.json at its root")?;
-    verify_dir(&dest, &manifest)?;
+    let Some((manifest, chosen)) = selection else {
+        bail!("the artifact has no flash_manifest.json at its root; rebuild with `flash build`");
+    };
+    let listed = manifest
+        .components
+        .iter()
+        .map(|(path, entry)| (path.as_str(), entry.sha256.as_str(), "component"))
+        .chain(
+            manifest
+                .models
+                .values()
+                .map(|model| (model.file.as_str(), model.sha256.as_str(), "model")),
+        );
+    for (path, expected, what) in listed {
+        if !chosen.wants(path) {
+            continue;
+        }
+        let actual = written.get(path).with_context(|| {
+            format!("artifact {what} `{path}` is missing; rebuild with `flash build`")
+        })?;
+        ensure!(
+            actual == expected,
+            "artifact {what} `{path}` sha256 mismatch: expected {expected}, got {actual}; the \
+             artifact is corrupt or was tampered with, rebuild it with `flash build`"
+        );
+    }
     Ok(manifest)
+}
+
+/// An entry path as the manifest writes it: `/`-separated, without `./`.
+fn normalized(path: &Path) -> String {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(part) => Some(part.to_string_lossy()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Writes one regular entry of `size` bytes to `target` (a new file inside `dest`) and
+/// returns the sha256 of what was written.
+fn write_entry(
+    entry: &mut impl Read,
+    size: u64,
+    dest: &Path,
+    path: &Path,
+    target: &Path,
+) -> Result<String> {
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        // A directory created earlier cannot be a link (we never create links), but make
+        // sure nothing outside `dest` is reached.
+        let resolved = parent.canonicalize()?;
+        ensure!(
+            resolved.starts_with(dest),
+            "refusing artifact entry `{}`: it resolves outside the artifact directory",
+            path.display()
+        );
+    }
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(target)
+        .with_context(|| format!("creating {} (duplicate entry?)", target.display()))?;
+    let mut hashing = HashingWriter {
+        inner: std::io::BufWriter::with_capacity(1 << 20, out),
+        hasher: sha2::Sha256::new(),
+    };
+    std::io::copy(&mut entry.take(size), &mut hashing)
+        .and_then(|_| hashing.inner.flush())
+        .with_context(|| format!("writing {}", target.display()))?;
+    Ok(hex::encode(hashing.hasher.finalize()))
+}
+
+/// A writer that hashes what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: sha2::Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Checks that every component the manifest lists exists under `dir` with its sha256, and
@@ -259,6 +395,11 @@ pub fn verify_dir(dir: &Path, manifest: &Manifest) -> Result<()> {
             model.sha256
         );
     }
+    verify_references(manifest)
+}
+
+/// Checks that every function points at a component the manifest lists, with its sha256.
+pub fn verify_references(manifest: &Manifest) -> Result<()> {
     for (resource, entry) in &manifest.resources {
         for function in &entry.functions {
             let listed = manifest

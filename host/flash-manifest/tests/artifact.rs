@@ -1,9 +1,10 @@
 //! Artifact packing and unpacking: round trip, reproducibility, and hostile archives.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use flash_manifest::artifact::{UnpackLimits, pack, unpack};
+use flash_manifest::artifact::{Selection, UnpackLimits, pack, unpack, unpack_selected};
 use flash_manifest::describe::{Compute, Description, EndpointKind, FunctionSpec, ResourceConfig};
 use flash_manifest::{ComponentInput, Manifest, ManifestBuilder, sha256_hex};
 
@@ -181,6 +182,137 @@ fn oversize_archives_are_refused() {
     let err = unpack(&archive, &tmp.path().join("out"), limits).unwrap_err();
     assert!(
         format!("{err:#}").contains("unpacks to more than 1024 bytes"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn a_selection_unpacks_only_the_files_it_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (manifest, files) = sample(tmp.path(), b"\0asm component");
+    let archive = tmp.path().join("artifact.tar.gz");
+    pack(&archive, &manifest, &files, 0).unwrap();
+
+    let none = tmp.path().join("none");
+    let read = unpack_selected(
+        std::fs::File::open(&archive).unwrap(),
+        &none,
+        UnpackLimits::default(),
+        |m| {
+            assert_eq!(m, &manifest, "the selection is made from the manifest");
+            Selection::Only(BTreeSet::new())
+        },
+    )
+    .unwrap();
+    assert_eq!(read, manifest);
+    assert!(none.join("flash_manifest.json").is_file());
+    assert!(!none.join("components/app.wasm").exists());
+
+    let some = tmp.path().join("some");
+    let wanted = BTreeSet::from(["components/app.wasm".to_string()]);
+    unpack_selected(
+        std::fs::File::open(&archive).unwrap(),
+        &some,
+        UnpackLimits::default(),
+        |_| Selection::Only(wanted),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(some.join("components/app.wasm")).unwrap(),
+        b"\0asm component"
+    );
+}
+
+/// What a selection leaves out is never decompressed: an archive that turns into garbage
+/// after a component unpacks when only the manifest is wanted, and fails otherwise.
+#[test]
+fn reading_stops_once_the_selected_files_are_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (manifest, _) = sample(tmp.path(), b"\0asm component");
+    let archive = tmp.path().join("artifact.tar.gz");
+    {
+        let file = std::fs::File::create(&archive).unwrap();
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            file,
+            flate2::Compression::default(),
+        ));
+        let json = manifest.to_json_pretty();
+        let mut header = tar::Header::new_ustar();
+        header.set_size(json.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "flash_manifest.json", &json[..])
+            .unwrap();
+        // A component the selection leaves out, incompressible so that it is large in the
+        // stream too (the decompressor reads a little ahead of what the tar reader asks).
+        let mut state = 1u32;
+        let filler: Vec<u8> = (0..256 << 10)
+            .map(|_| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (state >> 16) as u8
+            })
+            .collect();
+        let mut header = tar::Header::new_ustar();
+        header.set_size(filler.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "components/app.wasm", &filler[..])
+            .unwrap();
+        tar.get_mut().flush().unwrap();
+        // Not deflate data: decompressing past the manifest fails.
+        tar.get_mut().get_mut().write_all(&[0xff; 4096]).unwrap();
+        std::mem::forget(tar);
+    }
+    let only_manifest = unpack_selected(
+        std::fs::File::open(&archive).unwrap(),
+        &tmp.path().join("a"),
+        UnpackLimits::default(),
+        |_| Selection::Only(BTreeSet::new()),
+    );
+    assert_eq!(only_manifest.unwrap(), manifest);
+    let everything = unpack(&archive, &tmp.path().join("b"), UnpackLimits::default());
+    assert!(
+        everything.is_err(),
+        "the garbage is reached without a selection"
+    );
+}
+
+#[test]
+fn a_selected_file_is_verified_and_a_missing_one_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (manifest, files) = sample(tmp.path(), b"original");
+    std::fs::write(&files[0].1, b"tampered").unwrap();
+    let archive = tmp.path().join("artifact.tar.gz");
+    pack(&archive, &manifest, &files, 0).unwrap();
+    let wanted = BTreeSet::from(["components/app.wasm".to_string()]);
+    let err = unpack_selected(
+        std::fs::File::open(&archive).unwrap(),
+        &tmp.path().join("out"),
+        UnpackLimits::default(),
+        |_| Selection::Only(wanted),
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("sha256 mismatch"), "{err:#}");
+
+    // Left out, the tampered component is neither written nor used, so nothing fails.
+    unpack_selected(
+        std::fs::File::open(&archive).unwrap(),
+        &tmp.path().join("left-out"),
+        UnpackLimits::default(),
+        |_| Selection::Only(BTreeSet::new()),
+    )
+    .unwrap();
+
+    // Packed without its component, an artifact that needs it says which file is missing.
+    pack(&archive, &manifest, &[], 0).unwrap();
+    let err = unpack(
+        &archive,
+        &tmp.path().join("missing"),
+        UnpackLimits::default(),
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("artifact component `components/app.wasm` is missing"),
         "{err:#}"
     );
 }

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 
 use crate::bindings::{Function, FunctionPre};
 use crate::engine::Engine;
@@ -34,13 +34,19 @@ impl std::fmt::Debug for FunctionComponentPre {
 
 impl FunctionComponentPre {
     /// Loads the component file at `path`. When `expected_sha256` is given the file must
-    /// match it (artifacts are verified before anything runs).
+    /// match it (artifacts are verified before anything runs), and a compiled component
+    /// of that sha256 in the AOT cache is used without reading the file at all.
     pub fn load(
         engine: &Engine,
         name: &str,
         path: &Path,
         expected_sha256: Option<&str>,
     ) -> Result<Self> {
+        if let Some(expected) = expected_sha256
+            && let Some(cached) = Self::from_cache(engine, name, expected)?
+        {
+            return Ok(cached);
+        }
         let wasm =
             std::fs::read(path).with_context(|| format!("reading component {}", path.display()))?;
         let sha256 = flash_manifest::sha256_hex(&wasm);
@@ -56,9 +62,32 @@ impl FunctionComponentPre {
             .with_context(|| format!("loading component `{name}` from {}", path.display()))
     }
 
+    /// The component whose file has sha256 `sha256`, compiled, from the engine's AOT
+    /// cache: `Ok(None)` when the cache does not hold it. The file itself is not needed,
+    /// which is what lets a host with a warm cache skip unpacking it.
+    pub fn from_cache(engine: &Engine, name: &str, sha256: &str) -> Result<Option<Self>> {
+        let Some(component) = engine.cached_component(sha256) else {
+            return Ok(None);
+        };
+        Self::link(engine, name, component, sha256.to_string(), true)
+            .with_context(|| format!("loading component `{name}` from the AOT cache"))
+            .map(Some)
+    }
+
     /// Like [`load`](Self::load) from bytes already in memory.
     pub fn from_bytes(engine: &Engine, name: &str, wasm: &[u8], sha256: String) -> Result<Self> {
         let (component, from_cache) = engine.compile_component(wasm, &sha256)?;
+        Self::link(engine, name, component, sha256, from_cache)
+    }
+
+    /// Resolves the imports of a compiled component once.
+    fn link(
+        engine: &Engine,
+        name: &str,
+        component: Component,
+        sha256: String,
+        from_cache: bool,
+    ) -> Result<Self> {
         let mut linker: Linker<HostState> = Linker::new(engine.wasmtime());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Function::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;

@@ -143,50 +143,72 @@ impl Engine {
         self.pooling
     }
 
-    /// Compiles `wasm` (whose sha256 is `sha256`), through the AOT cache when enabled.
-    ///
-    /// Returns the component and whether it came from the cache.
-    pub fn compile_component(&self, wasm: &[u8], sha256: &str) -> Result<(Component, bool)> {
-        let Some(dir) = &self.options.cache_dir else {
-            return Ok((Component::new(&self.inner, wasm)?, false));
-        };
-        let path = dir.join(format!("{sha256}-{}.cwasm", self.compat_key));
-        if path.is_file()
-            && let Err(why) = trusted_cache_entry(dir, &path)
-        {
+    /// The compiled component of the component file whose sha256 is `sha256`, from the AOT
+    /// cache, without its bytes: `None` when the cache is off, has no such entry, or the
+    /// entry is not trusted or not usable (each said in a warning).
+    pub fn cached_component(&self, sha256: &str) -> Option<Component> {
+        let dir = self.options.cache_dir.as_ref()?;
+        let path = self.cache_path(dir, sha256);
+        if !path.is_file() {
+            return None;
+        }
+        if let Err(why) = trusted_cache_entry(dir, &path) {
             // Loading a `.cwasm` runs its native code: never one that someone else could
             // have written.
             tracing::warn!(
                 "not using AOT cache entry {}: {why}; compiling instead",
                 path.display()
             );
-        } else if path.is_file() {
-            // SAFETY: files in the cache directory are written only by `store_in_cache`
-            // below from `Engine::precompile_component` output of a compatible engine
-            // (the compatibility hash is part of the name); wasmtime additionally checks
-            // the header of the file. The cache directory belongs to the host user.
-            match unsafe { Component::deserialize_file(&self.inner, &path) } {
-                Ok(component) => return Ok((component, true)),
-                Err(err) => tracing::warn!(
+            return None;
+        }
+        // SAFETY: files in the cache directory are written only by `store_in_cache` below
+        // from `Engine::precompile_component` output of a compatible engine (the
+        // compatibility hash is part of the name), under the sha256 of the bytes compiled;
+        // wasmtime additionally checks the header of the file. The cache directory and the
+        // file belong to the host user and nobody else can write them (checked above).
+        match unsafe { Component::deserialize_file(&self.inner, &path) } {
+            Ok(component) => Some(component),
+            Err(err) => {
+                tracing::warn!(
                     "ignoring unusable AOT cache entry {}: {err:#}",
                     path.display()
-                ),
+                );
+                None
             }
+        }
+    }
+
+    /// Compiles `wasm` (whose sha256 is `sha256`), through the AOT cache when enabled.
+    ///
+    /// Returns the component and whether it came from the cache.
+    pub fn compile_component(&self, wasm: &[u8], sha256: &str) -> Result<(Component, bool)> {
+        if self.options.cache_dir.is_none() {
+            return Ok((Component::new(&self.inner, wasm)?, false));
+        }
+        if let Some(component) = self.cached_component(sha256) {
+            return Ok((component, true));
         }
         let compiled = self
             .inner
             .precompile_component(wasm)
             .map_err(anyhow::Error::from)
             .context("compiling the component")?;
-        if let Err(err) = store_in_cache(dir, &path, &compiled) {
-            tracing::warn!(
-                "could not write AOT cache entry {}: {err:#}",
-                path.display()
-            );
+        if let Some(dir) = &self.options.cache_dir {
+            let path = self.cache_path(dir, sha256);
+            if let Err(err) = store_in_cache(dir, &path, &compiled) {
+                tracing::warn!(
+                    "could not write AOT cache entry {}: {err:#}",
+                    path.display()
+                );
+            }
         }
         // SAFETY: `compiled` was produced just now by this very engine.
         let component = unsafe { Component::deserialize(&self.inner, &compiled)? };
         Ok((component, false))
+    }
+
+    fn cache_path(&self, dir: &Path, sha256: &str) -> PathBuf {
+        dir.join(format!("{sha256}-{}.cwasm", self.compat_key))
     }
 }
 

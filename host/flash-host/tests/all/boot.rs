@@ -25,9 +25,16 @@ fn run_host(env: &[(String, String)]) -> (bool, String) {
 #[tokio::test]
 async fn a_tampered_component_stops_the_boot() {
     let tmp = tempfile::tempdir().unwrap();
+    // A manifest that pins other bytes than the component's: what a tampered component
+    // looks like to the host.
     let artifact = rust_guest_artifact(tmp.path(), |m| {
         for c in m.components.values_mut() {
             c.sha256 = "0".repeat(64);
+        }
+        for r in m.resources.values_mut() {
+            for f in &mut r.functions {
+                f.component_sha256 = "0".repeat(64);
+            }
         }
     })
     .await;
@@ -298,4 +305,120 @@ async fn a_killed_hosts_unpacked_artifact_is_removed_by_the_next_host() {
         .unwrap();
     assert_eq!(stdout_json(out), serde_json::json!({"output": 3}));
     assert!(unpacked().is_empty(), "{:?}", unpacked());
+}
+
+/// With its AOT cache warm, a host unpacks nothing but the manifest: the compiled code of
+/// each component is found by the sha256 the manifest pins, so the component's bytes are
+/// neither decompressed nor written.
+#[tokio::test]
+async fn a_warm_host_unpacks_only_the_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let artifact = rust_guest_artifact(tmp.path(), |_| {}).await;
+    let app_dir = tmp.path().join("app");
+    let cache = tmp.path().join("cache");
+    let env = [
+        ("FLASH_BUILD_ARTIFACT_PATH", artifact.to_str().unwrap()),
+        ("FLASH_APP_DIR", app_dir.to_str().unwrap()),
+        ("FLASH_CACHE_DIR", cache.to_str().unwrap()),
+    ];
+    let input = r#"{"function_name":"add","kwargs":{"a":2,"b":3}}"#;
+    let components = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir.join("components"))
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+
+    let (ok, stdout, stderr) = one_job_with_env(input, &env);
+    assert!(ok && stdout.contains("\"output\": 5"), "{stdout}{stderr}");
+    assert!(
+        !components(&app_dir).is_empty(),
+        "a cold host unpacks its components"
+    );
+
+    let (ok, stdout, stderr) = one_job_with_env(input, &env);
+    assert!(ok && stdout.contains("\"output\": 5"), "{stdout}{stderr}");
+    assert!(app_dir.join("flash_manifest.json").is_file());
+    assert_eq!(components(&app_dir), Vec::<String>::new(), "{stderr}");
+
+    // An unusable cache entry is not trusted blindly: the host unpacks and compiles again.
+    for entry in std::fs::read_dir(cache.join("aot")).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"not a compiled component").unwrap();
+    }
+    let (ok, stdout, stderr) = one_job_with_env(input, &env);
+    assert!(ok && stdout.contains("\"output\": 5"), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("ignoring unusable AOT cache entry"),
+        "{stderr}"
+    );
+    assert!(!components(&app_dir).is_empty());
+}
+
+/// Answers one HTTP request on a loopback port with `head` and `body`, from a thread that
+/// returns the request head it read.
+fn answer_once(head: String, body: Vec<u8>) -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/artifact.tar.gz", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut request = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                break;
+            }
+            request.push_str(&line);
+        }
+        stream.write_all(head.as_bytes()).unwrap();
+        let _ = stream.write_all(&body);
+        request
+    });
+    (url, server)
+}
+
+#[tokio::test]
+async fn an_artifact_url_is_downloaded_with_the_key_and_a_short_body_stops_the_boot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let artifact = rust_guest_artifact(tmp.path(), |_| {}).await;
+    let bytes = std::fs::read(&artifact).unwrap();
+    let input = r#"{"function_name":"add","kwargs":{"a":2,"b":3}}"#;
+
+    let (url, server) = answer_once(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            bytes.len()
+        ),
+        bytes.clone(),
+    );
+    let (ok, stdout, stderr) = one_job_with_env(
+        input,
+        &[("FLASH_ARTIFACT_URL", &url), ("RUNPOD_API_KEY", "the-key")],
+    );
+    assert!(ok && stdout.contains("\"output\": 5"), "{stdout}{stderr}");
+    let request = server.join().unwrap().to_ascii_lowercase();
+    assert!(
+        request.contains("authorization: bearer the-key"),
+        "{request}"
+    );
+
+    // A body that ends before its declared length is never unpacked.
+    let (url, server) = answer_once(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            bytes.len()
+        ),
+        bytes[..bytes.len() / 2].to_vec(),
+    );
+    let (ok, _, stderr) = one_job_with_env(input, &[("FLASH_ARTIFACT_URL", &url)]);
+    server.join().unwrap();
+    assert!(!ok);
+    assert!(stderr.contains(&format!("downloading {url}")), "{stderr}");
 }
