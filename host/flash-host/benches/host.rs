@@ -341,7 +341,7 @@ async fn main() -> Result<()> {
         eprintln!("in-process calls, pooling={pooling} keep_resident={keep_resident} ...");
         let engine = Engine::new(EngineOptions {
             pooling,
-            cache_dir: None,
+            cache: None,
             memory_keep_resident: keep_resident,
             ..Default::default()
         })?;

@@ -26,6 +26,8 @@
 //! | `FLASH_CONCURRENCY` | jobs / requests run at once (default 1 for queue, 64 for load-balanced) |
 //! | `FLASH_MAX_MEMORY_MB` | memory cap per instance (default 256) |
 //! | `FLASH_KEEP_RESIDENT_KB` | memory of a recycled instance slot reset in place instead of returned to the kernel (default 1024; 0 trades speed for less resident memory) |
+//! | `FLASH_CACHE_DIR` (else `$XDG_CACHE_HOME/flash`, `~/.cache/flash`) | the AOT cache of compiled components is its `aot/` |
+//! | `FLASH_CACHE_MAX_MB` | size bound of the AOT cache; least recently used entries are evicted past it (default 2048) |
 //! | `FLASH_PERFMAP` | `1`, `true` or `yes`: write `/tmp/perf-<pid>.map` so that `perf` names guest functions (profiling) |
 //! | `FLASH_HEADER_READ_TIMEOUT_S` | how long a load-balanced client may take to send a request head before its connection is closed (default 30) |
 //! | `FLASH_PEER_TIMEOUT_S` | bound of one peer call (default 300) |
@@ -152,6 +154,8 @@ pub struct HostEnv {
     pub concurrency: Option<usize>,
     pub max_memory_mb: usize,
     pub keep_resident_kb: Option<usize>,
+    /// The AOT cache (`None`: no directory could be named, so no cache).
+    pub aot_cache: Option<flash_runtime::AotCache>,
     pub perfmap: bool,
     pub peer_timeout: Duration,
     pub header_read_timeout: Duration,
@@ -250,6 +254,7 @@ impl HostEnv {
             concurrency: concurrency(&vars)?,
             max_memory_mb,
             keep_resident_kb,
+            aot_cache: flash_runtime::AotCache::from_vars(|name| vars.get(name))?,
             perfmap: vars.flag("FLASH_PERFMAP"),
             peer_timeout: Duration::from_secs(vars.parse("FLASH_PEER_TIMEOUT_S")?.unwrap_or(300)),
             header_read_timeout: match vars.parse::<u64>("FLASH_HEADER_READ_TIMEOUT_S")? {
@@ -354,6 +359,7 @@ mod tests {
             ("FLASH_CONCURRENCY", "129"),
             ("FLASH_LISTEN_ADDR", "localhost"),
             ("FLASH_PEER_ENDPOINTS", "[1]"),
+            ("FLASH_CACHE_MAX_MB", "2G"),
         ] {
             let err = parse(&[("FLASH_RESOURCE_NAME", "api"), (name, value)]).unwrap_err();
             assert!(format!("{err:#}").contains(name), "{name}: {err:#}");

@@ -42,6 +42,7 @@ pub async fn run(args: HostArgs) -> Result<i32> {
                 kb << 10
             }),
         perfmap: env.perfmap,
+        cache: env.aot_cache.clone(),
         ..Default::default()
     })?;
     let options = AppOptions {

@@ -13,16 +13,18 @@
 //! - **Epoch interruption**: a background thread bumps the epoch every
 //!   [`EPOCH_TICK`]; each store's callback yields to the executor on every tick (so a busy
 //!   guest cannot starve other tasks) and traps once the call's deadline has passed.
-//! - **AOT cache**: compiled components are kept on disk, keyed by the component's sha256
-//!   and the engine's compatibility hash; a second boot deserialises instead of compiling.
+//! - **AOT cache** ([`crate::aot_cache`]): compiled components are kept on disk, keyed by
+//!   the component's sha256 and the engine's compatibility hash; a second boot maps the
+//!   compiled code instead of compiling.
 
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use wasmtime::component::Component;
+
+use crate::aot_cache::{self, AotCache};
 
 /// How often the epoch advances: the granularity of deadlines and of fair yielding.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -40,8 +42,8 @@ pub struct EngineOptions {
     pub max_instances: u32,
     /// Try the pooling allocator (falls back to on-demand if the probe fails).
     pub pooling: bool,
-    /// Directory of the AOT cache; `None` disables it.
-    pub cache_dir: Option<PathBuf>,
+    /// The AOT cache; `None` disables it.
+    pub cache: Option<AotCache>,
     /// Pooling only: bytes of each linear memory kept resident (reset in place) when its
     /// slot is recycled; the rest is decommitted. 0 decommits everything.
     pub memory_keep_resident: usize,
@@ -59,27 +61,16 @@ impl Default for EngineOptions {
             max_memory_bytes: 256 << 20,
             max_instances: DEFAULT_MAX_INSTANCES,
             pooling: true,
-            cache_dir: default_cache_dir(),
+            // A bad FLASH_CACHE_MAX_MB is reported where settings are parsed
+            // (`AotCache::from_env`: flash-host at boot, `flash build`); here it falls back
+            // to the default bound.
+            cache: AotCache::from_env().ok().flatten().or_else(|| {
+                aot_cache::default_dir().map(|dir| AotCache::new(dir, aot_cache::DEFAULT_MAX_BYTES))
+            }),
             memory_keep_resident: DEFAULT_MEMORY_KEEP_RESIDENT,
             perfmap: false,
         }
     }
-}
-
-/// `FLASH_CACHE_DIR`, else `$XDG_CACHE_HOME/flash`, else `~/.cache/flash`, plus `/aot`.
-pub fn default_cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("FLASH_CACHE_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .filter(|v| !v.is_empty())
-                .map(|v| PathBuf::from(v).join("flash"))
-        })
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("flash"))
-        })?;
-    Some(base.join("aot"))
 }
 
 /// A configured wasmtime engine plus Flash's policies around it. Cheap to clone.
@@ -147,25 +138,12 @@ impl Engine {
     /// cache, without its bytes: `None` when the cache is off, has no such entry, or the
     /// entry is not trusted or not usable (each said in a warning).
     pub fn cached_component(&self, sha256: &str) -> Option<Component> {
-        let dir = self.options.cache_dir.as_ref()?;
-        let path = self.cache_path(dir, sha256);
-        if !path.is_file() {
-            return None;
-        }
-        if let Err(why) = trusted_cache_entry(dir, &path) {
-            // Loading a `.cwasm` runs its native code: never one that someone else could
-            // have written.
-            tracing::warn!(
-                "not using AOT cache entry {}: {why}; compiling instead",
-                path.display()
-            );
-            return None;
-        }
-        // SAFETY: files in the cache directory are written only by `store_in_cache` below
-        // from `Engine::precompile_component` output of a compatible engine (the
-        // compatibility hash is part of the name), under the sha256 of the bytes compiled;
-        // wasmtime additionally checks the header of the file. The cache directory and the
-        // file belong to the host user and nobody else can write them (checked above).
+        let cache = self.options.cache.as_ref()?;
+        let path = cache.lookup(sha256, &self.compat_key)?;
+        // SAFETY: entries are written only by `AotCache::store` below from
+        // `Engine::precompile_component` output of a compatible engine (the compatibility
+        // hash is part of the name), under the sha256 of the bytes compiled; `lookup` uses
+        // only entries that this user alone can write, and wasmtime checks the header.
         match unsafe { Component::deserialize_file(&self.inner, &path) } {
             Ok(component) => Some(component),
             Err(err) => {
@@ -182,9 +160,9 @@ impl Engine {
     ///
     /// Returns the component and whether it came from the cache.
     pub fn compile_component(&self, wasm: &[u8], sha256: &str) -> Result<(Component, bool)> {
-        if self.options.cache_dir.is_none() {
+        let Some(cache) = &self.options.cache else {
             return Ok((Component::new(&self.inner, wasm)?, false));
-        }
+        };
         if let Some(component) = self.cached_component(sha256) {
             return Ok((component, true));
         }
@@ -193,63 +171,16 @@ impl Engine {
             .precompile_component(wasm)
             .map_err(anyhow::Error::from)
             .context("compiling the component")?;
-        if let Some(dir) = &self.options.cache_dir {
-            let path = self.cache_path(dir, sha256);
-            if let Err(err) = store_in_cache(dir, &path, &compiled) {
-                tracing::warn!(
-                    "could not write AOT cache entry {}: {err:#}",
-                    path.display()
-                );
-            }
+        if let Err(err) = cache.store(sha256, &self.compat_key, &compiled) {
+            tracing::warn!(
+                "could not write AOT cache entry {}: {err:#}",
+                cache.entry_path(sha256, &self.compat_key).display()
+            );
         }
         // SAFETY: `compiled` was produced just now by this very engine.
         let component = unsafe { Component::deserialize(&self.inner, &compiled)? };
         Ok((component, false))
     }
-
-    fn cache_path(&self, dir: &Path, sha256: &str) -> PathBuf {
-        dir.join(format!("{sha256}-{}.cwasm", self.compat_key))
-    }
-}
-
-/// Whether a cache entry can only have been written by this user: the directory and the
-/// file belong to us, and neither is writable by group or others.
-fn trusted_cache_entry(dir: &Path, path: &Path) -> std::result::Result<(), String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let me = std::fs::metadata("/proc/self")
-            .map(|m| m.uid())
-            .map_err(|e| format!("cannot tell the current user ({e})"))?;
-        for item in [dir, path] {
-            let meta = std::fs::metadata(item)
-                .map_err(|e| format!("cannot read {} ({e})", item.display()))?;
-            if meta.uid() != me {
-                return Err(format!("{} belongs to another user", item.display()));
-            }
-            if meta.mode() & 0o022 != 0 {
-                return Err(format!(
-                    "{} is writable by other users (mode {:o})",
-                    item.display(),
-                    meta.mode() & 0o777
-                ));
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = (dir, path);
-    Ok(())
-}
-
-fn store_in_cache(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-    }
-    flash_manifest::atomic::write(path, bytes)?;
-    Ok(())
 }
 
 fn config(options: &EngineOptions, pooling: bool) -> wasmtime::Config {
@@ -295,31 +226,4 @@ fn start_epoch_ticker(engine: &wasmtime::Engine) {
             }
         })
         .expect("spawning the epoch thread");
-}
-
-#[cfg(all(test, unix))]
-mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
-    use super::*;
-
-    #[test]
-    fn cache_entries_others_could_write_are_not_trusted() {
-        let dir = tempfile::tempdir().unwrap();
-        let entry = dir.path().join("x.cwasm");
-        std::fs::write(&entry, b"native code").unwrap();
-        let mode = |path: &Path, mode: u32| {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
-        };
-        mode(dir.path(), 0o700);
-        mode(&entry, 0o644);
-        assert_eq!(trusted_cache_entry(dir.path(), &entry), Ok(()));
-        mode(&entry, 0o666);
-        let why = trusted_cache_entry(dir.path(), &entry).unwrap_err();
-        assert!(why.contains("writable by other users"), "{why}");
-        mode(&entry, 0o644);
-        mode(dir.path(), 0o777);
-        assert!(trusted_cache_entry(dir.path(), &entry).is_err());
-        mode(dir.path(), 0o700);
-    }
 }

@@ -15,6 +15,7 @@
 //!
 //! Handlers (queue worker, HTTP) and peer discovery live in `flash-host`.
 
+pub mod aot_cache;
 pub mod bindings;
 pub mod component;
 pub mod engine;
@@ -25,6 +26,7 @@ pub mod peer;
 pub mod scan;
 mod state;
 
+pub use aot_cache::AotCache;
 pub use component::FunctionComponentPre;
 pub use engine::{Engine, EngineOptions};
 pub use error::{CallError, ErrorKind};

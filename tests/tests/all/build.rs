@@ -180,13 +180,47 @@ fn init_scaffolds_a_project_that_builds() {
     let dir = tempfile::tempdir().unwrap();
     ok(&flash(dir.path(), &["init", "hello-app"], &[]));
     let project: PathBuf = dir.path().join("hello-app");
-    let stdout = ok(&flash(&project, &["build"], &[]));
+    let cache = dir.path().join("cache");
+    let cache_env = [("FLASH_CACHE_DIR", cache.to_str().unwrap())];
+    let stdout = ok(&flash(&project, &["build"], &cache_env));
     assert!(stdout.contains("POST /score"), "{stdout}");
     assert!(stdout.contains("gpu_config"), "{stdout}");
     let out = flash(dir.path(), &["init", "hello-app"], &[]);
     assert!(
         !out.status.success(),
         "init over a non-empty directory must fail"
+    );
+
+    // The build compiled the component once into the AOT cache; `flash cache` shows and
+    // empties it.
+    let aot = cache.join("aot");
+    let info = ok(&flash(&project, &["cache", "info"], &cache_env));
+    assert!(
+        info.contains(&format!("AOT cache: {}", aot.display())),
+        "{info}"
+    );
+    assert!(info.contains("holds 1 compiled entry, "), "{info}");
+    assert!(
+        info.contains("(bound: 2048.0 MiB, FLASH_CACHE_MAX_MB)"),
+        "{info}"
+    );
+    let cleaned = ok(&flash(&project, &["cache", "clean"], &cache_env));
+    assert!(
+        cleaned.starts_with("removed 1 compiled entry, "),
+        "{cleaned}"
+    );
+    assert_eq!(std::fs::read_dir(&aot).unwrap().count(), 0);
+    let out = flash(
+        &project,
+        &["cache", "info"],
+        &[cache_env[0], ("FLASH_CACHE_MAX_MB", "2G")],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("FLASH_CACHE_MAX_MB=`2G` is not a whole number of MiB"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

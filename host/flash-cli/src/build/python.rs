@@ -369,7 +369,7 @@ fn hash_tree(root: &Path, dir: &Path, hasher: &mut Sha256) -> Result<()> {
 
 /// `FLASH_CACHE_DIR`, else `$XDG_CACHE_HOME/flash`, else `~/.cache/flash`.
 fn cache_dir() -> Result<PathBuf> {
-    flash_runtime::engine::default_cache_dir()
+    flash_runtime::aot_cache::default_dir()
         .map(|aot| aot.parent().map(Path::to_path_buf).unwrap_or(aot))
         .context("no cache directory: set FLASH_CACHE_DIR (or HOME)")
 }

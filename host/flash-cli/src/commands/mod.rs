@@ -2,6 +2,7 @@
 
 mod app;
 mod build;
+mod cache;
 mod call;
 mod deploy;
 mod env;
@@ -51,6 +52,8 @@ pub enum Command {
     Login(login::LoginArgs),
     /// Dev loop: build, start a local server, deploy to it, serve until Ctrl+C.
     Run(run::RunArgs),
+    /// Show (`info`) or empty (`clean`) the cache of compiled components.
+    Cache(cache::CacheArgs),
 }
 
 impl Command {
@@ -65,6 +68,7 @@ impl Command {
             Command::Env(args) => args.run().await,
             Command::Login(args) => args.run().await,
             Command::Run(args) => args.run().await,
+            Command::Cache(args) => args.run(),
         }
     }
 }

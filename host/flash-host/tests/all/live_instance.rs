@@ -18,7 +18,7 @@ async fn guest() -> FunctionComponentPre {
     let bytes = std::fs::read(&wasm).unwrap();
     let sha = flash_manifest::sha256_hex(&bytes);
     let engine = Engine::new(EngineOptions {
-        cache_dir: None,
+        cache: None,
         max_instances: 4,
         ..Default::default()
     })
