@@ -213,6 +213,13 @@ pub fn unpack_selected(
     unpack_tar_selected(flate2::read::GzDecoder::new(reader), dest, limits, select)
 }
 
+/// Like [`unpack_from`], from the decompressed tar stream: at most
+/// [`UnpackLimits::max_total_bytes`] + 1 bytes are ever read from `tar` (the property tests
+/// check this).
+pub fn unpack_tar_from(tar: impl Read, dest: &Path, limits: UnpackLimits) -> Result<Manifest> {
+    unpack_tar_selected(tar, dest, limits, |_| Selection::All)
+}
+
 /// [`unpack_selected`] from the decompressed tar stream: at most
 /// [`UnpackLimits::max_total_bytes`] + 1 bytes are ever read from `tar`.
 fn unpack_tar_selected(
@@ -428,8 +435,8 @@ fn unpack_entries<R: Read>(
                 }
             }
             other => bail!(
-                "refusing artifact entry `{shown}`: {other:?} entries (links, devices) are not \
-                 allowed"
+                "refusing artifact entry `{shown}`: {} entries (links, devices) are not allowed",
+                type_name(other)
             ),
         }
     }
@@ -545,6 +552,16 @@ fn copy_entry(entry: &mut impl Read, size: u64, out: &mut impl Write) -> Result<
         };
         out.write_all(&buf[..n])?;
         read += n as u64;
+    }
+}
+
+/// An entry type as a person reads it: the tar crate's name, or the type byte it has none for.
+fn type_name(entry_type: tar::EntryType) -> String {
+    let name = format!("{entry_type:?}");
+    if name.starts_with("__") {
+        format!("type {:?}", char::from(entry_type.as_byte()))
+    } else {
+        name
     }
 }
 
