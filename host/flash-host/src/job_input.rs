@@ -117,6 +117,9 @@ fn is_empty(v: &Value) -> bool {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -316,3 +316,317 @@ fn a_selected_file_is_verified_and_a_missing_one_named() {
         "{err:#}"
     );
 }
+
+// ---- Artifact bombs (#13 item 10) -------------------------------------------------------
+//
+// The tar crate reads GNU long-name and PAX records whole, and skips the data of entries
+// the unpacker does not read; neither used to count. These archives are written raw, as an
+// attacker would, and large ones are generated as a stream (never held in memory).
+
+/// A reader that counts the bytes taken from it: how much of the compressed file the
+/// unpacker consumed before refusing it.
+struct Counting<R> {
+    inner: R,
+    read: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// A raw header: `name` copied as is (no checks), `entry_type`, `size` declared.
+fn raw_header(name: &str, entry_type: tar::EntryType, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_entry_type(entry_type);
+    header.set_mode(0o644);
+    header.set_size(size);
+    header.set_cksum();
+    header
+}
+
+/// Writes `len` bytes of `byte`, then zeros up to the next 512-byte block.
+fn write_repeated(w: &mut impl Write, byte: u8, len: u64) {
+    let chunk = vec![byte; 1 << 16];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        w.write_all(&chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+    let pad = (512 - len % 512) % 512;
+    w.write_all(&vec![0u8; pad as usize]).unwrap();
+}
+
+/// A PAX record (`"<len> <key>=<value>\n"`, the length counting itself).
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    while len.to_string().len() + body.len() != len {
+        len += 1;
+    }
+    format!("{len}{body}").into_bytes()
+}
+
+/// The tar stream of a valid artifact (manifest + component), without its end blocks.
+fn valid_tar_entries(dir: &Path) -> Vec<u8> {
+    let (manifest, files) = sample(dir, b"\0asm fake component");
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, bytes: &[u8]| {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(bytes.len() as u64);
+        tar.append_data(&mut header, path, bytes).unwrap();
+    };
+    add("flash_manifest.json", &manifest.to_json_pretty());
+    add(&files[0].0, &std::fs::read(&files[0].1).unwrap());
+    let mut bytes = tar.into_inner().unwrap();
+    bytes.truncate(bytes.len() - 1024); // the builder's end blocks: more entries follow
+    bytes
+}
+
+/// An archive whose first record is an extension record (`L` or `x`) of `len` bytes of
+/// `a`, followed by a small regular file: hundreds of MB that compress to a few hundred KB.
+fn extension_bomb(path: &Path, entry_type: tar::EntryType, len: u64) {
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    gz.write_all(raw_header("././@LongLink", entry_type, len).as_bytes())
+        .unwrap();
+    write_repeated(&mut gz, b'a', len);
+    gz.write_all(raw_header("x", tar::EntryType::Regular, 4).as_bytes())
+        .unwrap();
+    write_repeated(&mut gz, b'x', 4);
+    gz.write_all(&[0u8; 1024]).unwrap();
+    gz.finish().unwrap().flush().unwrap();
+}
+
+/// Unpacks `archive` from a counting reader: the error (at most 1,000 characters: a bomb's
+/// path must not flood the test output) and the compressed bytes consumed.
+fn unpack_counting(archive: &Path, dest: &Path, limits: UnpackLimits) -> (String, u64) {
+    let read = std::rc::Rc::new(std::cell::Cell::new(0));
+    let reader = Counting {
+        inner: std::io::BufReader::new(std::fs::File::open(archive).unwrap()),
+        read: read.clone(),
+    };
+    let result = flash_manifest::artifact::unpack_from(reader, dest, limits);
+    let msg = match result {
+        Ok(_) => "unpacked".to_string(),
+        Err(err) => format!("{err:#}").chars().take(1000).collect(),
+    };
+    (msg, read.get())
+}
+
+const BOMB_BYTES: u64 = 300 << 20;
+
+#[test]
+fn a_gnu_longname_bomb_is_refused_before_it_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("bomb.tar.gz");
+    extension_bomb(&archive, tar::EntryType::GNULongName, BOMB_BYTES);
+    let compressed = std::fs::metadata(&archive).unwrap().len();
+    assert!(
+        compressed < 2 << 20,
+        "the bomb compresses tiny: {compressed}"
+    );
+    let (msg, consumed) = unpack_counting(&archive, &tmp.path().join("out"), Default::default());
+    assert!(
+        msg.contains(&format!(
+            "artifact is not valid: its GNU long name record is {BOMB_BYTES} bytes, over the \
+             65536-byte limit; rebuild with `flash build`"
+        )),
+        "{msg}"
+    );
+    // Refused from its header: the record itself was never decompressed.
+    assert!(consumed < compressed / 4, "{consumed} of {compressed}");
+}
+
+#[test]
+fn a_pax_record_bomb_is_refused_before_it_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("bomb.tar.gz");
+    extension_bomb(&archive, tar::EntryType::XHeader, BOMB_BYTES);
+    let compressed = std::fs::metadata(&archive).unwrap().len();
+    let (msg, consumed) = unpack_counting(&archive, &tmp.path().join("out"), Default::default());
+    assert!(
+        msg.contains(&format!(
+            "artifact is not valid: its PAX extended header record is {BOMB_BYTES} bytes, over \
+             the 65536-byte limit; rebuild with `flash build`"
+        )),
+        "{msg}"
+    );
+    assert!(consumed < compressed / 4, "{consumed} of {compressed}");
+}
+
+/// A valid artifact plus `notes.txt`, whose PAX record declares `pax_size` bytes while its
+/// tar header declares `header_size`; `data` bytes of `n` follow the header.
+fn pax_size_lie(path: &Path, dir: &Path, pax_size: u64, header_size: u64, data: u64) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    gz.write_all(&valid_tar_entries(dir)).unwrap();
+    let record = pax_record("size", &pax_size.to_string());
+    gz.write_all(
+        raw_header(
+            "PaxHeaders/notes.txt",
+            tar::EntryType::XHeader,
+            record.len() as u64,
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    gz.write_all(&record).unwrap();
+    gz.write_all(&vec![0u8; 512 - record.len()]).unwrap();
+    gz.write_all(raw_header("notes.txt", tar::EntryType::Regular, header_size).as_bytes())
+        .unwrap();
+    write_repeated(&mut gz, b'n', data);
+    gz.write_all(&[0u8; 1024]).unwrap();
+    gz.finish().unwrap();
+}
+
+#[test]
+fn a_pax_size_lie_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let limits = UnpackLimits {
+        max_total_bytes: 1 << 20,
+        max_entries: 100,
+    };
+    // The PAX record declares 8 MiB, the header 4 bytes: 8 MiB follow, past the 1 MiB limit,
+    // and the file would be written with the header's 4 bytes.
+    let archive = tmp.path().join("more.tar.gz");
+    pax_size_lie(&archive, tmp.path(), 8 << 20, 4, 8 << 20);
+    let out = tmp.path().join("more");
+    let err = unpack(&archive, &out, limits).unwrap_err();
+    assert!(
+        format!("{err:#}").contains(
+            "artifact is not valid: entry `notes.txt` declares 8388608 bytes in its PAX record \
+             but 4 in its tar header; rebuild with `flash build`"
+        ),
+        "{err:#}"
+    );
+    assert!(!out.join("notes.txt").exists());
+    // The PAX record declares fewer bytes than the header (and than follow it).
+    let archive = tmp.path().join("fewer.tar.gz");
+    pax_size_lie(&archive, tmp.path(), 4, 4096, 4096);
+    let out = tmp.path().join("fewer");
+    let err = unpack(&archive, &out, UnpackLimits::default()).unwrap_err();
+    assert!(
+        format!("{err:#}").contains(
+            "artifact is not valid: entry `notes.txt` declares 4 bytes in its PAX record but \
+             4096 in its tar header"
+        ),
+        "{err:#}"
+    );
+    assert!(!out.join("notes.txt").exists());
+}
+
+#[test]
+fn a_truncated_entry_is_refused_not_written_short() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("short.tar.gz");
+    let file = std::fs::File::create(&archive).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    gz.write_all(&valid_tar_entries(tmp.path())).unwrap();
+    // Declares 4096 bytes; the stream ends after 1000.
+    gz.write_all(raw_header("notes.txt", tar::EntryType::Regular, 4096).as_bytes())
+        .unwrap();
+    gz.write_all(&[b'n'; 1000]).unwrap();
+    gz.finish().unwrap();
+    let err = unpack(&archive, &tmp.path().join("out"), UnpackLimits::default()).unwrap_err();
+    assert!(
+        format!("{err:#}").contains(
+            "artifact is not valid: entry `notes.txt` is truncated: the archive holds 1000 of \
+             its 4096 bytes; rebuild with `flash build`"
+        ),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn skipped_data_and_headers_count_against_the_byte_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let limits = UnpackLimits {
+        max_total_bytes: 1 << 20,
+        max_entries: 10_000,
+    };
+    // A directory entry declaring 64 MiB of data: nothing is written, but all of it would be
+    // decompressed to skip it.
+    let archive = tmp.path().join("dir.tar.gz");
+    let file = std::fs::File::create(&archive).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    gz.write_all(&valid_tar_entries(tmp.path())).unwrap();
+    gz.write_all(raw_header("d", tar::EntryType::Directory, 64 << 20).as_bytes())
+        .unwrap();
+    write_repeated(&mut gz, 0, 64 << 20);
+    gz.write_all(&[0u8; 1024]).unwrap();
+    gz.finish().unwrap();
+    let (msg, _) = unpack_counting(&archive, &tmp.path().join("dir"), limits);
+    assert!(
+        msg.contains(
+            "artifact is not valid: it unpacks to more than 1048576 bytes (file data, headers, \
+             extension records and padding all count); rebuild with `flash build`"
+        ),
+        "{msg}"
+    );
+    // 4,000 empty directories: no file data, 2 MB of headers.
+    let archive = tmp.path().join("headers.tar.gz");
+    let file = std::fs::File::create(&archive).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    gz.write_all(&valid_tar_entries(tmp.path())).unwrap();
+    for i in 0..4000 {
+        gz.write_all(raw_header(&format!("d{i}"), tar::EntryType::Directory, 0).as_bytes())
+            .unwrap();
+    }
+    gz.write_all(&[0u8; 1024]).unwrap();
+    gz.finish().unwrap();
+    let (msg, _) = unpack_counting(&archive, &tmp.path().join("headers"), limits);
+    assert!(
+        msg.contains("it unpacks to more than 1048576 bytes"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn long_paths_in_bounded_extension_records_still_unpack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let long = format!("models/{}/weights.bin", "deep".repeat(40));
+    let archive = tmp.path().join("long.tar.gz");
+    let file = std::fs::File::create(&archive).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    gz.write_all(&valid_tar_entries(tmp.path())).unwrap();
+    // The tar crate's builder writes a GNU long name record for a path this long.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(3);
+    header.set_mode(0o644);
+    tar.append_data(&mut header, &long, &b"gnu"[..]).unwrap();
+    let mut bytes = tar.into_inner().unwrap();
+    bytes.truncate(bytes.len() - 1024);
+    gz.write_all(&bytes).unwrap();
+    // A PAX record with a path (and a size that agrees with the header).
+    let mut record = pax_record("path", &format!("{long}.pax"));
+    record.extend(pax_record("size", "3"));
+    gz.write_all(
+        raw_header("PaxHeaders/x", tar::EntryType::XHeader, record.len() as u64).as_bytes(),
+    )
+    .unwrap();
+    gz.write_all(&record).unwrap();
+    gz.write_all(&vec![0u8; 512 - record.len()]).unwrap();
+    gz.write_all(raw_header("short-name", tar::EntryType::Regular, 3).as_bytes())
+        .unwrap();
+    write_repeated(&mut gz, b'p', 3);
+    gz.write_all(&[0u8; 1024]).unwrap();
+    gz.finish().unwrap();
+
+    let out = tmp.path().join("out");
+    unpack(&archive, &out, UnpackLimits::default()).unwrap();
+    assert_eq!(std::fs::read(out.join(&long)).unwrap(), b"gnu");
+    assert_eq!(
+        std::fs::read(out.join(format!("{long}.pax"))).unwrap(),
+        b"ppp"
+    );
+    assert!(!out.join("short-name").exists());
+}
