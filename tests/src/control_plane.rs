@@ -81,6 +81,18 @@ impl Server {
         body["data"].clone()
     }
 
+    /// `POST /graphql` with `key`: the HTTP status and the body.
+    pub fn graphql_with_key(&self, key: &str, query: &str, variables: Value) -> (u16, Value) {
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{}/graphql", self.url))
+            .bearer_auth(key)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(Value::Null))
+    }
+
     pub fn endpoint(&self, id: &str) -> Value {
         self.graphql(
             "query($id: String!) { myself { endpoint(id: $id) { id name workersMax version } } }",
@@ -115,6 +127,15 @@ impl Server {
 
     pub fn children(&self) -> usize {
         self.child_pids().len()
+    }
+
+    /// The value of `key` in the environment of process `pid`.
+    pub fn env_of(pid: u32, key: &str) -> Option<String> {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        environ.split(|b| *b == 0).find_map(|entry| {
+            let entry = String::from_utf8_lossy(entry);
+            entry.strip_prefix(&format!("{key}=")).map(str::to_string)
+        })
     }
 
     /// Worker processes whose environment has `key=value`.

@@ -9,7 +9,7 @@
 //! | route | without a valid key | body limit |
 //! |---|---|---|
 //! | `POST /graphql` | only `flash login`'s two operations, JSON only, [`ANONYMOUS_BODY_LIMIT`] | `max_request_body` |
-//! | `/v2/{endpoint}/…` | 401 (the user key or the endpoint's `aiKey`; each handler then checks which routes take an `aiKey`) | `max_request_body` |
+//! | `/v2/{endpoint}/…` | 401 (the user key, the key of the endpoint's environment, or the endpoint's `aiKey`; each handler then checks which routes take an `aiKey`) | `max_request_body` |
 //! | `/lb/{endpoint}/…` | 401 unless the endpoint is open (`FLASH_DISABLE_RP_AUTH=true`) | `max_lb_body` |
 //! | `PUT /artifacts/…` | its signed URL is checked first ([`crate::artifacts`]) | the size declared when the upload was prepared |
 
@@ -113,7 +113,7 @@ pub async fn endpoint(State(state): State<AppState>, request: Request, next: Nex
     let admitted = id
         .and_then(|id| state.store.get_endpoint(id).ok().flatten())
         .is_some_and(|ep| {
-            state.auth.is_user_or(headers, &ep.ai_key)
+            state.auth.may_call_or_worker(headers, &ep)
                 || (kind == Some("lb") && gateway::lb_auth_disabled(&state, &ep))
         });
     if admitted {

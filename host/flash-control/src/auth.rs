@@ -6,6 +6,17 @@
 //! `Bearer` (reference §3.3), so both forms are accepted. Each endpoint also has an `aiKey`:
 //! it is what its workers get as `RUNPOD_AI_API_KEY`, and it is accepted for that endpoint's
 //! worker routes and `/status` only, so a worker cannot act on other endpoints.
+//!
+//! Workers never get the user key. A deploy writes it into each template as
+//! `RUNPOD_API_KEY` (what a worker uses to find and call its peers, as on RunPod), and the
+//! provisioner hands the worker its environment's key instead
+//! ([`Auth::worker_api_key`]): `flw_<environment id>_<tag>`, the tag an HMAC of the
+//! environment id under `<data_dir>/worker_key_secret`. Such a key is good for what peer
+//! calls need and nothing more: the endpoints of that one environment (`/v2/…` user routes
+//! and `/lb/…`), and the GraphQL queries that find them (`flashEnvironment` of that
+//! environment, `flashBuild` of its app). Deploying, deleting, reading other
+//! environments, or logging in are refused. The mothership keeps the user key: it runs no
+//! user code, and it saves and deletes its environment's endpoints.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,13 +25,29 @@ use anyhow::{Context, Result};
 use axum::http::HeaderMap;
 
 use flash_api::credential::{keys_match, presented_key};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
+use crate::store::{Endpoint, Template};
 use crate::util::random_secret;
 
 /// File name of the user API key inside the data dir.
 pub const API_KEY_FILE: &str = "api_key";
 /// File name of the secret that signs artifact URLs.
 pub const URL_SECRET_FILE: &str = "url_secret";
+/// File name of the secret environment keys are derived from.
+pub const WORKER_KEY_SECRET_FILE: &str = "worker_key_secret";
+
+const ENVIRONMENT_KEY_PREFIX: &str = "flw_";
+
+/// Who a request speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The user key: everything.
+    User,
+    /// The key of one environment's workers ([`Auth::environment_key`]).
+    Environment(String),
+}
 
 /// Path of the API key file for a data dir (what the CLI reads).
 pub fn api_key_path(data_dir: &Path) -> PathBuf {
@@ -52,15 +79,20 @@ pub fn load_or_create_secret(path: &Path) -> Result<String> {
     Ok(secret)
 }
 
-/// Checks credentials against the user key and, where allowed, an endpoint's `aiKey`.
+/// Checks credentials against the user key, environment keys and, where allowed, an
+/// endpoint's `aiKey`.
 #[derive(Clone)]
 pub struct Auth {
     user_key: String,
+    worker_secret: String,
 }
 
 impl Auth {
-    pub fn new(user_key: String) -> Self {
-        Self { user_key }
+    pub fn new(user_key: String, worker_secret: String) -> Self {
+        Self {
+            user_key,
+            worker_secret,
+        }
     }
 
     /// The user key (deploys put it in templates as `RUNPOD_API_KEY`).
@@ -79,11 +111,74 @@ impl Auth {
             keys_match(k, &self.user_key) || (!ai_key.is_empty() && keys_match(k, ai_key))
         })
     }
+
+    /// Who the request's key speaks for, if anyone.
+    pub fn principal(&self, headers: &HeaderMap) -> Option<Principal> {
+        let key = presented_key(headers)?;
+        if keys_match(key, &self.user_key) {
+            return Some(Principal::User);
+        }
+        let (environment_id, tag) = key.strip_prefix(ENVIRONMENT_KEY_PREFIX)?.rsplit_once('_')?;
+        (!environment_id.is_empty() && keys_match(tag, &self.tag(environment_id)))
+            .then(|| Principal::Environment(environment_id.to_string()))
+    }
+
+    /// Whether the request may use `ep` as a caller: the user key, or the key of the
+    /// environment `ep` belongs to.
+    pub fn may_call(&self, headers: &HeaderMap, ep: &Endpoint) -> bool {
+        match self.principal(headers) {
+            Some(Principal::User) => true,
+            Some(Principal::Environment(env)) => {
+                ep.flash_environment_id.as_deref() == Some(env.as_str())
+            }
+            None => false,
+        }
+    }
+
+    /// [`may_call`](Self::may_call), or the endpoint's own `aiKey`.
+    pub fn may_call_or_worker(&self, headers: &HeaderMap, ep: &Endpoint) -> bool {
+        self.may_call(headers, ep) || self.is_user_or(headers, &ep.ai_key)
+    }
+
+    /// The key the workers of environment `environment_id` get in place of the user key.
+    pub fn environment_key(&self, environment_id: &str) -> String {
+        format!(
+            "{ENVIRONMENT_KEY_PREFIX}{environment_id}_{}",
+            self.tag(environment_id)
+        )
+    }
+
+    /// The `RUNPOD_API_KEY` a worker of `ep` holds: its template's value, except that the
+    /// user key becomes the key of `ep`'s environment. The mothership (it runs no user code,
+    /// and saves and deletes endpoints) and endpoints outside any environment (nothing to
+    /// scope them to) keep it; any other value is the user's choice, kept as is.
+    pub fn worker_api_key(&self, template: Option<&Template>, ep: &Endpoint) -> Option<String> {
+        let template = template?;
+        let value = template.env_value("RUNPOD_API_KEY")?;
+        let mothership = template
+            .env_value("FLASH_IS_MOTHERSHIP")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        match ep.flash_environment_id.as_deref() {
+            Some(env) if !mothership && keys_match(value, &self.user_key) => {
+                Some(self.environment_key(env))
+            }
+            _ => Some(value.to_string()),
+        }
+    }
+
+    fn tag(&self, environment_id: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.worker_secret.as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(b"flash environment key\0");
+        mac.update(environment_id.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::EnvVar;
 
     fn headers(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -94,9 +189,83 @@ mod tests {
         h
     }
 
+    fn endpoint(environment: Option<&str>) -> Endpoint {
+        Endpoint {
+            ai_key: "ai".into(),
+            flash_environment_id: environment.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn environment_keys_reach_their_environment_and_nothing_else() {
+        let auth = Auth::new("k1".into(), "secret".into());
+        let key = auth.environment_key("env-a");
+        assert!(key.starts_with("flw_env-a_"), "{key}");
+        let bearer = headers(&format!("Bearer {key}"));
+        assert_eq!(
+            auth.principal(&bearer),
+            Some(Principal::Environment("env-a".into()))
+        );
+        assert!(!auth.is_user(&bearer));
+        assert!(auth.may_call(&bearer, &endpoint(Some("env-a"))));
+        assert!(!auth.may_call(&bearer, &endpoint(Some("env-b"))));
+        assert!(!auth.may_call(&bearer, &endpoint(None)));
+        // Another environment's name with this tag, a changed tag, another secret's key.
+        let forged = key.replace("env-a", "env-b");
+        assert_eq!(auth.principal(&headers(&forged)), None);
+        let mut altered = key.clone();
+        altered.pop();
+        altered.push('x');
+        assert_eq!(auth.principal(&headers(&altered)), None);
+        let other = Auth::new("k1".into(), "another".into()).environment_key("env-a");
+        assert_eq!(auth.principal(&headers(&other)), None);
+    }
+
+    fn template(env: &[(&str, &str)]) -> Template {
+        Template {
+            env: env
+                .iter()
+                .map(|(key, value)| EnvVar {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn workers_get_their_environments_key_instead_of_the_users() {
+        let auth = Auth::new("k1".into(), "secret".into());
+        let ep = endpoint(Some("env-a"));
+        let deployed = template(&[("RUNPOD_API_KEY", "k1")]);
+        assert_eq!(
+            auth.worker_api_key(Some(&deployed), &ep),
+            Some(auth.environment_key("env-a"))
+        );
+        let mothership = template(&[("RUNPOD_API_KEY", "k1"), ("FLASH_IS_MOTHERSHIP", "true")]);
+        assert_eq!(
+            auth.worker_api_key(Some(&mothership), &ep).as_deref(),
+            Some("k1")
+        );
+        assert_eq!(
+            auth.worker_api_key(Some(&deployed), &endpoint(None))
+                .as_deref(),
+            Some("k1")
+        );
+        let own = template(&[("RUNPOD_API_KEY", "their own")]);
+        assert_eq!(
+            auth.worker_api_key(Some(&own), &ep).as_deref(),
+            Some("their own")
+        );
+        assert_eq!(auth.worker_api_key(Some(&template(&[])), &ep), None);
+        assert_eq!(auth.worker_api_key(None, &ep), None);
+    }
+
     #[test]
     fn bearer_and_raw_keys_are_accepted() {
-        let auth = Auth::new("k1".into());
+        let auth = Auth::new("k1".into(), "secret".into());
         assert!(auth.is_user(&headers("Bearer k1")));
         assert!(auth.is_user(&headers("bearer k1")));
         assert!(

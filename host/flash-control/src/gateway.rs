@@ -84,8 +84,9 @@ fn endpoint(state: &AppState, id: &str) -> Result<Endpoint, ApiError> {
     }
 }
 
-/// Loads the endpoint after checking the caller: the user key, or (when `ai_key_ok`) the
-/// endpoint's own `aiKey`.
+/// Loads the endpoint after checking the caller: the user key or the key of the endpoint's
+/// environment ([`Auth::may_call`](crate::auth::Auth::may_call)), or (when `ai_key_ok`)
+/// the endpoint's own `aiKey`.
 fn authorized(
     state: &AppState,
     headers: &HeaderMap,
@@ -98,23 +99,18 @@ fn authorized(
             "unauthorized: invalid or missing API key",
         )
     };
-    if !ai_key_ok {
-        if !state.auth.is_user(headers) {
-            return Err(unauthorized());
-        }
-        return endpoint(state, id);
-    }
     let ep = match endpoint(state, id) {
         Ok(ep) => ep,
-        // Do not reveal which endpoints exist to unauthenticated callers.
+        // Do not reveal which endpoints exist to anyone but the user.
         Err(resp) if state.auth.is_user(headers) => return Err(resp),
         Err(_) => return Err(unauthorized()),
     };
-    if state.auth.is_user_or(headers, &ep.ai_key) {
-        Ok(ep)
+    let allowed = if ai_key_ok {
+        state.auth.may_call_or_worker(headers, &ep)
     } else {
-        Err(unauthorized())
-    }
+        state.auth.may_call(headers, &ep)
+    };
+    if allowed { Ok(ep) } else { Err(unauthorized()) }
 }
 
 fn queue_endpoint(ep: &Endpoint) -> Result<(), ApiError> {
@@ -738,7 +734,7 @@ async fn lb_forward(
         }
     };
     let open = lb_auth_disabled(&state, &ep);
-    if !open && !state.auth.is_user_or(&headers, &ep.ai_key) {
+    if !open && !state.auth.may_call_or_worker(&headers, &ep) {
         return err(
             StatusCode::UNAUTHORIZED,
             "unauthorized: invalid or missing API key",
@@ -793,11 +789,19 @@ async fn lb_forward(
             req = req.header(name, value);
         }
     }
-    // The caller's credential was checked above (user key or this endpoint's aiKey); a
-    // worker that enforces auth (no `FLASH_DISABLE_RP_AUTH`) checks `RUNPOD_API_KEY`, the
-    // user key, so that is what it is handed.
-    if !open {
-        req = req.bearer_auth(state.auth.user_key());
+    // The caller's credential was checked above; a worker that enforces auth (no
+    // `FLASH_DISABLE_RP_AUTH`) checks the `RUNPOD_API_KEY` it holds, so that is what it is
+    // handed: never the user key, which no worker holds (crate::auth).
+    if !open
+        && let Some(key) = state.auth.worker_api_key(
+            ep.template_id
+                .as_deref()
+                .and_then(|t| state.store.get_template(t).ok().flatten())
+                .as_ref(),
+            &ep,
+        )
+    {
+        req = req.bearer_auth(key);
     }
     // A length the caller declared travels with the streamed body (workers that cannot read
     // chunked bodies get one); the limit layer has already refused one over the limit.

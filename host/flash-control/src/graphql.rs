@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::auth::Principal;
 use crate::state::AppState;
 use crate::store::{App, Build, Endpoint, EnvVar, Environment, StoreError, Template};
 use crate::util::{new_id, now_ms, random_secret, rfc3339};
@@ -41,18 +42,75 @@ pub async fn handler(
     schema: axum::Extension<FlashSchema>,
     req: async_graphql_axum::GraphQLRequest,
 ) -> Response {
-    let req = req.into_inner();
-    // Without a key only `flash login`'s two operations are answered (crate::login).
-    if !state.auth.is_user(&headers)
-        && !crate::login::anonymous_operation(&req.query, req.operation_name.as_deref())
-    {
+    let mut req = req.into_inner();
+    let operation = req.operation_name.as_deref();
+    let admitted = match state.auth.principal(&headers) {
+        Some(Principal::User) => true,
+        // A worker's key: peer discovery only, in its own environment (checked by the
+        // resolvers, which see the scope).
+        Some(Principal::Environment(environment)) => {
+            let discovery = selects_only(&req.query, operation, ENVIRONMENT_KEY_FIELDS);
+            req = req.data(EnvironmentScope(environment));
+            discovery
+        }
+        // Without a key only `flash login`'s two operations are answered (crate::login).
+        None => crate::login::anonymous_operation(&req.query, operation),
+    };
+    if !admitted {
         return (
             StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"errors": [{"message": "unauthorized: send `Authorization: Bearer <key>` with the key from <data_dir>/api_key"}]})),
+            axum::Json(json!({"errors": [{"message": "unauthorized: send `Authorization: Bearer <key>` with the key from <data_dir>/api_key (a worker's environment key only reads its own environment's endpoints and build)"}]})),
         )
             .into_response();
     }
     async_graphql_axum::GraphQLResponse::from(schema.execute(req).await).into_response()
+}
+
+/// What an environment key may ask for: what a worker needs to find its peers.
+const ENVIRONMENT_KEY_FIELDS: &[&str] = &["flashEnvironment", "flashBuild", "__typename"];
+
+/// Set on requests made with an environment key ([`Principal::Environment`]).
+struct EnvironmentScope(String);
+
+/// Refuses what an environment key's scope does not cover.
+fn check_scope(ctx: &Context<'_>, environment_id: &str) -> Result<()> {
+    match ctx.data_opt::<EnvironmentScope>() {
+        Some(EnvironmentScope(own)) if own != environment_id => Err(Error::new(format!(
+            "this key belongs to the workers of environment `{own}`: it cannot read \
+             environment `{environment_id}`"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `query` (its operation `operation_name`) selects only top-level `fields`, with
+/// no fragments.
+pub(crate) fn selects_only(query: &str, operation_name: Option<&str>, fields: &[&str]) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, Selection};
+    let Ok(document) = async_graphql::parser::parse_query(query) else {
+        return false;
+    };
+    if !document.fragments.is_empty() {
+        return false;
+    }
+    let operation = match (&document.operations, operation_name) {
+        (DocumentOperations::Single(op), _) => &op.node,
+        (DocumentOperations::Multiple(ops), Some(name)) => match ops.get(name) {
+            Some(op) => &op.node,
+            None => return false,
+        },
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => match ops.values().next() {
+            Some(op) => &op.node,
+            None => return false,
+        },
+        _ => return false,
+    };
+    let items = &operation.selection_set.node.items;
+    !items.is_empty()
+        && items.iter().all(|item| match &item.node {
+            Selection::Field(field) => fields.contains(&field.node.name.node.as_str()),
+            _ => false,
+        })
 }
 
 fn st<'a>(ctx: &Context<'a>) -> &'a AppState {
@@ -590,6 +648,7 @@ impl Query {
         ctx: &Context<'_>,
         flash_environment_id: String,
     ) -> Result<FlashEnvironment> {
+        check_scope(ctx, &flash_environment_id)?;
         st(ctx)
             .store
             .get_environment(&flash_environment_id)
@@ -615,12 +674,27 @@ impl Query {
     }
 
     async fn flash_build(&self, ctx: &Context<'_>, flash_build_id: String) -> Result<FlashBuild> {
-        st(ctx)
+        let state = st(ctx);
+        let build = state
             .store
             .get_build(&flash_build_id)
             .map_err(store_err)?
-            .map(FlashBuild)
-            .ok_or_else(|| Error::new(format!("flash build not found: `{flash_build_id}`")))
+            .ok_or_else(|| Error::new(format!("flash build not found: `{flash_build_id}`")))?;
+        // An environment key reads the builds of its own app.
+        if let Some(EnvironmentScope(own)) = ctx.data_opt::<EnvironmentScope>() {
+            let same_app = state
+                .store
+                .get_environment(own)
+                .map_err(store_err)?
+                .is_some_and(|env| env.app_id == build.app_id);
+            if !same_app {
+                return Err(Error::new(format!(
+                    "this key belongs to the workers of environment `{own}`: it cannot read \
+                     build `{flash_build_id}` of another app"
+                )));
+            }
+        }
+        Ok(FlashBuild(build))
     }
 
     async fn pod_template(&self, ctx: &Context<'_>, id: String) -> Result<Option<PodTemplate>> {

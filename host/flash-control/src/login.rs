@@ -182,34 +182,15 @@ fn current<'a>(
 /// `flashAuthRequestStatus`), which are answered without a key. Anything else, fragments
 /// included, is not.
 pub fn anonymous_operation(query: &str, operation_name: Option<&str>) -> bool {
-    use async_graphql::parser::types::{DocumentOperations, Selection};
-    let Ok(document) = async_graphql::parser::parse_query(query) else {
-        return false;
-    };
-    if !document.fragments.is_empty() {
-        return false;
-    }
-    let operation = match (&document.operations, operation_name) {
-        (DocumentOperations::Single(op), _) => &op.node,
-        (DocumentOperations::Multiple(ops), Some(name)) => match ops.get(name) {
-            Some(op) => &op.node,
-            None => return false,
-        },
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => match ops.values().next() {
-            Some(op) => &op.node,
-            None => return false,
-        },
-        _ => return false,
-    };
-    let items = &operation.selection_set.node.items;
-    !items.is_empty()
-        && items.iter().all(|item| match &item.node {
-            Selection::Field(field) => matches!(
-                field.node.name.node.as_str(),
-                "createFlashAuthRequest" | "flashAuthRequestStatus" | "__typename"
-            ),
-            _ => false,
-        })
+    crate::graphql::selects_only(
+        query,
+        operation_name,
+        &[
+            "createFlashAuthRequest",
+            "flashAuthRequestStatus",
+            "__typename",
+        ],
+    )
 }
 
 #[derive(Debug, Deserialize)]

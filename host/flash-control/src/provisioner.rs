@@ -37,6 +37,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 
 use crate::artifacts::ArtifactStore;
+use crate::auth::Auth;
 use crate::signals::Signals;
 use crate::store::{Endpoint, Store};
 use crate::util::now_ms;
@@ -190,6 +191,8 @@ pub struct Provisioner {
     kick: Notify,
     stopping: AtomicBool,
     http: reqwest::Client,
+    /// Derives the keys workers hold ([`Auth::worker_api_key`]).
+    auth: Auth,
 }
 
 /// What a worker of an endpoint is started with; a changed fingerprint replaces workers.
@@ -233,10 +236,12 @@ impl Provisioner {
         store: Arc<dyn Store>,
         signals: Arc<Signals>,
         artifacts: Arc<ArtifactStore>,
+        auth: Auth,
     ) -> Self {
         Self {
             cfg,
             store,
+            auth,
             signals,
             artifacts,
             inner: Mutex::default(),
@@ -470,12 +475,17 @@ impl Provisioner {
             Some(id) => self.store.get_template(id)?,
             None => None,
         };
+        // Workers hold their environment's key, never the user key (crate::auth).
+        let worker_key = self.auth.worker_api_key(template.as_ref(), ep);
         let env: Vec<(String, String)> = template
             .as_ref()
             .map(|t| {
                 t.env
                     .iter()
-                    .map(|e| (e.key.clone(), e.value.clone()))
+                    .map(|e| match (&worker_key, e.key.as_str()) {
+                        (Some(key), "RUNPOD_API_KEY") => (e.key.clone(), key.clone()),
+                        _ => (e.key.clone(), e.value.clone()),
+                    })
                     .collect()
             })
             .unwrap_or_default();

@@ -146,6 +146,7 @@ fn keep_private(data_dir: &Path) -> Result<()> {
             format!("{DB_FILE}-shm"),
             auth::API_KEY_FILE.to_string(),
             auth::URL_SECRET_FILE.to_string(),
+            auth::WORKER_KEY_SECRET_FILE.to_string(),
         ] {
             private(&data_dir.join(name), 0o600)?;
         }
@@ -168,6 +169,9 @@ impl Server {
         keep_private(data_dir)?;
         let user_key = auth::load_or_create_secret(&auth::api_key_path(data_dir))?;
         let url_secret = auth::load_or_create_secret(&data_dir.join(auth::URL_SECRET_FILE))?;
+        let worker_secret =
+            auth::load_or_create_secret(&data_dir.join(auth::WORKER_KEY_SECRET_FILE))?;
+        let auth = Auth::new(user_key, worker_secret);
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join(DB_FILE))?);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -209,10 +213,11 @@ impl Server {
             store.clone(),
             signals.clone(),
             artifacts.clone(),
+            auth.clone(),
         ));
         let state = AppState {
             store,
-            auth: Auth::new(user_key),
+            auth,
             config: Arc::new(config),
             artifacts,
             signals,

@@ -172,6 +172,64 @@ fn deploy_lifecycle_on_the_embedded_server() {
     let st = call(dir, &server, "stats", "{}");
     assert_eq!(st["served_by"], "api", "{st}");
 
+    // Workers hold their environment's key, never the server's: `predict` found and called
+    // `embed` with it just now, and it is good for nothing else.
+    let user_key = server.key();
+    let api_worker = *server
+        .workers_with_env("FLASH_RESOURCE_NAME", "api")
+        .first()
+        .unwrap_or_else(|| panic!("no api worker:\n{}", server.log()));
+    let worker_key = Server::env_of(api_worker, "RUNPOD_API_KEY").expect("the worker's key");
+    assert!(worker_key.starts_with("flw_env-"), "{worker_key}");
+    assert_ne!(worker_key, user_key);
+    for pid in server.child_pids() {
+        let held = Server::env_of(pid, "RUNPOD_API_KEY");
+        let is_mothership = Server::env_of(pid, "FLASH_IS_MOTHERSHIP").as_deref() == Some("true");
+        assert_eq!(
+            held.as_deref() == Some(user_key.as_str()),
+            is_mothership,
+            "only the mothership (no user code) holds the server key; worker {pid}"
+        );
+    }
+    let environment = worker_key
+        .strip_prefix("flw_")
+        .and_then(|rest| rest.rsplit_once('_'))
+        .map(|(env, _)| env.to_string())
+        .unwrap();
+    let (status, body) = server.graphql_with_key(
+        &worker_key,
+        "query($id: String!) { flashEnvironment(flashEnvironmentId: $id) { activeBuildId endpoints { id } } }",
+        json!({ "id": environment }),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body["errors"].is_null(), "{body}");
+    let (status, body) = server.graphql_with_key(
+        &worker_key,
+        "mutation($id: String!) { deleteEndpoint(id: $id) }",
+        json!({ "id": gpu_id }),
+    );
+    assert_eq!(status, 401, "a worker's key deletes nothing: {body}");
+    let (status, body) = server.graphql_with_key(
+        &worker_key,
+        "query($id: String!) { flashEnvironment(flashEnvironmentId: $id) { id } }",
+        json!({ "id": "env-of-someone-else" }),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot read environment `env-of-someone-else`")),
+        "{body}"
+    );
+    let err = fails(&flash_env(
+        dir,
+        &server.url,
+        &home,
+        &["deploy", "list"],
+        &[("RUNPOD_API_KEY", worker_key.as_str())],
+    ));
+    assert!(err.contains("401") || err.contains("rejected"), "{err}");
+
     // The mothership booted with the active build and found nothing to do: `deploy send`
     // had provisioned and published everything already.
     let report = server.reconciliation(&mothership, None);
