@@ -93,9 +93,15 @@ pub fn guest_target_dir() -> PathBuf {
     }
 }
 
-/// Path of a workspace binary (`flash`, `flash-host`) built in the debug profile.
+/// Path of a workspace binary (`flash`, `flash-host`) built in the debug profile, or in
+/// `FLASH_TEST_BIN_DIR` when set (a copy of them that builds from another checkout sharing
+/// the target dir cannot replace mid-run).
 pub fn bin(name: &str) -> PathBuf {
-    let path = target_dir().join("debug").join(name);
+    let dir = match std::env::var_os("FLASH_TEST_BIN_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => target_dir().join("debug"),
+    };
+    let path = dir.join(name);
     assert!(
         path.is_file(),
         "binary `{}` not found; run the suite with `cargo test --workspace` (which builds every \

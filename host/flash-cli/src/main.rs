@@ -16,7 +16,16 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            // A function that failed remotely: its traceback, and an exit code by class.
+            match err.downcast_ref::<flash::deploy::CallFailed>() {
+                Some(failed) => {
+                    if let Some(traceback) = &failed.traceback {
+                        eprintln!("\n{}", traceback.trim_end());
+                    }
+                    std::process::ExitCode::from(failed.exit_code())
+                }
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -172,6 +172,36 @@ fn deploy_lifecycle_on_the_embedded_server() {
     let st = call(dir, &server, "stats", "{}");
     assert_eq!(st["served_by"], "api", "{st}");
 
+    // A failed call says what failed and how, exits by class (2: refused as asked), and
+    // `--json` prints the job as received.
+    let out = flash(
+        dir,
+        &server.url,
+        &home,
+        &["call", "embed", r#"{"text": "x", "dims": 0}"#],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr
+            .ends_with("\nerror: `embed` failed: invalid-input: dims must be in 1..=4096, got 0\n"),
+        "{stderr}"
+    );
+    let out = flash(
+        dir,
+        &server.url,
+        &home,
+        &["call", "embed", r#"{"text": "x", "dims": 0}"#, "--json"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["status"], "FAILED", "{job}");
+    let error: Value = serde_json::from_str(job["error"].as_str().unwrap()).unwrap();
+    assert_eq!(error["error_type"], "invalid-input", "{job}");
+    let out = flash(dir, &server.url, &home, &["call", "stats", "{}", "--json"]);
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["served_by"], "api", "{body}");
+
     // Workers hold their environment's key, never the server's: `predict` found and called
     // `embed` with it just now, and it is good for nothing else.
     let user_key = server.key();

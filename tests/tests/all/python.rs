@@ -158,16 +158,42 @@ print(json.dumps(out))
         "{traceback}"
     );
 
-    // Invalid input names the argument.
+    // `flash call` prints the same failure readably: what failed and how, then the
+    // Python traceback, and exits 1 (the function failed as it ran).
+    let out = flash(
+        dir,
+        &server.url,
+        server.data_dir.path(),
+        &[
+            "call",
+            "embed",
+            r#"{"text": "x", "dims": 0}"#,
+            "--env",
+            "dev",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "\nerror: `embed` failed: user-error: ValueError: dims must be in 1..=4096, got 0\n\n\
+             Traceback (most recent call last):\n"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("raise ValueError"), "{stderr}");
+
+    // Invalid input names the argument, and exits 2 (the call was refused as asked).
     let out = flash(
         dir,
         &server.url,
         server.data_dir.path(),
         &["call", "embed", r#"{"text": "x"}"#, "--env", "dev"],
     );
+    assert_eq!(out.status.code(), Some(2));
     let stderr = fails(&out);
     assert!(
-        stderr.contains("invalid-input") && stderr.contains("dims"),
+        stderr.contains("error: `embed` failed: invalid-input: ") && stderr.contains("dims"),
         "{stderr}"
     );
 }

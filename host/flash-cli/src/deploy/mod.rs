@@ -23,7 +23,7 @@ use serde_json::Value;
 pub use app::{
     AppDeletion, AppDetail, AppEndpoint, AppSummary, create_app, delete_app, get_app, list_apps,
 };
-pub use call::{call, default_environment};
+pub use call::{CallFailed, CallOutput, call, default_environment};
 pub use environment::{
     EndpointInfo, EnvironmentEndpoint, EnvironmentInfo, EnvironmentRow, NewEnvironment, delete,
     environment_endpoints, environment_rows, info, list, new_environment,
