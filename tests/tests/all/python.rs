@@ -404,6 +404,54 @@ fn unchanged_python_projects_are_not_rebuilt_and_changed_ones_are() {
     );
 }
 
+/// Two builds of the same sources from scratch, in two directories, give the same component
+/// and artifact bytes (issue #11). The module reads the clock, the `random` module and
+/// sleeps while it is imported, and its sets and dicts depend on the hash seed: all of that
+/// runs when componentize-py pre-initialises the interpreter and snapshots its heap.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[test]
+fn python_builds_from_scratch_are_byte_identical() {
+    const WORKER: &str = "import random\nimport time\nfrom dataclasses import dataclass\n\n\
+        from flash_sdk import Endpoint\n\n\
+        STARTED = time.time()\nJITTER = random.random()\ntime.sleep(0.05)\n\
+        WORDS = {w: len(w) for w in \"alpha beta gamma delta\".split()}\n\n\
+        @dataclass\nclass Reply:\n    words: int\n    started: float\n\n\
+        worker = Endpoint(name=\"worker\", cpu=\"cpu3c-1-2\")\n\n\
+        @worker\nasync def count(text: str) -> Reply:\n\
+        \x20   return Reply(words=len(text.split()), started=STARTED)\n";
+    let files = [("flash.toml", FLASH_TOML), ("worker.py", WORKER)];
+    let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let digests: Vec<(String, String, u64)> = (0..2)
+        .map(|_| {
+            let project = python_project(&files);
+            let dir = project.path();
+            ok(
+                &flash_env(dir, "http://127.0.0.1:9", dir, &["build"], &epoch),
+                None,
+            );
+            let wasm = dir.join(".flash/python/pyapp/pyapp.wasm");
+            let component = std::fs::read(&wasm).unwrap();
+            let artifact = std::fs::read(dir.join(".flash/artifact.tar.gz")).unwrap();
+            assert_eq!(
+                run_job(dir, "count", json!({"text": "one two three"})).map(|v| v["words"].clone()),
+                Ok(json!(3))
+            );
+            (
+                flash_manifest::sha256_hex(&component),
+                flash_manifest::sha256_hex(&artifact),
+                component.len() as u64,
+            )
+        })
+        .collect();
+    let (first, second) = (&digests[0], &digests[1]);
+    assert_eq!(
+        first.0, second.0,
+        "two builds gave different components ({} and {} bytes)",
+        first.2, second.2
+    );
+    assert_eq!(first.1, second.1, "two builds gave different artifacts");
+}
+
 #[test]
 fn init_python_scaffolds_runpod_flash_workers_that_build_and_run() {
     let dir = tempfile::tempdir().unwrap();
