@@ -3,6 +3,11 @@
 //! On a queue endpoint every chunk reaches the job's stream (RunPod `/stream/{id}`) in
 //! order and before the result; callers that cannot stream ignore chunks. The function's
 //! return value stays its result.
+//!
+//! The host bounds what a call sends: [`emit`] waits while the host's queue of unposted
+//! chunks is full (the call's deadline still runs), and every chunk counts against the
+//! call's host memory budget (`FLASH_CALL_BUDGET_MB`, by default the memory cap); a chunk
+//! past it ends the call with an error that says so.
 
 use serde::Serialize;
 

@@ -113,6 +113,7 @@ fn call_context() -> CallContext {
         depth: 0,
         max_depth: 8,
         progress: None,
+        call_id: None,
     }
 }
 

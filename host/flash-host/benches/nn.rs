@@ -264,7 +264,7 @@ async fn host_rate(
 ) -> Result<f64> {
     let input = json!({"model": name, "target": "cpu", "rows": rows}).to_string();
     for _ in 0..20 {
-        app.invoke("classify_with", &input, 0, Arc::new(NoPeers), None)
+        app.invoke("classify_with", &input, 0, Arc::new(NoPeers), None, None)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
@@ -274,7 +274,7 @@ async fn host_rate(
         let app = Arc::clone(&app);
         let input = Arc::clone(&input);
         async move {
-            app.invoke("classify_with", &input, 0, Arc::new(NoPeers), None)
+            app.invoke("classify_with", &input, 0, Arc::new(NoPeers), None, None)
                 .await
                 .is_ok()
         }

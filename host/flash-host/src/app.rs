@@ -39,8 +39,13 @@ struct LocalFunction {
 /// Knobs of the host app.
 #[derive(Debug, Clone)]
 pub struct AppOptions {
-    /// Memory cap of one instance.
+    /// Memory cap of one instance: all its memories and tables (`FLASH_MAX_MEMORY_MB`).
     pub max_memory_bytes: usize,
+    /// Host memory one call may make the host spend on it; `None`: the memory cap
+    /// (`FLASH_CALL_BUDGET_MB`).
+    pub call_budget_bytes: Option<usize>,
+    /// Guest stdout and stderr logged per call (`FLASH_GUEST_OUTPUT_MAX_KB`).
+    pub max_guest_output_bytes: usize,
     /// Deadline when the resource config sets no `executionTimeoutMs`.
     pub default_deadline: Duration,
     pub max_call_depth: u32,
@@ -50,6 +55,8 @@ impl Default for AppOptions {
     fn default() -> Self {
         Self {
             max_memory_bytes: 256 << 20,
+            call_budget_bytes: None,
+            max_guest_output_bytes: flash_runtime::guest_log::DEFAULT_MAX_GUEST_OUTPUT,
             default_deadline: flash_runtime::invoke::DEFAULT_DEADLINE,
             max_call_depth: flash_runtime::invoke::DEFAULT_MAX_CALL_DEPTH,
         }
@@ -96,6 +103,8 @@ impl HostApp {
             let limits = InvokeLimits {
                 deadline,
                 max_memory_bytes: options.max_memory_bytes,
+                call_budget_bytes: options.call_budget_bytes,
+                max_guest_output_bytes: options.max_guest_output_bytes,
             };
             let mut env: Vec<(String, String)> = entry
                 .env
@@ -159,7 +168,9 @@ impl HostApp {
         self.functions.keys().map(String::as_str)
     }
 
-    /// Runs a local function; its `progress.emit` chunks go to `progress`, if any.
+    /// Runs a local function; its `progress.emit` chunks go to `progress`, if any (the
+    /// caller drains it while the call runs: it is bounded), and its log lines are tagged
+    /// with `call_id`, the job's id, if any.
     pub async fn invoke(
         &self,
         function: &str,
@@ -167,6 +178,7 @@ impl HostApp {
         depth: u32,
         peers: Arc<dyn PeerRouter>,
         progress: Option<ProgressSink>,
+        call_id: Option<&str>,
     ) -> Result<String, CallError> {
         let Some(local) = self.functions.get(function) else {
             return Err(self.unknown(function));
@@ -189,6 +201,7 @@ impl HostApp {
             depth,
             max_depth: self.max_call_depth,
             progress,
+            call_id: call_id.map(str::to_string),
             inference: self.inference.clone(),
         };
         local

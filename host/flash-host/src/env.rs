@@ -24,7 +24,9 @@
 //! | `FLASH_MANIFEST_TTL_S` | cache time of the fetched manifest (default 300) |
 //! | `FLASH_PEER_ENDPOINTS` | JSON `{resource: url}` overriding both |
 //! | `FLASH_CONCURRENCY` | jobs / requests run at once (default 1 for queue, 64 for load-balanced) |
-//! | `FLASH_MAX_MEMORY_MB` | memory cap per instance (default 256) |
+//! | `FLASH_MAX_MEMORY_MB` | memory cap per instance: all its linear memories and tables together (default 256) |
+//! | `FLASH_CALL_BUDGET_MB` | host memory one call may make the host spend on it: the `wasi:nn` tensors and guest-loaded models it holds, plus the progress chunks and output it sends; past it the call fails naming this variable (default: `FLASH_MAX_MEMORY_MB`) |
+//! | `FLASH_GUEST_OUTPUT_MAX_KB` | guest stdout and stderr logged per call, together; the rest is dropped and counted (default 1024; 0 logs none) |
 //! | `FLASH_KEEP_RESIDENT_KB` | memory of a recycled instance slot reset in place instead of returned to the kernel (default 1024; 0 trades speed for less resident memory) |
 //! | `FLASH_CACHE_DIR` (else `$XDG_CACHE_HOME/flash`, `~/.cache/flash`) | the AOT cache of compiled components is its `aot/` |
 //! | `FLASH_CACHE_MAX_MB` | size bound of the AOT cache; least recently used entries are evicted past it (default 2048) |
@@ -153,6 +155,9 @@ pub struct HostEnv {
     pub listen: SocketAddr,
     pub concurrency: Option<usize>,
     pub max_memory_mb: usize,
+    /// `FLASH_CALL_BUDGET_MB`; `None`: the memory cap.
+    pub call_budget_mb: Option<usize>,
+    pub guest_output_max_kb: usize,
     pub keep_resident_kb: Option<usize>,
     /// The AOT cache (`None`: no directory could be named, so no cache).
     pub aot_cache: Option<flash_runtime::AotCache>,
@@ -198,6 +203,29 @@ impl HostEnv {
         }
         let max_memory_mb: usize = vars.parse("FLASH_MAX_MEMORY_MB")?.unwrap_or(256);
         let keep_resident_kb: Option<usize> = vars.parse("FLASH_KEEP_RESIDENT_KB")?;
+        let call_budget_mb: Option<usize> = vars.parse("FLASH_CALL_BUDGET_MB")?;
+        match call_budget_mb {
+            Some(0) => bail!(
+                "FLASH_CALL_BUDGET_MB=0: a call needs room for its output; leave it unset for \
+                 the default (the memory cap, FLASH_MAX_MEMORY_MB)"
+            ),
+            Some(mb) if mb.checked_mul(1 << 20).is_none() => {
+                bail!("FLASH_CALL_BUDGET_MB={mb} does not fit this machine's address space")
+            }
+            _ => {}
+        }
+        if max_memory_mb.checked_mul(1 << 20).is_none() {
+            bail!("FLASH_MAX_MEMORY_MB={max_memory_mb} does not fit this machine's address space");
+        }
+        let guest_output_max_kb: usize = vars
+            .parse("FLASH_GUEST_OUTPUT_MAX_KB")?
+            .unwrap_or(flash_runtime::guest_log::DEFAULT_MAX_GUEST_OUTPUT >> 10);
+        if guest_output_max_kb.checked_mul(1 << 10).is_none() {
+            bail!(
+                "FLASH_GUEST_OUTPUT_MAX_KB={guest_output_max_kb} does not fit this machine's \
+                 address space"
+            );
+        }
         if let Some(kb) = keep_resident_kb
             && kb.checked_mul(1024).is_none_or(|b| b > max_memory_mb << 20)
         {
@@ -253,6 +281,8 @@ impl HostEnv {
             listen,
             concurrency: concurrency(&vars)?,
             max_memory_mb,
+            call_budget_mb,
+            guest_output_max_kb,
             keep_resident_kb,
             aot_cache: flash_runtime::AotCache::from_vars(|name| vars.get(name))?,
             perfmap: vars.flag("FLASH_PERFMAP"),
@@ -340,6 +370,8 @@ mod tests {
         .unwrap();
         assert_eq!(env.api_key, None);
         assert_eq!(env.max_memory_mb, 256);
+        assert_eq!(env.call_budget_mb, None);
+        assert_eq!(env.guest_output_max_kb, 1024);
         assert_eq!(env.listen, SocketAddr::from(([0, 0, 0, 0], 80)));
         assert!(!matches!(env.artifact, ArtifactSource::Explicit(_)));
         let err = parse(&[("FLASH_RESOURCE_NAME", "  ")]).unwrap_err();
@@ -360,6 +392,11 @@ mod tests {
             ("FLASH_LISTEN_ADDR", "localhost"),
             ("FLASH_PEER_ENDPOINTS", "[1]"),
             ("FLASH_CACHE_MAX_MB", "2G"),
+            ("FLASH_CALL_BUDGET_MB", "0"),
+            ("FLASH_CALL_BUDGET_MB", "lots"),
+            ("FLASH_CALL_BUDGET_MB", "18446744073709551615"),
+            ("FLASH_MAX_MEMORY_MB", "18446744073709551615"),
+            ("FLASH_GUEST_OUTPUT_MAX_KB", "-1"),
         ] {
             let err = parse(&[("FLASH_RESOURCE_NAME", "api"), (name, value)]).unwrap_err();
             assert!(format!("{err:#}").contains(name), "{name}: {err:#}");

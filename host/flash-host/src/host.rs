@@ -47,6 +47,8 @@ pub async fn run(args: HostArgs) -> Result<i32> {
     })?;
     let options = AppOptions {
         max_memory_bytes,
+        call_budget_bytes: env.call_budget_mb.map(|mb| mb << 20),
+        max_guest_output_bytes: env.guest_output_max_kb << 10,
         ..Default::default()
     };
     let engine_ready = started.elapsed();

@@ -346,8 +346,9 @@ async fn handle_job(
         return;
     };
     // Partial output goes to the job's stream as it is emitted, in order; the result is
-    // posted only after every chunk has been.
-    let (sink, mut chunks) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // posted only after every chunk has been. The queue is bounded: a guest that emits
+    // faster than chunks are posted waits (see `flash_runtime::PROGRESS_QUEUE`).
+    let (sink, mut chunks) = flash_runtime::progress_channel();
     let streamer = config.post_stream.clone().map(|template| {
         let url = template
             .replace("$RUNPOD_POD_ID", &config.worker_id)
@@ -385,6 +386,7 @@ async fn run_job(
     job: &Value,
     progress: Option<flash_runtime::ProgressSink>,
 ) -> Result<Value, flash_runtime::CallError> {
+    let id = job.get("id").and_then(Value::as_str);
     let input = job.get("input").cloned().unwrap_or(Value::Null);
     let app = registry.app();
     let served: Vec<&str> = app.local_functions().collect();
@@ -404,6 +406,7 @@ async fn run_job(
             call.depth,
             registry.router(),
             progress,
+            id,
         )
         .await?;
     crate::app::decode_output(&call.function, &output)
@@ -498,12 +501,17 @@ async fn heartbeat(
 /// Runs one job given on the command line (`--test-input`) and returns its result body.
 pub async fn run_once(registry: &ServiceRegistry, input: Value) -> (bool, Value) {
     let job = json!({ "id": "test-input", "input": input });
-    let (sink, mut chunks) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let result = run_job(registry, &job, Some(sink)).await;
-    let mut stream = Vec::new();
-    while let Ok(chunk) = chunks.try_recv() {
-        stream.push(serde_json::from_str::<Value>(&chunk).unwrap_or(Value::String(chunk)));
-    }
+    let (sink, mut chunks) = flash_runtime::progress_channel();
+    // The queue is bounded: take chunks while the job runs, or a job that emits more than
+    // it holds would wait for its deadline.
+    let collect = async {
+        let mut stream = Vec::new();
+        while let Some(chunk) = chunks.recv().await {
+            stream.push(serde_json::from_str::<Value>(&chunk).unwrap_or(Value::String(chunk)));
+        }
+        stream
+    };
+    let (result, stream) = tokio::join!(run_job(registry, &job, Some(sink)), collect);
     let mut body = match result {
         Ok(output) => json!({ "output": output }),
         Err(err) => json!({ "error": { "kind": err.kind, "message": err.message } }),

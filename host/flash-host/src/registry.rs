@@ -134,7 +134,7 @@ impl ServiceRegistry {
         if self.app.is_local(function) {
             return self
                 .app
-                .invoke(function, &input, depth, self.router(), None)
+                .invoke(function, &input, depth, self.router(), None, None)
                 .await;
         }
         let Some(resource) = self.app.manifest.resource_of(function).map(str::to_string) else {

@@ -6,6 +6,12 @@
 //! threads instead (see [`crate::graph`]), the call's deadline bounds them, and guest memory caps still apply:
 //! every tensor a guest reads back is copied into its own (limited) linear memory.
 //!
+//! What the guest makes the host hold is charged to the call's [`HostBudget`]: the bytes of
+//! every tensor it creates (`tensor.new`), of every inference output until it drops it, and
+//! of every model it loads from its own bytes. A charge past the budget traps with
+//! [`crate::BudgetExceeded`] (`tensor.new` has no error result, and an error code the guest
+//! could ignore would not stop it).
+//!
 //! Per call, a store holds an [`NnCtx`] (the shared [`Inference`] and the deadline);
 //! resources (graphs, contexts, tensors, errors) live in the call's `ResourceTable` and go
 //! away with it.
@@ -15,6 +21,7 @@ use std::time::Instant;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
+use crate::budget::HostBudget;
 use crate::error::NnError;
 use crate::graph::{Graph, GraphOptions};
 use crate::placement::Target;
@@ -37,8 +44,9 @@ mod generated {
 
 use generated::wasi::nn::{errors, graph, inference, tensor};
 
-/// A graph handle held by a guest: a preloaded graph or one the guest loaded.
-pub struct GraphResource(Arc<Graph>);
+/// A graph handle held by a guest: a preloaded graph, or one the guest loaded (with the
+/// bytes of its model charged to the call's budget while the guest holds it).
+pub struct GraphResource(Arc<Graph>, usize);
 
 /// An execution context (WIT `graph-execution-context`): the graph it computes.
 pub struct ExecutionContext(Arc<Graph>);
@@ -51,10 +59,12 @@ pub struct NnCtx {
     pub deadline: Option<Instant>,
 }
 
-/// What the bindings need from a store: the call's context and its resource table.
+/// What the bindings need from a store: the call's context, its resource table and its
+/// host memory budget.
 pub struct NnView<'a> {
     pub ctx: &'a mut NnCtx,
     pub table: &'a mut ResourceTable,
+    pub budget: &'a mut HostBudget,
 }
 
 struct HasNn;
@@ -114,6 +124,9 @@ impl graph::Host for NnView<'_> {
             Ok(rt) => rt.clone(),
             Err(e) => return self.fail(e),
         };
+        // The model's bytes stand for what the session holds while the guest keeps the graph.
+        let held = model.len();
+        self.budget.hold("a wasi:nn model the guest loaded", held)?;
         let options = GraphOptions {
             target: target.into(),
             sessions: 1,
@@ -135,15 +148,21 @@ impl graph::Host for NnView<'_> {
             None => task.await,
         };
         match joined {
-            Ok(Ok(graph)) => Ok(Ok(self.table.push(GraphResource(Arc::new(graph)))?)),
-            Ok(Err(e)) => self.fail(e),
-            Err(e) => self.fail(NnError::Runtime(format!("model loading failed: {e}"))),
+            Ok(Ok(graph)) => Ok(Ok(self.table.push(GraphResource(Arc::new(graph), held))?)),
+            Ok(Err(e)) => {
+                self.budget.release(held);
+                self.fail(e)
+            }
+            Err(e) => {
+                self.budget.release(held);
+                self.fail(NnError::Runtime(format!("model loading failed: {e}")))
+            }
         }
     }
 
     async fn load_by_name(&mut self, name: String) -> NnResult<Resource<GraphResource>> {
         match self.ctx.inference.get(&name) {
-            Ok(graph) => Ok(Ok(self.table.push(GraphResource(graph))?)),
+            Ok(graph) => Ok(Ok(self.table.push(GraphResource(graph, 0))?)),
             Err(e) => self.fail(e),
         }
     }
@@ -159,7 +178,8 @@ impl graph::HostGraph for NnView<'_> {
     }
 
     async fn drop(&mut self, graph: Resource<GraphResource>) -> wasmtime::Result<()> {
-        self.table.delete(graph)?;
+        let graph = self.table.delete(graph)?;
+        self.budget.release(graph.1);
         Ok(())
     }
 }
@@ -174,14 +194,22 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
     ) -> NnResult<Vec<inference::NamedTensor>> {
         let graph = Arc::clone(&self.table.get(&context)?.0);
         let mut tensors = Vec::with_capacity(inputs.len());
+        let mut input_bytes = 0usize;
         for (name, tensor) in inputs {
-            // The guest passes ownership of its input tensors (WIT `own<tensor>`).
-            tensors.push((name, self.table.delete(tensor)?));
+            // The guest passes ownership of its input tensors (WIT `own<tensor>`); their
+            // bytes are given back once the computation is done with them.
+            let tensor = self.table.delete(tensor)?;
+            input_bytes = input_bytes.saturating_add(tensor.data.len());
+            tensors.push((name, tensor));
         }
-        match graph.compute(tensors, self.ctx.deadline).await {
+        let result = graph.compute(tensors, self.ctx.deadline).await;
+        self.budget.release(input_bytes);
+        match result {
             Ok(outputs) => {
                 let mut named = Vec::with_capacity(outputs.len());
                 for (name, tensor) in outputs {
+                    self.budget
+                        .hold("a wasi:nn inference output", tensor.data.len())?;
                     named.push((name, self.table.push(tensor)?));
                 }
                 Ok(Ok(named))
@@ -205,6 +233,8 @@ impl tensor::HostTensor for NnView<'_> {
         ty: tensor::TensorType,
         data: tensor::TensorData,
     ) -> wasmtime::Result<Resource<Tensor>> {
+        // `data` is already a host copy of guest bytes: charged before the host keeps it.
+        self.budget.hold("a wasi:nn tensor", data.len())?;
         Ok(self.table.push(Tensor {
             dimensions,
             ty: ty.into(),
@@ -225,7 +255,8 @@ impl tensor::HostTensor for NnView<'_> {
     }
 
     async fn drop(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<()> {
-        self.table.delete(tensor)?;
+        let tensor = self.table.delete(tensor)?;
+        self.budget.release(tensor.data.len());
         Ok(())
     }
 }

@@ -17,13 +17,16 @@
 //!   from ONNX Runtime values;
 //! - [`registry`]: [`Inference`], the process-wide set of named graphs preloaded from the
 //!   artifact (`load-by-name`), shared by every call;
-//! - [`host`]: the `wasi:nn` host bindings, linked for every component.
+//! - [`host`]: the `wasi:nn` host bindings, linked for every component;
+//! - [`budget`]: [`HostBudget`], the host memory one call may make the host spend on it
+//!   (tensors, guest-loaded models; the runtime charges progress and outputs to it too).
 //!
 //! Why not `wasmtime-wasi-nn`'s own host implementation: its bindings are synchronous (a
 //! `compute` would block the tokio worker running the call), its ONNX backend serialises
 //! all calls to a graph on one `Mutex<Session>`, and it silently runs `gpu`/`tpu` graphs on
 //! the CPU. The WIT, the error codes and the behaviour of each function are the same.
 
+pub mod budget;
 pub mod error;
 pub mod graph;
 pub mod host;
@@ -32,6 +35,7 @@ pub mod registry;
 pub mod runtime;
 pub mod tensor;
 
+pub use budget::{BudgetExceeded, HostBudget};
 pub use error::NnError;
 pub use graph::{Graph, GraphOptions};
 pub use host::{NnCtx, NnView, add_to_linker};

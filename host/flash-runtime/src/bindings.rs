@@ -2,11 +2,16 @@
 //!
 //! Imports and exports are async: every call runs on tokio through wasmtime's async
 //! support, so a guest blocked in `peer.call` (network I/O) never blocks a thread.
+//! `progress.emit` may also trap: a chunk past the call's host memory budget ends the call
+//! (the WIT function has no error result, and dropping chunks silently would lose output).
 
 wasmtime::component::bindgen!({
     path: "../../wit",
     world: "function",
-    imports: { default: async },
+    imports: {
+        "flash:runtime/progress.emit": async | trappable,
+        default: async,
+    },
     exports: { default: async },
 });
 

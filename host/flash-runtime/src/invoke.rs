@@ -1,12 +1,27 @@
-//! One call: a fresh store and instance, a memory cap, a deadline, typed failures.
+//! One call: a fresh store and instance, a memory cap, a host memory budget, a deadline,
+//! capped logs, typed failures.
 //!
 //! Every invocation gets its own `Store`, so no state leaks between jobs or requests and
 //! a trapped instance is simply dropped; with the pooling allocator this costs tens of
-//! microseconds. Failures are always a [`CallError`], never a panic of the host:
+//! microseconds. What one call may use is bounded ([`InvokeLimits`]):
+//!
+//! - **memory**: all the instance's linear memories and tables together, against
+//!   `max_memory_bytes` ([`crate::limiter`]);
+//! - **host memory spent on the call**: `wasi:nn` tensors and guest-loaded models while the
+//!   guest holds them, progress chunks and the output, against the call's budget
+//!   ([`flash_nn::HostBudget`]; `call_budget_bytes`, by default the memory cap);
+//! - **progress**: chunks wait in a queue of [`PROGRESS_QUEUE`]; a guest that emits faster
+//!   than its caller takes them waits (see [`ProgressSink`]);
+//! - **stdout and stderr**: logged by the host, tagged and escaped, up to
+//!   `max_guest_output_bytes` per call ([`crate::guest_log`]);
+//! - **time**: the deadline.
+//!
+//! Failures are always a [`CallError`], never a panic of the host:
 //!
 //! - the guest's own `call-error` is passed through unchanged;
 //! - a deadline hit (epoch callback, or a peer call outliving it) is `timeout`;
-//! - growing memory past the cap traps and becomes `internal` naming the cap;
+//! - growing memory past the cap, or spending host memory past the budget, traps and
+//!   becomes `internal` naming the limit and its setting;
 //! - any other trap is `internal` with wasmtime's trap message.
 //!
 //! `wasi:nn` inference runs on the host's blocking pool and stops at the same deadline:
@@ -15,11 +30,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 
 use crate::component::FunctionComponentPre;
 use crate::error::{CallError, ErrorKind};
+use crate::guest_log::GuestOutput;
+use crate::limiter::{InstanceLimiter, MemoryCapExceeded};
 use crate::peer::PeerRouter;
 use crate::state::HostState;
 
@@ -32,7 +49,15 @@ pub const DEFAULT_MAX_CALL_DEPTH: u32 = 8;
 #[derive(Debug, Clone, Copy)]
 pub struct InvokeLimits {
     pub deadline: Duration,
+    /// All linear memories and tables of the instance together (`FLASH_MAX_MEMORY_MB`).
     pub max_memory_bytes: usize,
+    /// Host memory the call may make the host spend on it: `wasi:nn` tensors and models it
+    /// holds, plus the progress chunks and output it sends (`FLASH_CALL_BUDGET_MB`).
+    /// `None`: the same as `max_memory_bytes`.
+    pub call_budget_bytes: Option<usize>,
+    /// Guest stdout and stderr logged per call, together; past it output is dropped and
+    /// counted (`FLASH_GUEST_OUTPUT_MAX_KB`).
+    pub max_guest_output_bytes: usize,
 }
 
 impl Default for InvokeLimits {
@@ -40,12 +65,38 @@ impl Default for InvokeLimits {
         Self {
             deadline: DEFAULT_DEADLINE,
             max_memory_bytes: 256 << 20,
+            call_budget_bytes: None,
+            max_guest_output_bytes: crate::guest_log::DEFAULT_MAX_GUEST_OUTPUT,
         }
     }
 }
 
-/// Receives the chunks a call emits through `progress.emit` (JSON text), in order.
-pub type ProgressSink = tokio::sync::mpsc::UnboundedSender<String>;
+impl InvokeLimits {
+    /// The call's host memory budget in bytes (`call_budget_bytes`, else the memory cap).
+    pub fn call_budget(&self) -> usize {
+        self.call_budget_bytes.unwrap_or(self.max_memory_bytes)
+    }
+}
+
+/// Chunks of partial output waiting for the caller, at most, per call.
+///
+/// Bounded with backpressure rather than refusal: chunks are ordered partial results a
+/// client reads from the job's stream, so dropping some would corrupt the stream, and
+/// failing the call would punish a guest for a slow network. A guest that emits faster
+/// than the caller posts waits in `progress.emit`, bounded by its deadline. Together with
+/// the call's host memory budget (every chunk is charged), this bounds what one call can
+/// queue in the host.
+pub const PROGRESS_QUEUE: usize = 16;
+
+/// Receives the chunks a call emits through `progress.emit` (JSON text), in order; made
+/// by [`progress_channel`].
+pub type ProgressSink = tokio::sync::mpsc::Sender<String>;
+
+/// A bounded progress queue ([`PROGRESS_QUEUE`] chunks): the sink for a [`CallContext`]
+/// and the receiver the caller must drain while the call runs (or the call waits).
+pub fn progress_channel() -> (ProgressSink, tokio::sync::mpsc::Receiver<String>) {
+    tokio::sync::mpsc::channel(PROGRESS_QUEUE)
+}
 
 /// What a call may see and reach.
 #[derive(Clone)]
@@ -58,6 +109,8 @@ pub struct CallContext {
     pub max_depth: u32,
     /// Partial output of this call; nested peer calls get none.
     pub progress: Option<ProgressSink>,
+    /// The id of the job or request this call serves, if any: tags the guest's log lines.
+    pub call_id: Option<String>,
     /// Models for `wasi:nn` (shared by every call of the host); disabled by default.
     pub inference: flash_nn::Inference,
 }
@@ -78,16 +131,16 @@ impl FunctionComponentPre {
     pub(crate) fn new_store(
         &self,
         wasi: WasiCtx,
+        output: Option<GuestOutput>,
         ctx: Option<&CallContext>,
         limits: &InvokeLimits,
     ) -> Store<HostState> {
         let state = HostState {
             wasi,
             table: Default::default(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.max_memory_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
+            limiter: InstanceLimiter::new(limits.max_memory_bytes),
+            budget: flash_nn::HostBudget::new(limits.call_budget()),
+            output,
             peers: ctx
                 .map(|c| Arc::clone(&c.peers))
                 .unwrap_or_else(|| Arc::new(crate::peer::NoPeers)),
@@ -101,7 +154,7 @@ impl FunctionComponentPre {
             panic: None,
         };
         let mut store = Store::new(self.engine.wasmtime(), state);
-        store.limiter(|state| &mut state.limits);
+        store.limiter(|state| &mut state.limiter);
         arm_deadline(&mut store, limits.deadline);
         store
     }
@@ -114,7 +167,8 @@ impl FunctionComponentPre {
         ctx: &CallContext,
         limits: &InvokeLimits,
     ) -> Result<String, CallError> {
-        let mut store = self.new_store(call_wasi(ctx), Some(ctx), limits);
+        let (wasi, output) = call_wasi(ctx, function, limits);
+        let mut store = self.new_store(wasi, Some(output), Some(ctx), limits);
         let call = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             instance
@@ -125,7 +179,7 @@ impl FunctionComponentPre {
         // The epoch callback stops guest code; this also bounds time spent in host calls
         // (a peer call cannot outlive the caller's deadline by more than a grace period).
         match tokio::time::timeout(limits.deadline + DEADLINE_GRACE, call).await {
-            Ok(Ok(Ok(output))) => Ok(output),
+            Ok(Ok(Ok(output))) => charge_output(&mut store, function, output, limits),
             Ok(Ok(Err(guest_error))) => Err(guest_error.into()),
             Ok(Err(trap)) => Err(match store.data_mut().panic.take() {
                 Some(panic) => panic_error(function, &panic, &trap),
@@ -133,6 +187,19 @@ impl FunctionComponentPre {
             }),
             Err(_elapsed) => Err(timeout_error(function, limits)),
         }
+    }
+}
+
+/// Charges the call's output to its budget: it is the last thing the call sends.
+pub(crate) fn charge_output(
+    store: &mut Store<HostState>,
+    function: &str,
+    output: String,
+    limits: &InvokeLimits,
+) -> Result<String, CallError> {
+    match store.data_mut().budget.send("its output", output.len()) {
+        Ok(()) => Ok(output),
+        Err(exceeded) => Err(budget_error(function, &exceeded, limits)),
     }
 }
 
@@ -153,13 +220,24 @@ pub(crate) fn panic_error(function: &str, panic: &str, trap: &wasmtime::Error) -
 pub(crate) const DEADLINE_GRACE: Duration = Duration::from_millis(100);
 
 /// The WASI context of a call: exactly the declared environment, stdout and stderr to the
-/// host's, and no preopened directories.
-pub(crate) fn call_wasi(ctx: &CallContext) -> WasiCtx {
-    WasiCtx::builder()
+/// host's log through the call's capped [`GuestOutput`] (returned too), and no preopened
+/// directories.
+pub(crate) fn call_wasi(
+    ctx: &CallContext,
+    function: &str,
+    limits: &InvokeLimits,
+) -> (WasiCtx, GuestOutput) {
+    let output = GuestOutput::new(
+        function,
+        ctx.call_id.as_deref(),
+        limits.max_guest_output_bytes,
+    );
+    let wasi = WasiCtx::builder()
         .envs(&ctx.env)
-        .inherit_stdout()
-        .inherit_stderr()
-        .build()
+        .stdout(output.stdout())
+        .stderr(output.stderr())
+        .build();
+    (wasi, output)
 }
 
 /// Arms the store's deadline `deadline` from now: on every epoch tick the guest yields
@@ -205,16 +283,25 @@ pub(crate) fn classify_trap(
     {
         return timeout_error(function, limits);
     }
-    let text = format!("{err:#}");
-    if text.contains("forcing trap when growing memory") {
+    if let Some(exceeded) = err.downcast_ref::<MemoryCapExceeded>() {
         return CallError::new(
             ErrorKind::Internal,
             format!(
-                "function `{function}` exceeded the memory cap of {} MiB per instance",
-                limits.max_memory_bytes >> 20
+                "function `{function}` exceeded the memory cap of {} per instance: growing {} by \
+                 {} bytes would bring its memories and tables to {} bytes; the cap counts all \
+                 of an instance's linear memories and tables together (set \
+                 FLASH_MAX_MEMORY_MB to change it)",
+                mib(limits.max_memory_bytes),
+                exceeded.what,
+                exceeded.requested,
+                exceeded.used.saturating_add(exceeded.requested),
             ),
         );
     }
+    if let Some(exceeded) = err.downcast_ref::<flash_nn::BudgetExceeded>() {
+        return budget_error(function, exceeded, limits);
+    }
+    let text = format!("{err:#}");
     let mut message = format!("function `{function}` trapped: {text}");
     if message.len() > 4000 {
         let mut cut = 4000;
@@ -225,4 +312,40 @@ pub(crate) fn classify_trap(
         message.push_str(" …");
     }
     CallError::new(ErrorKind::Internal, message)
+}
+
+/// The error of a call that spent more host memory than its budget.
+pub(crate) fn budget_error(
+    function: &str,
+    exceeded: &flash_nn::BudgetExceeded,
+    limits: &InvokeLimits,
+) -> CallError {
+    let setting = if limits.call_budget_bytes.is_some() {
+        "set FLASH_CALL_BUDGET_MB to change it"
+    } else {
+        "set FLASH_CALL_BUDGET_MB to change it; it defaults to the memory cap, \
+         FLASH_MAX_MEMORY_MB"
+    };
+    CallError::new(
+        ErrorKind::Internal,
+        format!(
+            "function `{function}` exceeded its per-call host memory budget of {}: {} of {} \
+             bytes on top of {} bytes already held or sent; the budget counts the wasi:nn \
+             tensors and models a call holds and the progress chunks and output it sends \
+             ({setting})",
+            mib(exceeded.limit),
+            exceeded.what,
+            exceeded.bytes,
+            exceeded.used,
+        ),
+    )
+}
+
+/// `bytes` for people: whole MiB when it is some, else bytes.
+fn mib(bytes: usize) -> String {
+    if bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
 }

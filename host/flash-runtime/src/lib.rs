@@ -6,7 +6,11 @@
 //!   fallback), epoch interruption for deadlines, and the AOT compilation cache;
 //! - [`bindings`]: host bindings generated from `wit/` (the `function` world);
 //! - [`component`]: a component compiled and pre-linked once ([`FunctionComponentPre`]);
-//! - [`invoke`]: one call = one fresh `Store` + instance, with memory cap and deadline;
+//! - [`invoke`]: one call = one fresh `Store` + instance, with memory cap, host memory
+//!   budget, bounded progress queue and deadline;
+//! - [`limiter`]: one memory cap for all of an instance's memories and tables together;
+//! - [`guest_log`]: guest stdout and stderr to the host's log, tagged, escaped and capped
+//!   per call;
 //! - [`live`]: one instance kept across calls ([`LiveInstance`]), for measurement and a
 //!   future bounded-reuse option; the serving path does not use it;
 //! - [`scan`]: calls `describe` with no capabilities at all (the build-time scanner);
@@ -20,7 +24,9 @@ pub mod bindings;
 pub mod component;
 pub mod engine;
 pub mod error;
+pub mod guest_log;
 pub mod invoke;
+pub mod limiter;
 pub mod live;
 pub mod peer;
 pub mod scan;
@@ -30,6 +36,8 @@ pub use aot_cache::AotCache;
 pub use component::FunctionComponentPre;
 pub use engine::{Engine, EngineOptions};
 pub use error::{CallError, ErrorKind};
-pub use invoke::{CallContext, InvokeLimits, ProgressSink};
+pub use flash_nn::{BudgetExceeded, HostBudget};
+pub use invoke::{CallContext, InvokeLimits, PROGRESS_QUEUE, ProgressSink, progress_channel};
+pub use limiter::MemoryCapExceeded;
 pub use live::LiveInstance;
 pub use peer::{NoPeers, PeerRouter};

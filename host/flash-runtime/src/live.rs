@@ -20,6 +20,8 @@
 //!   full deadline, not what is left of the first call's;
 //! - the memory cap bounds the instance's memory across all its calls (linear memory only
 //!   grows), so a reused instance hits it sooner than fresh ones would;
+//! - the host memory budget and the cap on logged output start over with each call, except
+//!   for what the guest still holds (`wasi:nn` tensors and models it has not dropped);
 //! - after a trap or a timeout the instance is *poisoned*: its state may be half-updated,
 //!   so every later call fails with an `internal` error instead of running on it. A
 //!   `call-error` returned by the guest itself is a normal return and does not poison.
@@ -30,8 +32,8 @@ use crate::bindings::Function;
 use crate::component::FunctionComponentPre;
 use crate::error::{CallError, ErrorKind};
 use crate::invoke::{
-    CallContext, DEADLINE_GRACE, InvokeLimits, arm_deadline, call_wasi, classify_trap,
-    timeout_error,
+    CallContext, DEADLINE_GRACE, InvokeLimits, arm_deadline, call_wasi, charge_output,
+    classify_trap, timeout_error,
 };
 use crate::state::HostState;
 
@@ -64,7 +66,8 @@ impl FunctionComponentPre {
         ctx: &CallContext,
         limits: &InvokeLimits,
     ) -> Result<LiveInstance, CallError> {
-        let mut store = self.new_store(call_wasi(ctx), Some(ctx), limits);
+        let (wasi, output) = call_wasi(ctx, "<instantiate>", limits);
+        let mut store = self.new_store(wasi, Some(output), Some(ctx), limits);
         let instantiate = self.pre.instantiate_async(&mut store);
         let instance =
             match tokio::time::timeout(limits.deadline + DEADLINE_GRACE, instantiate).await {
@@ -98,6 +101,11 @@ impl LiveInstance {
             ));
         }
         arm_deadline(&mut self.store, self.limits.deadline);
+        let state = self.store.data_mut();
+        state.budget.new_call();
+        if let Some(output) = &state.output {
+            output.new_call(function);
+        }
         self.calls += 1;
         let limits = self.limits;
         let (function_arg, input_arg) = (String::from(function), String::from(input));
@@ -107,7 +115,7 @@ impl LiveInstance {
             &input_arg,
         );
         match tokio::time::timeout(limits.deadline + DEADLINE_GRACE, call).await {
-            Ok(Ok(Ok(output))) => Ok(output),
+            Ok(Ok(Ok(output))) => charge_output(&mut self.store, function, output, &limits),
             Ok(Ok(Err(guest_error))) => Err(guest_error.into()),
             Ok(Err(trap)) => {
                 self.poisoned = true;

@@ -24,7 +24,7 @@ impl FunctionComponentPre {
             deadline: DESCRIBE_DEADLINE,
             ..Default::default()
         };
-        let mut store = self.new_store(WasiCtx::builder().build(), None, &limits);
+        let mut store = self.new_store(WasiCtx::builder().build(), None, None, &limits);
         let instance = self
             .pre
             .instantiate_async(&mut store)

@@ -2,18 +2,24 @@
 
 use std::sync::Arc;
 
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{flash, types};
 use crate::error::{CallError, ErrorKind};
+use crate::limiter::InstanceLimiter;
 use crate::peer::PeerRouter;
 
 pub(crate) struct HostState {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
-    pub limits: StoreLimits,
+    /// All memories and tables of the instance, against its memory cap.
+    pub limiter: InstanceLimiter,
+    /// Host memory the call makes the host spend on it: `wasi:nn` tensors and models,
+    /// progress chunks, the output.
+    pub budget: flash_nn::HostBudget,
+    /// The guest's stdout and stderr (tagged, escaped, capped); `None` for `describe`.
+    pub output: Option<crate::guest_log::GuestOutput>,
     pub peers: Arc<dyn PeerRouter>,
     /// Depth of the running invocation (0 = invoked by a handler).
     pub depth: u32,
@@ -34,6 +40,7 @@ impl HostState {
         flash_nn::NnView {
             ctx: &mut self.nn,
             table: &mut self.table,
+            budget: &mut self.budget,
         }
     }
 }
@@ -86,10 +93,16 @@ impl flash::runtime::diagnostics::Host for HostState {
 }
 
 impl flash::runtime::progress::Host for HostState {
-    async fn emit(&mut self, chunk: String) {
+    /// Charges the chunk to the call's budget (also where nobody listens, so a function
+    /// behaves the same on every kind of endpoint), then waits for room in the bounded
+    /// progress queue: a guest that emits faster than the stream is posted slows down
+    /// instead of piling chunks up in the host. The call's deadline bounds the wait.
+    async fn emit(&mut self, chunk: String) -> wasmtime::Result<()> {
+        self.budget.send("a progress chunk", chunk.len())?;
         if let Some(sink) = &self.progress {
             // A receiver that went away (caller finished) just means nobody listens.
-            let _ = sink.send(chunk);
+            let _ = sink.send(chunk).await;
         }
+        Ok(())
     }
 }

@@ -23,6 +23,7 @@ fn ctx() -> CallContext {
         depth: 0,
         max_depth: 8,
         progress: None,
+        call_id: None,
     }
 }
 

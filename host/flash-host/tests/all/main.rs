@@ -3,6 +3,7 @@
 
 mod boot;
 mod discovery;
+mod guest_output;
 mod live_instance;
 mod load_balanced;
 mod nn;
