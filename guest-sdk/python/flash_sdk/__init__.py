@@ -53,6 +53,11 @@ def emit(chunk: Any) -> None:
     On queue endpoints each chunk goes to the job's stream (RunPod `/stream/{id}`) as it is
     emitted; HTTP routes and calls from other functions ignore chunks. Outside a component
     it does nothing.
+
+    The host bounds what a call sends: `emit` waits while the host's queue of unposted
+    chunks is full (the call's deadline still runs), and every chunk counts against the
+    call's host memory budget (`FLASH_CALL_BUDGET_MB`, by default the memory cap); a chunk
+    past it ends the call with an error that says so.
     """
     _runtime.emit(chunk)
 
