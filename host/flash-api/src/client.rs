@@ -10,12 +10,21 @@
 //!   call *even when `data` is present* (messages joined with `"; "`); only then is `data`
 //!   returned;
 //! - queries are retried ([`crate::retry`]) on transport errors, timeouts, HTTP 5xx and 429,
-//!   and the GraphQL messages that mean "transient"; mutations are sent exactly once, since a
-//!   mutation whose answer was lost may have been applied. A refused connection is not
-//!   retried: nothing is listening, and the user should hear so at once.
+//!   and the GraphQL messages that mean "transient". A mutation is sent again only when the
+//!   failed attempt never reached the server (a connect timeout), since a mutation whose
+//!   answer was lost may have been applied; the few that are safe to repeat say so
+//!   ([`StateManagerClient::execute_idempotent`]), and creates look for what they may have
+//!   made before creating again ([`StateManagerClient::create_or_find`]). A refused
+//!   connection is not retried: nothing is listening, and the user should hear so at once;
+//! - a client holding an environment lease ([`StateManagerClient::with_environment_lease`])
+//!   sends its token in [`ENVIRONMENT_LEASE_HEADER`] with every GraphQL request, so that
+//!   `flash server` refuses writes to a leased environment from anyone else (RunPod ignores
+//!   the header).
 
 use std::fmt;
 use std::time::Duration;
+
+use std::future::Future;
 
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use serde_json::{Value, json};
@@ -23,7 +32,11 @@ use serde_json::{Value, json};
 use crate::config::{CONNECT_TIMEOUT, ClientConfig};
 use crate::data_plane::DataPlane;
 use crate::error::ApiError;
-use crate::retry::retry;
+use crate::retry::{Created, Repeat, create_or_find, retry};
+
+/// The header that carries an environment lease's token (`flash server`'s extension; see
+/// [`crate::operations::ACQUIRE_FLASH_ENVIRONMENT_LEASE`]).
+pub const ENVIRONMENT_LEASE_HEADER: &str = "x-flash-environment-lease";
 
 /// How much of a response body an error message quotes.
 const BODY_SNIPPET_CHARS: usize = 512;
@@ -34,6 +47,8 @@ pub struct StateManagerClient {
     http: reqwest::Client,
     config: ClientConfig,
     graphql_url: String,
+    /// The token of the environment lease this client writes under, if any.
+    lease: Option<HeaderValue>,
 }
 
 impl fmt::Debug for StateManagerClient {
@@ -60,7 +75,7 @@ impl StateManagerClient {
             std::env::consts::ARCH
         );
         let http = reqwest::Client::builder()
-            .connect_timeout(config.timeout.min(CONNECT_TIMEOUT))
+            .connect_timeout(connect_timeout(&config))
             .user_agent(user_agent)
             .build()
             .map_err(|e| ApiError::Config(format!("building the HTTP client: {e}")))?;
@@ -69,6 +84,21 @@ impl StateManagerClient {
             http,
             config,
             graphql_url,
+            lease: None,
+        })
+    }
+
+    /// This client, sending `token` in [`ENVIRONMENT_LEASE_HEADER`] with every GraphQL
+    /// request (same connection pool).
+    pub fn with_environment_lease(&self, token: &str) -> Result<Self, ApiError> {
+        let value = HeaderValue::from_str(token).map_err(|_| {
+            ApiError::Config(format!(
+                "the environment lease token `{token}` cannot go in an HTTP header"
+            ))
+        })?;
+        Ok(Self {
+            lease: Some(value),
+            ..self.clone()
         })
     }
 
@@ -138,26 +168,35 @@ impl StateManagerClient {
         resp.json::<Value>().await.ok()?.get("workers").cloned()
     }
 
-    /// Sends one GraphQL operation and returns its `data`, retrying queries (never
-    /// mutations) on transient failures. `operation` names the call in errors and logs.
+    /// Sends one GraphQL operation and returns its `data`. Queries are retried on
+    /// transient failures; mutations only when the failed attempt never reached the server.
+    /// `operation` names the call in errors and logs.
     pub async fn execute(
         &self,
         operation: &str,
         query: &str,
         variables: Value,
     ) -> Result<Value, ApiError> {
-        let attempts = if is_mutation(query) {
-            1
+        let repeat = if is_mutation(query) {
+            Repeat::Unsent
         } else {
-            self.config.max_attempts
+            Repeat::Transient
         };
-        self.execute_with_attempts(operation, query, variables, attempts)
-            .await
+        let body = json!({ "query": query, "variables": variables });
+        retry(
+            operation,
+            self.config.max_attempts,
+            self.config.backoff_base,
+            repeat,
+            || self.send_once(operation, &body),
+        )
+        .await
     }
 
-    /// [`Self::execute`] with an explicit number of attempts, for callers that know a
-    /// mutation is safe to repeat (`saveEndpoint` with an id, deletes).
-    pub async fn execute_with_attempts(
+    /// [`Self::execute`] for a mutation whose repetition has the effect of one (an update
+    /// that names its object's id, a delete, a lease with the caller's token): retried on
+    /// every transient failure, up to `attempts` tries.
+    pub async fn execute_idempotent(
         &self,
         operation: &str,
         query: &str,
@@ -165,21 +204,64 @@ impl StateManagerClient {
         attempts: u32,
     ) -> Result<Value, ApiError> {
         let body = json!({ "query": query, "variables": variables });
-        retry(operation, attempts, self.config.backoff_base, || {
-            self.send_once(operation, &body)
-        })
+        retry(
+            operation,
+            attempts,
+            self.config.backoff_base,
+            Repeat::Transient,
+            || self.send_once(operation, &body),
+        )
         .await
+    }
+
+    /// Sends the create mutation `query` so that it makes its object at most once in
+    /// effect (see [`crate::retry::create_or_find`]): after a failure that may have reached
+    /// the server, `find` looks the object up (by its name) before the create is sent again.
+    /// Returns `data.<field>` of the create, or what `find` found.
+    pub async fn create_or_find<F, Fut>(
+        &self,
+        operation: &str,
+        query: &str,
+        variables: Value,
+        field: &str,
+        attempts: u32,
+        find: F,
+    ) -> Result<Created<Value>, ApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<Value>, ApiError>>,
+    {
+        let body = json!({ "query": query, "variables": variables });
+        let created = create_or_find(
+            operation,
+            attempts,
+            self.config.backoff_base,
+            || async {
+                let mut data = self.send_once(operation, &body).await?;
+                match data.get_mut(field).map(Value::take) {
+                    Some(object) if !object.is_null() => Ok(object),
+                    _ => Err(ApiError::Malformed {
+                        operation: operation.to_owned(),
+                        detail: format!("the answer has no `{field}`: {data}"),
+                    }),
+                }
+            },
+            find,
+        )
+        .await?;
+        Ok(created)
     }
 
     /// One HTTP exchange, judged in the order of the module docs.
     async fn send_once(&self, operation: &str, body: &Value) -> Result<Value, ApiError> {
-        let response = self
+        let mut request = self
             .authorize(self.http.post(&self.graphql_url))
             .timeout(self.config.timeout)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| self.request_error(e))?;
+            .json(body);
+        if let Some(token) = &self.lease {
+            request = request.header(ENVIRONMENT_LEASE_HEADER, token.clone());
+        }
+        let response = request.send().await.map_err(|e| self.request_error(e))?;
 
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
@@ -244,7 +326,13 @@ impl StateManagerClient {
     }
 
     fn request_error(&self, e: reqwest::Error) -> ApiError {
-        if e.is_timeout() {
+        if e.is_connect() && e.is_timeout() {
+            // Not connected in time: not a byte of the request was written.
+            ApiError::ConnectTimeout {
+                url: self.config.base_url.clone(),
+                timeout: connect_timeout(&self.config),
+            }
+        } else if e.is_timeout() {
             ApiError::Timeout {
                 url: self.graphql_url.clone(),
                 timeout: self.config.timeout,
@@ -275,6 +363,13 @@ impl StateManagerClient {
             }
         }
     }
+}
+
+/// The connect timeout: [`CONNECT_TIMEOUT`], at most half the total timeout, so that a
+/// connection that cannot be made fails as a connect timeout (nothing sent, safe to send
+/// again) rather than as the total timeout (which cannot tell).
+fn connect_timeout(config: &ClientConfig) -> Duration {
+    (config.timeout / 2).min(CONNECT_TIMEOUT)
 }
 
 /// True when the document is a mutation (RunPod's rule: trimmed text starts with `mutation`).

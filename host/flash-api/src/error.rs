@@ -1,5 +1,14 @@
 //! [`ApiError`]: every way a call to the State Manager can fail, classified for retries and
 //! worded for the person who reads it, often in a container log with no other context.
+//!
+//! Two questions decide whether a failed call may be sent again:
+//!
+//! - [`ApiError::is_transient`]: may another attempt succeed?
+//! - [`ApiError::reached_server`]: may the server have received (and applied) the request?
+//!   Only a failure to connect proves it did not: reqwest's `is_connect()` (refused, DNS,
+//!   TLS handshake, connect timeout) happens before a byte of the request is written. A
+//!   response timeout, a reset or a broken body after connecting, an HTTP status or a
+//!   GraphQL error all mean the request may have been applied, whatever the answer says.
 
 use std::time::Duration;
 
@@ -36,7 +45,16 @@ pub enum ApiError {
     #[error("could not talk to the State Manager at {url}: {detail}")]
     Transport { url: String, detail: String },
 
-    /// No answer within the configured timeout.
+    /// No connection within the connect timeout: nothing was sent, so any request may be
+    /// sent again.
+    #[error(
+        "could not connect to the State Manager at {url} within {timeout:?} (nothing was \
+         sent); check the network and the server URL"
+    )]
+    ConnectTimeout { url: String, timeout: Duration },
+
+    /// No answer within the configured timeout (the request was sent: the server may have
+    /// applied it).
     #[error(
         "the State Manager at {url} did not answer within {timeout:?}; check the network and \
          the server's load"
@@ -75,6 +93,19 @@ pub enum ApiError {
     #[error("unexpected State Manager answer to `{operation}`: {detail}")]
     Malformed { operation: String, detail: String },
 
+    /// A create may have been applied, but its answer was lost, and looking for what it
+    /// made failed too.
+    #[error(
+        "`{operation}` may have been applied, but its answer was lost ({lost}), and looking \
+         for what it made failed too ({lookup}); run the command again: it looks for the \
+         object by name before creating it"
+    )]
+    CreateUnconfirmed {
+        operation: String,
+        lost: Box<ApiError>,
+        lookup: Box<ApiError>,
+    },
+
     /// A query failed on every attempt; `last` is the final failure.
     #[error("`{operation}` failed after {attempts} attempts; last error: {last}")]
     RetriesExhausted {
@@ -104,7 +135,7 @@ impl ApiError {
     /// Whether another attempt of the same request may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Transport { .. } | Self::Timeout { .. } => true,
+            Self::Transport { .. } | Self::Timeout { .. } | Self::ConnectTimeout { .. } => true,
             Self::Http { status, .. } => *status >= 500 || *status == 429,
             Self::GraphQl { message, .. } => {
                 let message = message.to_ascii_lowercase();
@@ -115,8 +146,49 @@ impl ApiError {
             | Self::Unauthorized { .. }
             | Self::NotFound { .. }
             | Self::Malformed { .. }
+            | Self::CreateUnconfirmed { .. }
             | Self::RetriesExhausted { .. } => false,
         }
+    }
+
+    /// Whether the request may have reached the server (and been applied there). `false`
+    /// only when it provably never left this process: nothing listened, the connection was
+    /// not established in time, or the client refused to send it.
+    pub fn reached_server(&self) -> bool {
+        match self.root() {
+            Self::Config(_) | Self::Unreachable { .. } | Self::ConnectTimeout { .. } => false,
+            Self::Transport { .. }
+            | Self::Timeout { .. }
+            | Self::Unauthorized { .. }
+            | Self::Http { .. }
+            | Self::GraphQl { .. }
+            | Self::NotFound { .. }
+            | Self::Malformed { .. }
+            | Self::CreateUnconfirmed { .. }
+            | Self::RetriesExhausted { .. } => true,
+        }
+    }
+
+    /// Whether the server rejected the document because it does not know the root field or
+    /// input type `field` (an extension of `flash server` sent to RunPod's API, for
+    /// instance). GraphQL
+    /// servers answer this at validation time, as an `errors` entry or an HTTP 400 whose
+    /// body quotes the field: `Cannot query field "x" on type "Mutation"` (graphql-js),
+    /// `Unknown field "x" on type "Mutation"` (async-graphql).
+    pub fn is_unknown_field(&self, field: &str) -> bool {
+        let text = match self.root() {
+            Self::GraphQl { message, .. } => message,
+            Self::Http {
+                status: 400, body, ..
+            } => body,
+            _ => return false,
+        };
+        let lower = text.to_ascii_lowercase();
+        text.contains(field)
+            && (lower.contains("cannot query field")
+                || lower.contains("unknown field")
+                || lower.contains("unknown type")
+                || lower.contains("not defined"))
     }
 
     /// Whether the server said the object does not exist (RunPod reports a missing app,
@@ -179,5 +251,85 @@ mod tests {
         };
         assert!(!unreachable.is_transient());
         assert!(unreachable.to_string().contains("flash server"));
+    }
+
+    #[test]
+    fn only_connect_failures_prove_a_request_was_not_sent() {
+        let unsent = [
+            ApiError::Unreachable {
+                url: "u".into(),
+                detail: "refused".into(),
+            },
+            ApiError::ConnectTimeout {
+                url: "u".into(),
+                timeout: Duration::from_secs(1),
+            },
+            ApiError::Config("bad".into()),
+        ];
+        for e in &unsent {
+            assert!(!e.reached_server(), "{e:?}");
+        }
+        let sent = [
+            ApiError::Transport {
+                url: "u".into(),
+                detail: "connection reset".into(),
+            },
+            ApiError::Timeout {
+                url: "u".into(),
+                timeout: Duration::from_secs(1),
+            },
+            ApiError::Http {
+                url: "u".into(),
+                status: 503,
+                body: String::new(),
+            },
+            ApiError::GraphQl {
+                operation: "op".into(),
+                message: "Internal server error".into(),
+            },
+        ];
+        for e in &sent {
+            assert!(e.reached_server(), "{e:?}");
+        }
+        let exhausted = ApiError::RetriesExhausted {
+            operation: "op".into(),
+            attempts: 2,
+            last: Box::new(ApiError::ConnectTimeout {
+                url: "u".into(),
+                timeout: Duration::from_secs(1),
+            }),
+        };
+        assert!(!exhausted.reached_server(), "judged by the last attempt");
+    }
+
+    #[test]
+    fn unknown_fields_are_recognised_in_either_shape() {
+        let field = "acquireFlashEnvironmentLease";
+        let graphql_js = ApiError::Http {
+            url: "u".into(),
+            status: 400,
+            body: format!(
+                r#"{{"errors":[{{"message":"Cannot query field \"{field}\" on type \"Mutation\"."}}]}}"#
+            ),
+        };
+        assert!(graphql_js.is_unknown_field(field));
+        let async_graphql = ApiError::GraphQl {
+            operation: "op".into(),
+            message: format!(r#"Unknown field "{field}" on type "Mutation"."#),
+        };
+        assert!(async_graphql.is_unknown_field(field));
+        assert!(!async_graphql.is_unknown_field("other"));
+        let refusal = ApiError::GraphQl {
+            operation: "op".into(),
+            message: format!("{field}: environment not found"),
+        };
+        assert!(!refusal.is_unknown_field(field));
+        let unknown_type = ApiError::Http {
+            url: "u".into(),
+            status: 400,
+            body: r#"{"errors":[{"message":"Unknown type \"FlashEnvironmentLeaseInput\"."}]}"#
+                .into(),
+        };
+        assert!(unknown_type.is_unknown_field("FlashEnvironmentLeaseInput"));
     }
 }

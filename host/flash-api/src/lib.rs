@@ -9,7 +9,8 @@
 //! - [`config`]: where the State Manager is and which key to send (`RUNPOD_API_BASE_URL`,
 //!   `RUNPOD_API_KEY`), with the retry and timeout settings;
 //! - [`client`]: [`StateManagerClient`], the transport and the retry policy (reference
-//!   §1.1);
+//!   §1.1, with what may be repeated decided in `retry`: mutations only when they never
+//!   reached the server, creates after looking up what they may have made);
 //! - [`operations`]: every GraphQL document the client sends, with RunPod Flash's
 //!   operation names and selections, and the typed methods that send them;
 //! - [`wire`]: the typed answers;
@@ -34,11 +35,13 @@ pub mod serve;
 pub mod stub;
 pub mod wire;
 
-pub use client::StateManagerClient;
+pub use client::{ENVIRONMENT_LEASE_HEADER, StateManagerClient};
 pub use config::{
     API_BASE_URL_ENV, API_KEY_ENV, ClientConfig, DEFAULT_API_BASE_URL, DEFAULT_SERVER_URL,
     KeySource,
 };
 pub use data_plane::DataPlane;
 pub use error::ApiError;
-pub use wire::{AuthRequest, Build, BuildRef, Environment, Ref};
+pub use operations::LeaseAnswer;
+pub use retry::Created;
+pub use wire::{AuthRequest, Build, BuildRef, Environment, EnvironmentLease, Ref};

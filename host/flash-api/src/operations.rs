@@ -2,6 +2,22 @@
 //! of RunPod Flash (reference §1.3), and the methods of [`StateManagerClient`] that send
 //! them. [`ALL`] lists the documents, so a test validates each one against `flash server`'s
 //! own schema and client and server cannot drift apart.
+//!
+//! How each mutation may be repeated (see [`crate::retry`]):
+//!
+//! | mutation | after a lost answer |
+//! |---|---|
+//! | `createFlashApp`, `createFlashEnvironment`, `saveEndpoint` without `id` | looked up by name (app; environment in its app; endpoint in its environment), created again only when absent |
+//! | `FinalizeArtifactUpload` | looked up by object key among the app's builds |
+//! | `saveEndpoint` with `id`, `saveTemplate`, `delete*`, the lease mutations | sent again (the same effect) |
+//! | `deployBuildToEnvironment`, `updateFlashBuildManifest`, `PrepareArtifactUpload`, `createFlashAuthRequest` | not sent again (the error is reported) |
+//!
+//! Any mutation is sent again when the failed attempt never reached the server.
+//!
+//! The environment lease mutations (`acquireFlashEnvironmentLease` and its two companions)
+//! are `flash server`'s extension; RunPod's API does not know them, which
+//! [`StateManagerClient::acquire_environment_lease`] reports as
+//! [`LeaseAnswer::Unsupported`].
 
 use std::collections::BTreeMap;
 
@@ -9,7 +25,8 @@ use serde_json::{Value, json};
 
 use crate::client::StateManagerClient;
 use crate::error::ApiError;
-use crate::wire::{AuthRequest, Build, BuildRef, Environment};
+use crate::retry::Created;
+use crate::wire::{AuthRequest, Build, BuildRef, Environment, EnvironmentLease};
 
 pub const GET_FLASH_APP_BY_NAME: &str = "query getFlashAppByName($flashAppName: String!) { flashAppByName(flashAppName: $flashAppName) { id name flashEnvironments { id name state activeBuildId createdAt } } }";
 pub const GET_FLASH_APPS: &str = "query getFlashApps { myself { flashApps { id name flashEnvironments { id name state activeBuildId createdAt } flashBuilds { id createdAt } } } }";
@@ -43,6 +60,19 @@ pub const CREATE_FLASH_AUTH_REQUEST: &str =
 /// `flash login`, step 2 (polled): sent without a key; `apiKey` once approved.
 pub const FLASH_AUTH_REQUEST_STATUS: &str = "query flashAuthRequestStatus($flashAuthRequestId: String!) { flashAuthRequestStatus(flashAuthRequestId: $flashAuthRequestId) { id status expiresAt apiKey } }";
 
+/// `flash server`'s extension: takes (or, with the same token, extends) the environment's
+/// deploy lease. `granted: false` names the current holder and when its lease ends.
+pub const ACQUIRE_FLASH_ENVIRONMENT_LEASE: &str = "mutation acquireFlashEnvironmentLease($input: FlashEnvironmentLeaseInput!) { acquireFlashEnvironmentLease(input: $input) { flashEnvironmentId granted holder expiresAt expiresInSeconds } }";
+/// Extends a lease this token holds; `granted: false` when it was lost to another holder.
+pub const RENEW_FLASH_ENVIRONMENT_LEASE: &str = "mutation renewFlashEnvironmentLease($input: FlashEnvironmentLeaseInput!) { renewFlashEnvironmentLease(input: $input) { flashEnvironmentId granted holder expiresAt expiresInSeconds } }";
+/// Ends a lease this token holds (true), or does nothing (false).
+pub const RELEASE_FLASH_ENVIRONMENT_LEASE: &str = "mutation releaseFlashEnvironmentLease($input: ReleaseFlashEnvironmentLeaseInput!) { releaseFlashEnvironmentLease(input: $input) }";
+/// The root field of [`ACQUIRE_FLASH_ENVIRONMENT_LEASE`], which a server without leases
+/// names in its refusal.
+pub const LEASE_FIELD: &str = "acquireFlashEnvironmentLease";
+/// Its input type, which such a server may name instead.
+const LEASE_INPUT: &str = "FlashEnvironmentLeaseInput";
+
 /// Every document above, by operation name.
 pub const ALL: &[(&str, &str)] = &[
     ("getFlashAppByName", GET_FLASH_APP_BY_NAME),
@@ -67,7 +97,27 @@ pub const ALL: &[(&str, &str)] = &[
     ("deleteEndpoint", DELETE_ENDPOINT),
     ("createFlashAuthRequest", CREATE_FLASH_AUTH_REQUEST),
     ("flashAuthRequestStatus", FLASH_AUTH_REQUEST_STATUS),
+    (
+        "acquireFlashEnvironmentLease",
+        ACQUIRE_FLASH_ENVIRONMENT_LEASE,
+    ),
+    ("renewFlashEnvironmentLease", RENEW_FLASH_ENVIRONMENT_LEASE),
+    (
+        "releaseFlashEnvironmentLease",
+        RELEASE_FLASH_ENVIRONMENT_LEASE,
+    ),
 ];
+
+/// The answer to [`StateManagerClient::acquire_environment_lease`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseAnswer {
+    /// The lease is this token's until `expires_at`.
+    Granted(EnvironmentLease),
+    /// Another holder has it.
+    Held(EnvironmentLease),
+    /// The server has no environment leases (RunPod's API).
+    Unsupported,
+}
 
 /// Attempts for the mutations that are safe to repeat (`saveEndpoint` with an id,
 /// `saveTemplate` of an existing template, deletes).
@@ -115,22 +165,26 @@ impl StateManagerClient {
             .unwrap_or_default())
     }
 
-    /// Creates an app; returns `{id name}`.
+    /// Creates an app; returns `{id name}`. After a lost answer the app is looked up by
+    /// name before it is created again.
     pub async fn create_app(&self, name: &str) -> Result<Value, ApiError> {
-        let mut data = self
-            .execute(
+        let created = self
+            .create_or_find(
                 "createFlashApp",
                 CREATE_FLASH_APP,
                 json!({ "input": { "name": name } }),
+                "createFlashApp",
+                self.config().max_attempts,
+                || self.app_by_name(name),
             )
             .await?;
-        Ok(data["createFlashApp"].take())
+        Ok(created.into_inner())
     }
 
     /// Deletes an app. The server deletes what is left of it; delete its environments'
     /// endpoints first (reference §1.6). Safe to repeat.
     pub async fn delete_app(&self, id: &str) -> Result<(), ApiError> {
-        self.execute_with_attempts(
+        self.execute_idempotent(
             "deleteFlashApp",
             DELETE_FLASH_APP,
             json!({ "flashAppId": id }),
@@ -241,21 +295,25 @@ impl StateManagerClient {
         .await
     }
 
-    /// Creates an environment in app `app_id`; returns `{id name}`.
+    /// Creates an environment in app `app_id`; returns `{id name}`. After a lost answer
+    /// the environment is looked up by name in the app before it is created again.
     pub async fn create_environment(&self, app_id: &str, name: &str) -> Result<Value, ApiError> {
-        let mut data = self
-            .execute(
+        let created = self
+            .create_or_find(
                 "createFlashEnvironment",
                 CREATE_FLASH_ENVIRONMENT,
                 json!({ "input": { "flashAppId": app_id, "name": name } }),
+                "createFlashEnvironment",
+                self.config().max_attempts,
+                || self.environment_by_name(app_id, name),
             )
             .await?;
-        Ok(data["createFlashEnvironment"].take())
+        Ok(created.into_inner())
     }
 
     /// Deletes an environment.
     pub async fn delete_environment(&self, id: &str) -> Result<(), ApiError> {
-        self.execute_with_attempts(
+        self.execute_idempotent(
             "deleteFlashEnvironment",
             DELETE_FLASH_ENVIRONMENT,
             json!({ "flashEnvironmentId": id }),
@@ -330,25 +388,36 @@ impl StateManagerClient {
         ))
     }
 
-    /// Registers the uploaded artifact as a build; returns the build id.
+    /// Registers the uploaded artifact as a build; returns the build id. After a lost
+    /// answer the build is looked up by its object key among the app's builds before it is
+    /// registered again.
     pub async fn finalize_upload(
         &self,
         app_id: &str,
         object_key: &str,
         manifest: &Value,
     ) -> Result<String, ApiError> {
-        let data = self
-            .execute(
+        let created = self
+            .create_or_find(
                 "FinalizeArtifactUpload",
                 FINALIZE_ARTIFACT_UPLOAD,
                 json!({ "input": { "flashAppId": app_id, "objectKey": object_key, "manifest": manifest } }),
+                "finalizeFlashArtifactUpload",
+                self.config().max_attempts,
+                || async {
+                    let builds = match self.app_builds(app_id).await {
+                        Ok(builds) => builds,
+                        Err(e) if e.is_not_found() => return Ok(None),
+                        Err(e) => return Err(e),
+                    };
+                    Ok(builds
+                        .into_iter()
+                        .find(|b| b.object_key.as_deref() == Some(object_key))
+                        .map(|b| json!({ "id": b.id })))
+                },
             )
             .await?;
-        required_str(
-            &data["finalizeFlashArtifactUpload"],
-            "FinalizeArtifactUpload",
-            "id",
-        )
+        required_str(&created.into_inner(), "FinalizeArtifactUpload", "id")
     }
 
     /// Makes `build_id` the environment's active build.
@@ -396,29 +465,55 @@ impl StateManagerClient {
         }
     }
 
-    /// Creates (no `id`) or updates an endpoint; returns the endpoint object. Sent once; an
-    /// update (with `id`) may be repeated with [`Self::save_endpoint_retrying`].
-    pub async fn save_endpoint(&self, input: &Value) -> Result<Value, ApiError> {
-        self.save_endpoint_attempts(input, 1).await
-    }
-
-    /// [`Self::save_endpoint`], retried on transient failures: safe for an update, and for
-    /// a create whose caller finds a duplicate afterwards.
-    pub async fn save_endpoint_retrying(
+    /// Creates an endpoint (`input` without `id`); returns the saved endpoint
+    /// (`saveEndpoint`'s selection), or [`Created::Found`] with the endpoint as `getEndpoint`
+    /// selects it when the answer was lost and an endpoint of that name was found in the
+    /// input's environment (`flashEnvironmentId`). Without an environment there is nothing
+    /// to look in, and the create is only sent again when it never reached the server.
+    pub async fn create_endpoint(
         &self,
         input: &Value,
         attempts: u32,
-    ) -> Result<Value, ApiError> {
-        self.save_endpoint_attempts(input, attempts).await
+    ) -> Result<Created<Value>, ApiError> {
+        if input.get("id").is_some_and(|id| !id.is_null()) {
+            return Err(ApiError::Config(
+                "create_endpoint got an input with an `id`: that is an update \
+                 (update_endpoint)"
+                    .into(),
+            ));
+        }
+        let variables = json!({ "input": input });
+        let environment = input.get("flashEnvironmentId").and_then(Value::as_str);
+        let name = input.get("name").and_then(Value::as_str).unwrap_or("");
+        let Some(environment) = environment.filter(|_| !name.is_empty()) else {
+            let mut data = self
+                .execute("saveEndpoint", SAVE_ENDPOINT, variables)
+                .await?;
+            return Ok(Created::New(data["saveEndpoint"].take()));
+        };
+        self.create_or_find(
+            "saveEndpoint",
+            SAVE_ENDPOINT,
+            variables,
+            "saveEndpoint",
+            attempts,
+            || self.endpoint_by_name(environment, name),
+        )
+        .await
     }
 
-    async fn save_endpoint_attempts(
-        &self,
-        input: &Value,
-        attempts: u32,
-    ) -> Result<Value, ApiError> {
+    /// Updates the endpoint `input.id`; returns the endpoint object. Retried on transient
+    /// failures (saving the same settings twice has the effect of once).
+    pub async fn update_endpoint(&self, input: &Value, attempts: u32) -> Result<Value, ApiError> {
+        if !input.get("id").is_some_and(Value::is_string) {
+            return Err(ApiError::Config(
+                "update_endpoint needs the endpoint's `id`; a create goes through \
+                 create_endpoint, which is never repeated blindly"
+                    .into(),
+            ));
+        }
         let mut data = self
-            .execute_with_attempts(
+            .execute_idempotent(
                 "saveEndpoint",
                 SAVE_ENDPOINT,
                 json!({ "input": input }),
@@ -428,9 +523,33 @@ impl StateManagerClient {
         Ok(data["saveEndpoint"].take())
     }
 
+    /// The endpoint named `name` in environment `environment_id` (as `getEndpoint` selects
+    /// it), or `None`. The server stores names without a trailing `-fb` (reference §1.4).
+    pub async fn endpoint_by_name(
+        &self,
+        environment_id: &str,
+        name: &str,
+    ) -> Result<Option<Value>, ApiError> {
+        let Some(environment) = self.environment(environment_id).await? else {
+            return Ok(None);
+        };
+        let wanted = name.trim_end_matches("-fb");
+        let id = environment["endpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e.get("name").and_then(Value::as_str) == Some(wanted))
+            .and_then(|e| e.get("id").and_then(Value::as_str))
+            .map(str::to_string);
+        match id {
+            Some(id) => self.endpoint(&id).await,
+            None => Ok(None),
+        }
+    }
+
     /// Replaces an endpoint's template (update path, reference §1.5); safe to repeat.
     pub async fn save_template(&self, input: &Value, attempts: u32) -> Result<(), ApiError> {
-        self.execute_with_attempts(
+        self.execute_idempotent(
             "saveTemplate",
             SAVE_TEMPLATE,
             json!({ "input": input }),
@@ -487,7 +606,7 @@ impl StateManagerClient {
     /// Deletes an endpoint; one that is already gone counts as deleted (§1.1).
     pub async fn delete_endpoint(&self, id: &str) -> Result<(), ApiError> {
         let result = self
-            .execute_with_attempts(
+            .execute_idempotent(
                 "deleteEndpoint",
                 DELETE_ENDPOINT,
                 json!({ "id": id }),
@@ -501,6 +620,88 @@ impl StateManagerClient {
                 _ => Err(e),
             },
         }
+    }
+
+    /// Takes the deploy lease of environment `environment_id` for `ttl` under `token` (the
+    /// caller's own random token, so that a repetition after a lost answer extends the same
+    /// lease); `holder` says who holds it in other callers' messages. A server without
+    /// leases (RunPod's API) answers [`LeaseAnswer::Unsupported`].
+    pub async fn acquire_environment_lease(
+        &self,
+        environment_id: &str,
+        token: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<LeaseAnswer, ApiError> {
+        let result = self
+            .execute_idempotent(
+                "acquireFlashEnvironmentLease",
+                ACQUIRE_FLASH_ENVIRONMENT_LEASE,
+                lease_input(environment_id, token, holder, ttl),
+                IDEMPOTENT_MUTATION_ATTEMPTS,
+            )
+            .await;
+        let mut data = match result {
+            Ok(data) => data,
+            Err(e) if e.is_unknown_field(LEASE_FIELD) || e.is_unknown_field(LEASE_INPUT) => {
+                return Ok(LeaseAnswer::Unsupported);
+            }
+            Err(e) => return Err(e.not_found_as("environment", environment_id)),
+        };
+        let lease: EnvironmentLease = typed(
+            data["acquireFlashEnvironmentLease"].take(),
+            "acquireFlashEnvironmentLease",
+            "acquireFlashEnvironmentLease",
+        )?;
+        Ok(if lease.granted {
+            LeaseAnswer::Granted(lease)
+        } else {
+            LeaseAnswer::Held(lease)
+        })
+    }
+
+    /// Extends the lease `token` holds on the environment; `granted: false` when it was
+    /// lost (it expired and another holder took it).
+    pub async fn renew_environment_lease(
+        &self,
+        environment_id: &str,
+        token: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<EnvironmentLease, ApiError> {
+        let mut data = self
+            .execute_idempotent(
+                "renewFlashEnvironmentLease",
+                RENEW_FLASH_ENVIRONMENT_LEASE,
+                lease_input(environment_id, token, holder, ttl),
+                IDEMPOTENT_MUTATION_ATTEMPTS,
+            )
+            .await
+            .map_err(|e| e.not_found_as("environment", environment_id))?;
+        typed(
+            data["renewFlashEnvironmentLease"].take(),
+            "renewFlashEnvironmentLease",
+            "renewFlashEnvironmentLease",
+        )
+    }
+
+    /// Ends the lease `token` holds on the environment; `false` when it held none.
+    pub async fn release_environment_lease(
+        &self,
+        environment_id: &str,
+        token: &str,
+    ) -> Result<bool, ApiError> {
+        let data = self
+            .execute_idempotent(
+                "releaseFlashEnvironmentLease",
+                RELEASE_FLASH_ENVIRONMENT_LEASE,
+                json!({ "input": { "flashEnvironmentId": environment_id, "token": token } }),
+                IDEMPOTENT_MUTATION_ATTEMPTS,
+            )
+            .await?;
+        Ok(data["releaseFlashEnvironmentLease"]
+            .as_bool()
+            .unwrap_or(false))
     }
 
     /// The manifest persisted on the environment's active build, with that build's id.
@@ -548,6 +749,16 @@ impl StateManagerClient {
             }),
         }
     }
+}
+
+fn lease_input(environment_id: &str, token: &str, holder: &str, ttl: std::time::Duration) -> Value {
+    let ttl_seconds = i32::try_from(ttl.as_secs().max(1)).unwrap_or(i32::MAX);
+    json!({ "input": {
+        "flashEnvironmentId": environment_id,
+        "token": token,
+        "holder": holder,
+        "ttlSeconds": ttl_seconds,
+    } })
 }
 
 fn typed<T: serde::de::DeserializeOwned>(

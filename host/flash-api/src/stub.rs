@@ -4,7 +4,12 @@
 //! It serves the operations a worker sends (`getFlashEnvironment`, `getFlashBuild`,
 //! `updateFlashBuildManifest`) and `flash login`'s (`createFlashAuthRequest`,
 //! `flashAuthRequestStatus`, answered from a script); `flash server` is the full
-//! implementation.
+//! implementation. Like RunPod's API, it does not know `flash server`'s extensions (the
+//! environment lease mutations) and refuses them as unknown fields.
+//!
+//! [`FaultyProxy`] sits in front of a real State Manager (`flash server`) instead, and loses
+//! or delays chosen operations *after* the server received them: the way to test what a
+//! client does when a mutation was applied but its answer never came back.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -172,6 +177,9 @@ impl Stub {
                 answer["expiresAt"] = json!(expires_at);
                 json!({ "data": { "flashAuthRequestStatus": answer } })
             }
+            // RunPod's API has no environment leases: it refuses the document at validation.
+            "acquireFlashEnvironmentLease" => json!({ "errors": [{ "message":
+                "Cannot query field \"acquireFlashEnvironmentLease\" on type \"Mutation\"." }] }),
             other => json!({ "errors": [{ "message": format!("unknown operation `{other}`") }] }),
         }
     }
@@ -277,4 +285,164 @@ pub async fn dead_base_url() -> String {
     let addr = listener.local_addr().expect("address");
     drop(listener);
     format!("http://{addr}")
+}
+
+/// What [`FaultyProxy`] does to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyFault {
+    /// Forward the request, let the server answer (and commit), then close the client's
+    /// connection without sending a byte of the answer.
+    DropAnswer,
+    /// Hold the request this long, then forward it.
+    Delay(Duration),
+}
+
+/// A proxy on 127.0.0.1 in front of a State Manager: forwards every request (HTTP/1.1 with
+/// `Content-Length`, one request per connection) and applies the faults set per GraphQL
+/// operation name.
+#[derive(Default)]
+pub struct FaultyProxy {
+    /// (operation, fault, how many more requests it applies to).
+    rules: Mutex<Vec<(String, ProxyFault, usize)>>,
+    /// Operation names of the GraphQL requests forwarded, in order.
+    seen: Mutex<Vec<String>>,
+}
+
+impl FaultyProxy {
+    /// Applies `fault` to the next `times` requests of `operation`.
+    pub fn fault(&self, operation: &str, fault: ProxyFault, times: usize) {
+        self.rules
+            .lock()
+            .expect("rules lock")
+            .push((operation.to_owned(), fault, times));
+    }
+
+    /// Operation names of the GraphQL requests that reached the proxy, in order.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().expect("seen lock").clone()
+    }
+
+    fn take_fault(&self, operation: &str) -> Option<ProxyFault> {
+        let mut rules = self.rules.lock().expect("rules lock");
+        let rule = rules
+            .iter_mut()
+            .find(|(op, _, left)| op == operation && *left > 0)?;
+        rule.2 -= 1;
+        Some(rule.1.clone())
+    }
+}
+
+/// Starts `proxy` in front of `upstream` (a base URL); returns the proxy's base URL.
+pub async fn start_proxy(proxy: Arc<FaultyProxy>, upstream: &str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the proxy");
+    let addr = listener.local_addr().expect("proxy address");
+    let upstream = upstream.trim_end_matches('/').to_owned();
+    let http = reqwest::Client::new();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (proxy, upstream, http) = (proxy.clone(), upstream.clone(), http.clone());
+            tokio::spawn(async move {
+                let _ = proxy_one(&proxy, &upstream, &http, socket).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// One request: read it, forward it, answer (or not).
+async fn proxy_one(
+    proxy: &FaultyProxy,
+    upstream: &str,
+    http: &reqwest::Client,
+    mut socket: tokio::net::TcpStream,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut buf = Vec::new();
+    let head_end = loop {
+        let mut chunk = [0u8; 8192];
+        let n = socket.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut request_line = lines.next().unwrap_or("").split_whitespace();
+    let method = request_line.next().unwrap_or("GET").to_owned();
+    let path = request_line.next().unwrap_or("/").to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        let mut chunk = vec![0u8; (length - body.len()).min(64 * 1024)];
+        let n = socket.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+
+    let operation = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("query").and_then(Value::as_str).map(operation_name));
+    let fault = operation.as_deref().and_then(|op| proxy.take_fault(op));
+    if let Some(op) = &operation {
+        proxy.seen.lock().expect("seen lock").push(op.clone());
+    }
+    if let Some(ProxyFault::Delay(wait)) = &fault {
+        tokio::time::sleep(*wait).await;
+    }
+
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+    let mut request = http.request(method, format!("{upstream}{path}")).body(body);
+    for (k, v) in &headers {
+        if !matches!(
+            k.as_str(),
+            "host" | "content-length" | "connection" | "transfer-encoding"
+        ) {
+            request = request.header(k.as_str(), v.as_str());
+        }
+    }
+    let Ok(response) = request.send().await else {
+        return socket
+            .write_all(
+                b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )
+            .await;
+    };
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let answer = response.bytes().await.unwrap_or_default();
+    if fault == Some(ProxyFault::DropAnswer) {
+        // The server has answered (and committed); the client hears nothing.
+        return Ok(());
+    }
+    let head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        answer.len()
+    );
+    socket.write_all(head.as_bytes()).await?;
+    socket.write_all(&answer).await?;
+    socket.shutdown().await
 }

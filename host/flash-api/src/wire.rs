@@ -53,6 +53,25 @@ pub struct BuildRef {
     pub created_at: Option<String>,
 }
 
+/// An environment's deploy lease as `flash server` reports it (its extension; the token
+/// is never sent back).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentLease {
+    pub flash_environment_id: String,
+    /// Whether the caller's token holds the lease now.
+    pub granted: bool,
+    /// Who holds it (the caller when granted), as the holder described itself.
+    #[serde(default)]
+    pub holder: Option<String>,
+    /// RFC 3339.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Seconds until the lease ends unless renewed (server's clock, so no skew).
+    #[serde(default)]
+    pub expires_in_seconds: Option<i64>,
+}
+
 /// A `flash login` authorization request (reference §1.6).
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]

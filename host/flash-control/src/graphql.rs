@@ -5,6 +5,20 @@
 //! that clients match on are kept: an unknown `flashAppByName` fails with `app not found`,
 //! an unknown `flashEnvironmentByName` is `null`. `manifest` is a JSON object scalar.
 //!
+//! **Environment leases** (an extension; RunPod's API has none). `acquireFlashEnvironmentLease`
+//! gives an environment's deploy lease to the caller's own random token for `ttlSeconds`
+//! (1..=3600), or answers `granted: false` with the current holder and when its lease
+//! ends; `renewFlashEnvironmentLease` extends it while the token still holds it, and
+//! `releaseFlashEnvironmentLease` ends it. While a lease lasts, the mutations that change
+//! the environment — `saveEndpoint` and `deleteEndpoint` of its endpoints, `saveTemplate`
+//! of their templates, `deployBuildToEnvironment`, `deleteFlashEnvironment`,
+//! `deleteFlashApp` — are refused unless the request carries the token in
+//! [`flash_api::ENVIRONMENT_LEASE_HEADER`], with an error that names the holder and says
+//! to run the command again once it has finished. This fences a holder that lost its
+//! lease (it stalled past the expiry and another took it) as well as clients that take
+//! none. The check and the write are separate transactions: a lease that expires between
+//! them lets that one write through, which matters only at the expiry boundary.
+//!
 //! `updateFlashBuildManifest` runs as one store transaction (read, compute, write), so
 //! concurrent writers never interleave. By default it replaces the manifest (RunPod's
 //! semantics; the last writer wins as a whole document). With the extension field
@@ -22,7 +36,9 @@ use serde_json::{Value, json};
 
 use crate::auth::Principal;
 use crate::state::AppState;
-use crate::store::{App, Build, Endpoint, EnvVar, Environment, StoreError, Template};
+use crate::store::{
+    App, Build, Endpoint, EnvVar, Environment, EnvironmentLease, StoreError, Template,
+};
 use crate::util::{new_id, now_ms, random_secret, rfc3339};
 
 /// The schema type served at `/graphql`.
@@ -43,6 +59,11 @@ pub async fn handler(
     req: async_graphql_axum::GraphQLRequest,
 ) -> Response {
     let mut req = req.into_inner();
+    let lease = headers
+        .get(flash_api::ENVIRONMENT_LEASE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    req = req.data(LeaseToken(lease));
     let operation = req.operation_name.as_deref();
     let admitted = match state.auth.principal(&headers) {
         Some(Principal::User) => true,
@@ -117,6 +138,56 @@ fn st<'a>(ctx: &Context<'a>) -> &'a AppState {
     ctx.data_unchecked::<AppState>()
 }
 
+/// The environment lease token a request carries ([`flash_api::ENVIRONMENT_LEASE_HEADER`]).
+struct LeaseToken(Option<String>);
+
+/// Longest lease a holder may ask for; it renews to keep it longer.
+const MAX_LEASE_SECONDS: i32 = 3600;
+/// Longest token and holder description accepted.
+const MAX_LEASE_TEXT: usize = 256;
+
+/// Refuses a change to environment `env_id` while another token holds its lease.
+fn check_lease(ctx: &Context<'_>, env_id: &str) -> Result<()> {
+    let state = st(ctx);
+    let now = now_ms();
+    let Some(lease) = state.store.active_lease(env_id, now).map_err(store_err)? else {
+        return Ok(());
+    };
+    let token = ctx.data_opt::<LeaseToken>().and_then(|t| t.0.as_deref());
+    if token == Some(lease.token.as_str()) {
+        return Ok(());
+    }
+    let name = state
+        .store
+        .get_environment(env_id)
+        .map_err(store_err)?
+        .map_or_else(|| env_id.to_string(), |e| e.name);
+    Err(Error::new(format!(
+        "environment `{name}` ({env_id}) is being deployed by {} (its lease ends in {} s \
+         unless renewed): run this command again once that deploy has finished",
+        lease.holder,
+        seconds_left(lease.expires_at, now)
+    )))
+}
+
+/// Whole seconds from `now` until `expires_at` (ms), rounded up.
+fn seconds_left(expires_at: i64, now: i64) -> i64 {
+    ((expires_at - now).max(0) + 999) / 1000
+}
+
+/// [`check_lease`] for every environment whose endpoints use template `template_id`.
+fn check_template_lease(ctx: &Context<'_>, template_id: &str) -> Result<()> {
+    let endpoints = st(ctx).store.list_endpoints().map_err(store_err)?;
+    let mut envs: Vec<String> = endpoints
+        .into_iter()
+        .filter(|e| e.template_id.as_deref() == Some(template_id))
+        .filter_map(|e| e.flash_environment_id)
+        .collect();
+    envs.sort();
+    envs.dedup();
+    envs.iter().try_for_each(|env| check_lease(ctx, env))
+}
+
 fn store_err(e: StoreError) -> Error {
     Error::new(e.to_string())
 }
@@ -168,6 +239,31 @@ impl FlashApp {
 pub struct Ref {
     id: Option<String>,
     name: Option<String>,
+}
+
+/// An environment's deploy lease as its holder, or a caller that wants it, sees it.
+#[derive(SimpleObject)]
+pub struct FlashEnvironmentLease {
+    flash_environment_id: String,
+    /// Whether the caller's token holds the lease now.
+    granted: bool,
+    /// Who holds it.
+    holder: Option<String>,
+    expires_at: Option<String>,
+    /// Seconds until it ends unless renewed.
+    expires_in_seconds: Option<i64>,
+}
+
+impl FlashEnvironmentLease {
+    fn new(env_id: &str, granted: bool, lease: Option<&EnvironmentLease>, now: i64) -> Self {
+        Self {
+            flash_environment_id: env_id.to_string(),
+            granted,
+            holder: lease.map(|l| l.holder.clone()),
+            expires_at: lease.map(|l| rfc3339(l.expires_at)),
+            expires_in_seconds: lease.map(|l| seconds_left(l.expires_at, now)),
+        }
+    }
 }
 
 /// A presigned download of a build artifact.
@@ -529,6 +625,55 @@ pub struct UpdateFlashBuildManifestInput {
     /// Extension: apply `manifest` as a JSON merge patch (RFC 7386) instead of replacing.
     merge: Option<bool>,
 }
+/// Extension: take or renew an environment's deploy lease.
+#[derive(InputObject)]
+pub struct FlashEnvironmentLeaseInput {
+    flash_environment_id: String,
+    /// The caller's own random token; sent again in the lease header with its changes.
+    token: String,
+    /// Who the caller is, for the messages other callers get.
+    holder: Option<String>,
+    /// 1..=3600.
+    ttl_seconds: i32,
+}
+/// Extension: end an environment's deploy lease.
+#[derive(InputObject)]
+pub struct ReleaseFlashEnvironmentLeaseInput {
+    flash_environment_id: String,
+    token: String,
+}
+
+impl FlashEnvironmentLeaseInput {
+    /// The token, the holder and the expiry, checked.
+    fn parts(&self, now: i64) -> Result<(&str, String, i64)> {
+        let token = self.token.as_str();
+        if token.is_empty() || token.len() > MAX_LEASE_TEXT {
+            return Err(Error::new(format!(
+                "a lease token must be 1 to {MAX_LEASE_TEXT} characters"
+            )));
+        }
+        if !(1..=MAX_LEASE_SECONDS).contains(&self.ttl_seconds) {
+            return Err(Error::new(format!(
+                "ttlSeconds must be 1..={MAX_LEASE_SECONDS}, got {}",
+                self.ttl_seconds
+            )));
+        }
+        let mut holder = self
+            .holder
+            .clone()
+            .filter(|h| !h.trim().is_empty())
+            .unwrap_or_else(|| "another client".to_string());
+        if holder.len() > MAX_LEASE_TEXT {
+            let cut = (0..=MAX_LEASE_TEXT)
+                .rev()
+                .find(|i| holder.is_char_boundary(*i))
+                .unwrap_or(0);
+            holder.truncate(cut);
+        }
+        Ok((token, holder, now + i64::from(self.ttl_seconds) * 1000))
+    }
+}
+
 #[derive(InputObject)]
 pub struct SaveTemplateInput {
     id: String,
@@ -786,6 +931,7 @@ impl Mutation {
             .into_iter()
             .map(|e| e.id)
             .collect();
+        envs.iter().try_for_each(|env| check_lease(ctx, env))?;
         for ep in state.store.list_endpoints().map_err(store_err)? {
             if ep
                 .flash_environment_id
@@ -821,6 +967,7 @@ impl Mutation {
         flash_environment_id: String,
     ) -> Result<bool> {
         let state = st(ctx);
+        check_lease(ctx, &flash_environment_id)?;
         for ep in state.store.list_endpoints().map_err(store_err)? {
             if ep.flash_environment_id.as_deref() == Some(flash_environment_id.as_str()) {
                 state.store.delete_endpoint(&ep.id).map_err(store_err)?;
@@ -913,6 +1060,7 @@ impl Mutation {
         input: DeployBuildToEnvironmentInput,
     ) -> Result<FlashEnvironment> {
         let state = st(ctx);
+        check_lease(ctx, &input.flash_environment_id)?;
         let env = state
             .store
             .set_active_build(&input.flash_environment_id, &input.flash_build_id)
@@ -951,6 +1099,7 @@ impl Mutation {
     ) -> Result<PodTemplate> {
         let input = input.ok_or_else(|| Error::new("saveTemplate needs an input"))?;
         let state = st(ctx);
+        check_template_lease(ctx, &input.id)?;
         let existing = state.store.get_template(&input.id).map_err(store_err)?;
         let base = existing.unwrap_or_else(|| Template {
             id: input.id.clone(),
@@ -1079,6 +1228,17 @@ impl Mutation {
         {
             return Err(Error::new(format!("flash environment not found: `{env}`")));
         }
+        // The environment it is saved in, and the one it leaves.
+        if let Some(env) = &ep.flash_environment_id {
+            check_lease(ctx, env)?;
+        }
+        if let Some(old) = existing
+            .as_ref()
+            .and_then(|e| e.flash_environment_id.as_ref())
+            && Some(old) != ep.flash_environment_id.as_ref()
+        {
+            check_lease(ctx, old)?;
+        }
         match (input.template, &input.template_id) {
             (Some(_), Some(_)) => {
                 return Err(Error::new("send either templateId or template, not both"));
@@ -1120,12 +1280,81 @@ impl Mutation {
 
     async fn delete_endpoint(&self, ctx: &Context<'_>, id: String) -> Result<bool> {
         let state = st(ctx);
+        if let Some(env) = state
+            .store
+            .get_endpoint(&id)
+            .map_err(store_err)?
+            .and_then(|e| e.flash_environment_id)
+        {
+            check_lease(ctx, &env)?;
+        }
         if !state.store.delete_endpoint(&id).map_err(store_err)? {
             return Err(Error::new(format!("endpoint not found: `{id}`")));
         }
         tracing::info!(endpoint = %id, "endpoint deleted");
         state.provisioner.kick();
         Ok(true)
+    }
+
+    /// Extension: takes the environment's deploy lease (see the module docs).
+    async fn acquire_flash_environment_lease(
+        &self,
+        ctx: &Context<'_>,
+        input: FlashEnvironmentLeaseInput,
+    ) -> Result<FlashEnvironmentLease> {
+        let now = now_ms();
+        let (token, holder, expires_at) = input.parts(now)?;
+        let env = &input.flash_environment_id;
+        let (granted, lease) = st(ctx)
+            .store
+            .acquire_lease(env, token, &holder, now, expires_at)
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => {
+                    Error::new(format!("flash environment not found: `{env}`"))
+                }
+                other => store_err(other),
+            })?;
+        if granted {
+            tracing::info!(environment = %env, holder = %lease.holder, "environment lease taken");
+        }
+        Ok(FlashEnvironmentLease::new(env, granted, Some(&lease), now))
+    }
+
+    /// Extension: extends a lease the token holds; `granted: false` when it lost it.
+    async fn renew_flash_environment_lease(
+        &self,
+        ctx: &Context<'_>,
+        input: FlashEnvironmentLeaseInput,
+    ) -> Result<FlashEnvironmentLease> {
+        let now = now_ms();
+        let (token, _, expires_at) = input.parts(now)?;
+        let env = &input.flash_environment_id;
+        let (renewed, lease) = st(ctx)
+            .store
+            .renew_lease(env, token, expires_at)
+            .map_err(store_err)?;
+        Ok(FlashEnvironmentLease::new(
+            env,
+            renewed,
+            lease.as_ref().filter(|l| renewed || l.expires_at > now),
+            now,
+        ))
+    }
+
+    /// Extension: ends a lease the token holds.
+    async fn release_flash_environment_lease(
+        &self,
+        ctx: &Context<'_>,
+        input: ReleaseFlashEnvironmentLeaseInput,
+    ) -> Result<bool> {
+        let released = st(ctx)
+            .store
+            .release_lease(&input.flash_environment_id, &input.token)
+            .map_err(store_err)?;
+        if released {
+            tracing::info!(environment = %input.flash_environment_id, "environment lease released");
+        }
+        Ok(released)
     }
 
     async fn create_flash_auth_request(&self, ctx: &Context<'_>) -> Result<FlashAuthRequest> {

@@ -617,3 +617,143 @@ async fn concurrent_manifest_updates_lose_nothing() {
     assert_eq!(m["writer"], m["copy"]);
     assert_eq!(m.as_object().map(|o| o.len()), Some(2));
 }
+
+const ACQUIRE_LEASE: &str = "mutation acquireFlashEnvironmentLease($input: FlashEnvironmentLeaseInput!) { acquireFlashEnvironmentLease(input: $input) { flashEnvironmentId granted holder expiresAt expiresInSeconds } }";
+const RELEASE_LEASE: &str = "mutation releaseFlashEnvironmentLease($input: ReleaseFlashEnvironmentLeaseInput!) { releaseFlashEnvironmentLease(input: $input) }";
+
+/// POST /graphql with the key and `token` in the lease header; the whole response body.
+async fn gql_leased(s: &TestServer, token: &str, query: &str, variables: Value) -> Value {
+    s.http
+        .post(format!("{}/graphql", s.url))
+        .bearer_auth(&s.key)
+        .header(flash_api::ENVIRONMENT_LEASE_HEADER, token)
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .expect("graphql request")
+        .json()
+        .await
+        .expect("graphql JSON")
+}
+
+/// While an environment is leased, every mutation that changes it is refused unless it
+/// carries the lease's token, with an error that names the holder and what to do; other
+/// environments are untouched, and a released lease fences nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leased_environment_refuses_changes_without_its_token() {
+    let s = TestServer::start().await;
+    let app_id = s
+        .gql(CREATE_APP, json!({ "input": { "name": "demo" } }))
+        .await["createFlashApp"]["id"]
+        .as_str()
+        .expect("app id")
+        .to_string();
+    let env = |name: &'static str| {
+        let (s, app_id) = (&s, app_id.clone());
+        async move {
+            s.gql(
+                CREATE_ENV,
+                json!({ "input": { "flashAppId": app_id, "name": name } }),
+            )
+            .await["createFlashEnvironment"]["id"]
+                .as_str()
+                .expect("env id")
+                .to_string()
+        }
+    };
+    let (dev, other) = (env("dev").await, env("other").await);
+    let endpoint = |env_id: &str| {
+        json!({ "input": { "name": "gpu", "workersMin": 0, "workersMax": 1,
+            "flashEnvironmentId": env_id, "template": { "imageName": "i", "env": [] } } })
+    };
+    let saved = s.gql(SAVE_ENDPOINT, endpoint(&dev)).await["saveEndpoint"].clone();
+    let (ep, template) = (
+        saved["id"].as_str().expect("id").to_string(),
+        saved["templateId"].as_str().expect("template").to_string(),
+    );
+    let (key, code, _) = upload(&s, &app_id, 4, vec![1, 2, 3, 4], None).await;
+    assert_eq!(code, 200);
+    let build = s
+        .gql(
+            FINALIZE,
+            json!({ "input": { "flashAppId": app_id, "objectKey": key, "manifest": {} } }),
+        )
+        .await["finalizeFlashArtifactUpload"]["id"]
+        .clone();
+
+    let lease = |token: &str, holder: &str| {
+        json!({ "input": { "flashEnvironmentId": dev, "token": token, "holder": holder,
+            "ttlSeconds": 60 } })
+    };
+    let granted = s.gql(ACQUIRE_LEASE, lease("t-1", "send 1")).await;
+    assert_eq!(granted["acquireFlashEnvironmentLease"]["granted"], true);
+    let refused = s.gql(ACQUIRE_LEASE, lease("t-2", "send 2")).await;
+    let refused = &refused["acquireFlashEnvironmentLease"];
+    assert_eq!(
+        (&refused["granted"], &refused["holder"]),
+        (&json!(false), &json!("send 1"))
+    );
+    assert!(
+        refused["expiresInSeconds"]
+            .as_i64()
+            .is_some_and(|s| (1..=60).contains(&s)),
+        "{refused}"
+    );
+    let bad = s
+        .gql_raw(
+            ACQUIRE_LEASE,
+            json!({ "input": { "flashEnvironmentId": dev, "token": "t", "ttlSeconds": 0 } }),
+        )
+        .await;
+    assert!(error_text(&bad).contains("ttlSeconds"), "{bad}");
+
+    let changes: Vec<(&str, Value)> = vec![
+        (SAVE_ENDPOINT, endpoint(&dev)),
+        (
+            SAVE_ENDPOINT,
+            json!({ "input": { "id": ep, "name": "gpu", "workersMax": 2 } }),
+        ),
+        (
+            SAVE_TEMPLATE,
+            json!({ "input": { "id": template, "env": [] } }),
+        ),
+        (
+            DEPLOY,
+            json!({ "input": { "flashEnvironmentId": dev, "flashBuildId": build } }),
+        ),
+        (DELETE_ENDPOINT, json!({ "id": ep })),
+        (DELETE_ENV, json!({ "flashEnvironmentId": dev })),
+        (DELETE_APP, json!({ "flashAppId": app_id })),
+    ];
+    for (query, variables) in &changes {
+        for resp in [
+            s.gql_raw(query, variables.clone()).await,
+            gql_leased(&s, "t-2", query, variables.clone()).await,
+        ] {
+            let text = error_text(&resp);
+            assert!(
+                text.contains("environment `dev`")
+                    && text.contains("is being deployed by send 1")
+                    && text.contains("run this command again"),
+                "{query}: {resp}"
+            );
+        }
+    }
+    // Another environment of the app is not fenced.
+    s.gql(SAVE_ENDPOINT, endpoint(&other)).await;
+    // The holder may (the deletes last, since they end what the others need).
+    for (query, variables) in &changes[..5] {
+        let resp = gql_leased(&s, "t-1", query, variables.clone()).await;
+        assert!(resp.get("errors").is_none(), "{query}: {resp}");
+    }
+    let released = s
+        .gql(
+            RELEASE_LEASE,
+            json!({ "input": { "flashEnvironmentId": dev, "token": "t-1" } }),
+        )
+        .await;
+    assert_eq!(released["releaseFlashEnvironmentLease"], true);
+    s.gql(DELETE_ENV, json!({ "flashEnvironmentId": dev }))
+        .await;
+    s.stop().await;
+}

@@ -8,8 +8,11 @@
 //!
 //! - [`provision`]: plan each resource config against what is deployed, save endpoints
 //!   with retries, find removed endpoints, build the published manifest;
-//! - [`mothership`]: the environment's mothership endpoint, and its reconciliation on boot.
+//! - [`mothership`]: the environment's mothership endpoint, and its reconciliation on boot;
+//! - [`lease`]: the environment's deploy lease, which every deploy (send or reconciliation)
+//!   holds while it changes the environment, so that two never interleave.
 
+pub mod lease;
 pub mod mothership;
 pub mod provision;
 

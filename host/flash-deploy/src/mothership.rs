@@ -21,9 +21,11 @@
 //!
 //! Because `deploy send` provisions everything before it activates a build, a mothership
 //! that boots after a complete send finds nothing to do: it is the safety net for sends that
-//! died half-way, endpoints deleted or edited out of band, and deploys by older clients. It
-//! waits (bounded) for a send that is still publishing its endpoints before it starts, so
-//! the two never create the same endpoint twice.
+//! died half-way, endpoints deleted or edited out of band, and deploys by older clients.
+//! Steps 1–4 run under the environment's deploy lease ([`crate::lease`]): the mothership
+//! waits for a send in progress to finish (and a send waits for it), so the two never
+//! interleave their saves. Where the State Manager has no leases (RunPod's API) it waits,
+//! bounded, for a send that is still publishing its endpoints instead.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -33,10 +35,11 @@ use flash_manifest::Manifest;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::lease::{Lease, LeaseOptions};
 use crate::provision::DeployedResource;
 use crate::provision::{self, Action, DeployContext, ResourceReport};
 use crate::{DEPLOY_KEY, MOTHERSHIP, str_field};
-use flash_api::StateManagerClient;
+use flash_api::{Created, StateManagerClient};
 
 /// Top-level key of the published manifest that the mothership writes (which mothership
 /// endpoint reconciled it).
@@ -141,17 +144,33 @@ pub async fn ensure_endpoint(
         .as_ref()
         .and_then(|l| l.get("templateId").and_then(Value::as_str))
         .map(str::to_string);
+    let existing = existing.filter(|_| live.is_some());
     let (endpoint, template) = saves(
         ctx,
-        existing
-            .as_deref()
-            .filter(|_| live.is_some())
-            .map(|id| (id, template_id.as_deref())),
+        existing.as_deref().map(|id| (id, template_id.as_deref())),
     );
-    let saved = sm
-        .save_endpoint_retrying(&endpoint, 3)
-        .await
-        .context("saving the mothership endpoint")?;
+    let saving = "saving the mothership endpoint";
+    let (saved, template) = if existing.is_some() {
+        (
+            sm.update_endpoint(&endpoint, 3).await.context(saving)?,
+            template,
+        )
+    } else {
+        match sm.create_endpoint(&endpoint, 3).await.context(saving)? {
+            Created::New(saved) => (saved, template),
+            Created::Found(live) => {
+                // The answer to the create was lost and the environment has a mothership
+                // (most likely the one it made): it gets these settings as an update.
+                let id = str_field(&live, "id")?.to_string();
+                let template_id = live.get("templateId").and_then(Value::as_str);
+                let (endpoint, template) = saves(ctx, Some((&id, template_id)));
+                (
+                    sm.update_endpoint(&endpoint, 3).await.context(saving)?,
+                    template,
+                )
+            }
+        }
+    };
     if let Some(t) = template {
         sm.save_template(&t, 3)
             .await
@@ -173,6 +192,8 @@ pub struct ReconcileOptions {
     pub health_wait: Duration,
     /// This mothership's endpoint id (`RUNPOD_ENDPOINT_ID`), recorded in the manifest.
     pub endpoint_id: Option<String>,
+    /// How the environment's deploy lease is taken (how long to wait for a send).
+    pub lease: LeaseOptions,
 }
 
 impl Default for ReconcileOptions {
@@ -183,6 +204,7 @@ impl Default for ReconcileOptions {
             publish_wait: Duration::from_secs(60),
             health_wait: Duration::from_secs(60),
             endpoint_id: None,
+            lease: LeaseOptions::default(),
         }
     }
 }
@@ -241,30 +263,10 @@ fn published(persisted: &Value) -> bool {
     persisted.get(DEPLOY_KEY).is_some()
 }
 
-/// Endpoints of the environment adopted by name (a send that died before publishing).
-fn adopt_by_name(env: &Value, manifest: &Manifest) -> BTreeMap<String, DeployedResource> {
-    env["endpoints"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.get("name")?.as_str()?;
-            let id = e.get("id")?.as_str()?;
-            manifest.resources.contains_key(name).then(|| {
-                (
-                    name.to_string(),
-                    DeployedResource {
-                        endpoint_id: id.to_string(),
-                        ..Default::default()
-                    },
-                )
-            })
-        })
-        .collect()
-}
-
 /// Reconciles environment `env_id` with `desired` (the booted artifact's manifest). See the
-/// module docs.
+/// module docs. The changes are made under the environment's deploy lease
+/// ([`crate::lease`]), taken first (waiting for a `deploy send` in progress to finish) and
+/// released before the children's health is checked.
 pub async fn reconcile(
     sm: &StateManagerClient,
     desired_json: &Value,
@@ -276,6 +278,33 @@ pub async fn reconcile(
     if desired.resources.contains_key(MOTHERSHIP) {
         bail!("the resource name `{MOTHERSHIP}` is reserved: rename that resource config");
     }
+    let holder = match &options.endpoint_id {
+        Some(id) => format!("the mothership ({id})"),
+        None => "the mothership".to_string(),
+    };
+    let lease = Lease::acquire(sm, env_id, env_id, &holder, &options.lease, |other| {
+        tracing::info!(environment = %env_id, holder = %other, "waiting for the deploy in progress to finish before reconciling");
+    })
+    .await?;
+    let outcome = reconcile_leased(&lease, desired_json, &desired, env_id, options).await;
+    lease.release().await;
+    let (mut reconciliation, deployed) = outcome?;
+    if reconciliation.active {
+        reconciliation.health = verify_health(sm, &desired, &deployed, options.health_wait).await;
+    }
+    Ok(reconciliation)
+}
+
+/// [`reconcile`] once the lease is held: everything but the health check. Returns the
+/// endpoints deployed too.
+async fn reconcile_leased(
+    lease: &Lease,
+    desired_json: &Value,
+    desired: &Manifest,
+    env_id: &str,
+    options: &ReconcileOptions,
+) -> Result<(Reconciliation, BTreeMap<String, DeployedResource>)> {
+    let sm = lease.client();
 
     // Current state: the active build's published manifest, once its send has finished.
     let deadline = Instant::now() + options.publish_wait;
@@ -311,19 +340,22 @@ pub async fn reconcile(
             "this mothership's build is not the environment's active build; leaving the \
              environment to the active build's mothership"
         );
-        return Ok(Reconciliation {
-            environment_id: env_id.to_string(),
-            build_id,
-            active: false,
-            resources: Vec::new(),
-            health: Vec::new(),
-            persisted: false,
-            manifest: persisted,
-        });
+        return Ok((
+            Reconciliation {
+                environment_id: env_id.to_string(),
+                build_id,
+                active: false,
+                resources: Vec::new(),
+                health: Vec::new(),
+                persisted: false,
+                manifest: persisted,
+            },
+            BTreeMap::new(),
+        ));
     };
 
     let mut previous = provision::deployed_in(&persisted);
-    for (name, adopted) in adopt_by_name(&env, &desired) {
+    for (name, adopted) in provision::adopt_by_name(&env, desired) {
         previous.entry(name).or_insert(adopted);
     }
     let require_auth = persisted[DEPLOY_KEY]["require_auth"]
@@ -341,14 +373,14 @@ pub async fn reconcile(
         image,
     };
 
-    let plans = provision::plan(sm, &desired, &previous, &ctx).await?;
+    let plans = provision::plan(sm, desired, &previous, &ctx).await?;
     for p in plans.iter().filter(|p| p.action != Action::Unchanged) {
         tracing::info!(resource = %p.resource, action = p.action.as_str(), "reconciling");
     }
     let (deployed, failures) = provision::provision_all(
         sm,
         &ctx,
-        &desired,
+        desired,
         &plans,
         options.concurrency,
         options.attempts,
@@ -379,6 +411,7 @@ pub async fn reconcile(
         }
     }
     let persisted_now = manifest != persisted;
+    lease.ensure_held()?;
     if persisted_now {
         if let Some(me) = &options.endpoint_id {
             manifest[RECONCILED_KEY] = json!({ "endpoint_id": me });
@@ -402,16 +435,18 @@ pub async fn reconcile(
         resources.push(ResourceReport::deleted(sm, id, name, url));
     }
 
-    let health = verify_health(sm, &desired, &deployed, options.health_wait).await;
-    Ok(Reconciliation {
-        environment_id: env_id.to_string(),
-        build_id: Some(build),
-        active: true,
-        resources,
-        health,
-        persisted: persisted_now,
-        manifest,
-    })
+    Ok((
+        Reconciliation {
+            environment_id: env_id.to_string(),
+            build_id: Some(build),
+            active: true,
+            resources,
+            health: Vec::new(),
+            persisted: persisted_now,
+            manifest,
+        },
+        deployed,
+    ))
 }
 
 /// Polls each child's `/health` until the ones with `workersMin > 0` have a ready worker, or

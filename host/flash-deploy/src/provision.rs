@@ -10,7 +10,13 @@
 //!    edited it out of band), *update (code)* when
 //!    only the source hash of the components serving it changed, otherwise *unchanged*.
 //! 2. [`provision_all`]: `saveEndpoint` (and `saveTemplate`, reference §1.5) for every plan
-//!    that is not unchanged, a few at a time, each with retries.
+//!    that is not unchanged, a few at a time. An update (the endpoint's id is known) is
+//!    retried on transient failures; a create never blindly: after a failure that may have
+//!    reached the server, the endpoint is looked up by name in the environment first, and
+//!    one found there (most likely the one the lost create made) gets this resource's
+//!    settings as an update. Records that name no endpoint are completed the same way
+//!    before planning ([`adopt_by_name`]), so a deploy whose earlier run died after a create
+//!    reuses that endpoint instead of making a second one.
 //! 3. [`removed_endpoints`]: what the environment runs that no resource wants any more
 //!    (never the mothership), for the caller to delete once the new build is active.
 //! 4. [`published_manifest`]: the manifest with `resources_endpoints` and, per resource, the
@@ -33,7 +39,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::{DEPLOY_KEY, MOTHERSHIP, str_field};
-use flash_api::StateManagerClient;
+use flash_api::{Created, StateManagerClient};
 use serde::{Deserialize, Serialize};
 
 /// Template env key that carries a resource's source hash (reference §5.6).
@@ -441,6 +447,31 @@ pub fn deployed_in(manifest: &Value) -> BTreeMap<String, DeployedResource> {
     out
 }
 
+/// Endpoints of the environment (`env.endpoints`) named after a resource of `manifest`, as
+/// records with no hashes (so the plan saves them again): what a deploy that died before
+/// publishing, or whose answer to a create was lost, left there. Never the mothership.
+pub fn adopt_by_name(env: &Value, manifest: &Manifest) -> BTreeMap<String, DeployedResource> {
+    let mut adopted = BTreeMap::new();
+    for e in env["endpoints"].as_array().into_iter().flatten() {
+        let (Some(name), Some(id)) = (
+            e.get("name").and_then(Value::as_str),
+            e.get("id").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        if name != MOTHERSHIP && manifest.resources.contains_key(name) {
+            // The first of several with one name; the others are deleted as strays.
+            adopted
+                .entry(name.to_string())
+                .or_insert_with(|| DeployedResource {
+                    endpoint_id: id.to_string(),
+                    ..Default::default()
+                });
+        }
+    }
+    adopted
+}
+
 /// Plans the deployment of every resource of `manifest` over `previous`. Each recorded
 /// endpoint is looked up live: one that is gone is created again, one whose settings differ
 /// from its config is updated.
@@ -583,7 +614,8 @@ pub fn save_endpoint_input(
     Ok(Value::Object(input))
 }
 
-/// Saves one resource's endpoint (create, or update with its id), with retries.
+/// Saves one resource's endpoint: an update with its id (retried), or a create (never sent
+/// twice blindly; see the module docs).
 async fn provision(
     sm: &StateManagerClient,
     ctx: &DeployContext,
@@ -613,23 +645,66 @@ async fn provision(
         &plan.source_hash,
         plan.previous.as_ref(),
     )?;
+    let saving = || format!("saving the endpoint of `{}`", plan.resource);
+    let (saved, previous) = match &plan.previous {
+        Some(prev) => (
+            sm.update_endpoint(&input, attempts)
+                .await
+                .with_context(saving)?,
+            Some(prev.clone()),
+        ),
+        None => match sm
+            .create_endpoint(&input, attempts)
+            .await
+            .with_context(saving)?
+        {
+            Created::New(saved) => (saved, None),
+            Created::Found(live) => {
+                // The answer to the create was lost, and the environment has an endpoint
+                // of this name: most likely the one that create made. It gets this
+                // resource's settings as an update, and no second endpoint is made.
+                let found = DeployedResource {
+                    endpoint_id: str_field(&live, "id")?.to_string(),
+                    template_id: live
+                        .get("templateId")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    ..Default::default()
+                };
+                tracing::warn!(
+                    resource = %plan.resource,
+                    endpoint = %found.endpoint_id,
+                    "the answer to creating this endpoint was lost; using the endpoint of \
+                     that name found in the environment"
+                );
+                let input = save_endpoint_input(
+                    ctx,
+                    &plan.resource,
+                    entry,
+                    &plan.source_hash,
+                    Some(&found),
+                )?;
+                (
+                    sm.update_endpoint(&input, attempts)
+                        .await
+                        .with_context(saving)?,
+                    Some(found),
+                )
+            }
+        },
+    };
     let env = template_env(ctx, &plan.resource, entry, &plan.source_hash);
     let template_name = template_name(ctx, &plan.resource);
     let image = host_image(entry, ctx.image.as_deref());
     let disk = container_disk_gb(entry);
-    let existing_template = plan.previous.as_ref().and_then(|p| p.template_id.clone());
-    let saved = sm
-        .save_endpoint_retrying(&input, attempts)
-        .await
-        .with_context(|| format!("saving the endpoint of `{}`", plan.resource))?;
+    let existing_template = previous.as_ref().and_then(|p| p.template_id.clone());
     if let Some(template_id) = &existing_template {
         let live = sm
             .template_env(template_id)
             .await
             .with_context(|| format!("reading the template of `{}`", plan.resource))?
             .unwrap_or_default();
-        let previous_user_keys = plan
-            .previous
+        let previous_user_keys = previous
             .as_ref()
             .map(|p| p.env_keys.clone())
             .unwrap_or_default();

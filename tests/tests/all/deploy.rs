@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flash_tests::ChildGuard;
-use flash_tests::control_plane::{Server, fails, flash, flash_env, has_env, ok};
+use flash_tests::control_plane::{Server, fails, flash, flash_command, flash_env, has_env, ok};
 use serde_json::{Value, json};
 
 /// A copy of the quickstart whose `flash-sdk` dependency points at this repo.
@@ -534,6 +534,211 @@ fn deploy_lifecycle_on_the_embedded_server() {
 }
 
 /// A project with a flash.toml and nothing built.
+/// The active build of environment `env_id`: (build id, published manifest).
+fn active_build(server: &Server, env_id: &str) -> (String, Value) {
+    let env = server.graphql(
+        "query($id: String!) { flashEnvironment(flashEnvironmentId: $id) { activeBuildId } }",
+        json!({ "id": env_id }),
+    );
+    let build = env["flashEnvironment"]["activeBuildId"]
+        .as_str()
+        .expect("an active build")
+        .to_string();
+    let manifest = server.graphql(
+        "query($id: String!) { flashBuild(flashBuildId: $id) { manifest } }",
+        json!({ "id": build }),
+    )["flashBuild"]["manifest"]
+        .clone();
+    (build, manifest)
+}
+
+/// Two `deploy send`s of different builds to one environment at once, arranged so that
+/// without serialisation their saves interleave: A's endpoint saves are held up (so they
+/// land after B's) while B's activation is held up (so it lands after A's). Afterwards the
+/// environment must be exactly what one of them deployed — its active build, every
+/// endpoint's settings and code fingerprint, and no endpoint besides — and the other must
+/// have finished before it or failed saying to run it again.
+#[test]
+fn concurrent_sends_to_one_environment_do_not_interleave() {
+    use flash_api::stub::{FaultyProxy, ProxyFault, start_proxy};
+    use std::sync::Arc;
+
+    let a = quickstart_copy();
+    let b = quickstart_copy();
+    let server = Server::start();
+    let home = server.data_dir.path().to_path_buf();
+    let run = |dir: &Path, args: &[&str]| ok(&flash(dir, &server.url, &home, args), Some(&server));
+
+    // A first deploy, which both sends then change in place (config and code).
+    run(a.path(), &["build"]);
+    let out = run(a.path(), &["deploy", "new", "dev"]);
+    let env_id = out
+        .split("Created environment `dev`: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no environment in:\n{out}"))
+        .to_string();
+    run(a.path(), &["deploy", "send", "dev"]);
+    for (project, workers, tag) in [(&a, "4", "A"), (&b, "5", "B")] {
+        let lib = project.path().join("src/lib.rs");
+        edit(&lib, ".workers(0, 3);", &format!(".workers(0, {workers});"));
+        edit(
+            &lib,
+            "dims must be in 1..=4096, got {dims}",
+            &format!("dims must be in 1..=4096 ({tag}), got {{dims}}"),
+        );
+        run(project.path(), &["build"]);
+    }
+    let sha = |project: &tempfile::TempDir| {
+        flash_manifest::sha256_hex(
+            &std::fs::read(project.path().join(".flash/artifact.tar.gz")).unwrap(),
+        )
+    };
+    let (sha_a, sha_b) = (sha(&a), sha(&b));
+    assert_ne!(sha_a, sha_b);
+
+    // Each send goes through its own proxy, which holds up the chosen operations.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (proxy_a, proxy_b) = (
+        Arc::new(FaultyProxy::default()),
+        Arc::new(FaultyProxy::default()),
+    );
+    proxy_a.fault(
+        "saveEndpoint",
+        ProxyFault::Delay(Duration::from_secs(2)),
+        usize::MAX,
+    );
+    proxy_b.fault(
+        "deployBuildToEnvironment",
+        ProxyFault::Delay(Duration::from_secs(4)),
+        usize::MAX,
+    );
+    let url_a = runtime.block_on(start_proxy(proxy_a.clone(), &server.url));
+    let url_b = runtime.block_on(start_proxy(proxy_b.clone(), &server.url));
+    let started = Instant::now();
+    let send = |dir: &Path, url: &str| {
+        flash_command(dir, url, &home, &["deploy", "send", "dev"], &[])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (child_a, child_b) = (send(a.path(), &url_a), send(b.path(), &url_b));
+    let (out_a, out_b) = std::thread::scope(|scope| {
+        let wait = |child: std::process::Child| {
+            scope.spawn(move || {
+                let out = child.wait_with_output().unwrap();
+                (out, started.elapsed())
+            })
+        };
+        let (ha, hb) = (wait(child_a), wait(child_b));
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    drop(runtime);
+    let text = |out: &std::process::Output| {
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let deployed_build = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .split("Deployed build ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+    };
+    for (name, (out, took)) in [("A", &out_a), ("B", &out_b)] {
+        eprintln!("send {name} ({took:?}, {}):\n{}", out.status, text(out));
+        if !out.status.success() {
+            let text = text(out);
+            assert!(
+                text.contains("is being deployed by") && text.contains("run this command again"),
+                "send {name} failed without saying why or what to do:\n{text}\nserver log:\n{}",
+                server.log()
+            );
+        }
+    }
+    assert!(
+        out_a.0.status.success() || out_b.0.status.success(),
+        "one send must succeed:\nA: {}\nB: {}",
+        text(&out_a.0),
+        text(&out_b.0)
+    );
+
+    // The environment is what one send deployed, and that is the send that finished last.
+    let (build, manifest) = active_build(&server, &env_id);
+    let published_sha = manifest["flash_deploy"]["artifact_sha256"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (winner, winner_out, workers_max, other_out) = if published_sha == sha_a {
+        ("A", &out_a, 4, &out_b)
+    } else {
+        assert_eq!(published_sha, sha_b, "the active build is neither send's");
+        ("B", &out_b, 5, &out_a)
+    };
+    assert_eq!(
+        deployed_build(&winner_out.0).as_deref(),
+        Some(build.as_str()),
+        "send {winner}'s build is active:\n{}",
+        text(&winner_out.0)
+    );
+    if other_out.0.status.success() {
+        assert!(
+            other_out.1 <= winner_out.1,
+            "the other send finished after the active one, yet its build is not active:\n{}",
+            text(&other_out.0)
+        );
+    }
+    let mut wanted: Vec<String> = Vec::new();
+    for (resource, entry) in manifest["resources"].as_object().unwrap() {
+        let id = entry["endpoint_id"].as_str().unwrap();
+        wanted.push(id.to_string());
+        let endpoint = server.graphql(
+            "query($id: String!) { myself { endpoint(id: $id) { workersMax templateId } } }",
+            json!({ "id": id }),
+        )["myself"]["endpoint"]
+            .clone();
+        if resource == "gpu_config" {
+            assert_eq!(
+                endpoint["workersMax"], workers_max,
+                "gpu_config has send {winner}'s config"
+            );
+        }
+        let template = server.graphql(
+            "query($id: String!) { podTemplate(id: $id) { env { key value } } }",
+            json!({ "id": endpoint["templateId"] }),
+        );
+        let fingerprint = template["podTemplate"]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["key"] == "_FLASH_SOURCE_FINGERPRINT")
+            .map(|e| e["value"].clone());
+        assert_eq!(
+            fingerprint.as_ref(),
+            Some(&entry["source_hash"]),
+            "{resource}'s template carries the code of send {winner}'s build, not the other's"
+        );
+    }
+    let env = server.graphql(
+        "query($id: String!) { flashEnvironment(flashEnvironmentId: $id) { endpoints { id name } } }",
+        json!({ "id": env_id }),
+    );
+    let mut live: Vec<String> = env["flashEnvironment"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] != "mothership")
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    live.sort();
+    wanted.sort();
+    assert_eq!(live, wanted, "no endpoint besides the active build's");
+}
+
 fn bare_project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -45,7 +45,7 @@ fn client(base: &str) -> StateManagerClient {
 }
 
 /// Every test runs under this bound, so a hang fails instead of stalling the suite.
-async fn bounded<F: Future>(test: F) -> F::Output {
+pub(crate) async fn bounded<F: Future>(test: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(30), test)
         .await
         .expect("test exceeded 30 s")

@@ -17,6 +17,17 @@
 //! The environment's mothership then boots with the new build and checks the same things
 //! again from inside the platform ([`flash_deploy::mothership`]); after a complete send it finds
 //! nothing to do.
+//!
+//! # Concurrent sends
+//!
+//! Steps 1–5 (and the planning before them) run under the environment's deploy lease
+//! ([`flash_deploy::lease`]): a second `deploy send` to the same environment (or a
+//! mothership reconciling it) waits for the first to finish, up to
+//! [`SendOptions::lease`]`.wait`, then plans afresh over what the first one deployed, so
+//! the environment ends up exactly as the later send wants it. One that waits longer fails
+//! with an error that names the holder and says to run it again. RunPod's API has no lease
+//! (nor any compare-and-swap): there, concurrent sends to one environment are not
+//! serialised, and the last activation wins over whatever endpoint saves interleaved.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,6 +41,7 @@ use super::resource_manager::{EnvironmentState, ResourceManager};
 use super::{require_app, require_environment};
 use flash_api::StateManagerClient;
 use flash_deploy::DeployedResource;
+use flash_deploy::lease::{Lease, LeaseOptions};
 use flash_deploy::provision::{self, Action, DeployContext, ResourceReport};
 use flash_deploy::{ARTIFACT_FILE, DEPLOY_KEY, MOTHERSHIP, str_field};
 
@@ -57,6 +69,8 @@ pub struct SendOptions {
     pub image: Option<String>,
     /// The State Manager app to deploy to (`--app-name`); `None`: the build's project name.
     pub app_name: Option<String>,
+    /// The environment's deploy lease: how long to wait for another deploy to finish.
+    pub lease: LeaseOptions,
 }
 
 impl Default for SendOptions {
@@ -66,6 +80,7 @@ impl Default for SendOptions {
             attempts: 3,
             image: None,
             app_name: None,
+            lease: LeaseOptions::default(),
         }
     }
 }
@@ -220,7 +235,21 @@ fn read_build(flash_dir: &Path) -> Result<(Value, Manifest, Vec<u8>)> {
     Ok((manifest_json, manifest, artifact))
 }
 
-/// `flash deploy send`: uploads `.flash/artifact.tar.gz`, provisions, activates, publishes.
+/// Who a send is, in the messages of others that wait for its lease.
+fn lease_holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty());
+    match host {
+        Some(host) => format!("`flash deploy send` on {host} (pid {})", std::process::id()),
+        None => format!("`flash deploy send` (pid {})", std::process::id()),
+    }
+}
+
+/// `flash deploy send`: uploads `.flash/artifact.tar.gz`, provisions, activates, publishes,
+/// holding the environment's deploy lease throughout (see the module docs).
 pub async fn send(
     sm: &StateManagerClient,
     flash_dir: &Path,
@@ -228,18 +257,56 @@ pub async fn send(
     options: &SendOptions,
     progress: &dyn SendProgress,
 ) -> Result<SendReport> {
-    let (manifest_json, manifest, artifact) = read_build(flash_dir)?;
-    let artifact_size = artifact.len() as u64;
-    let artifact_sha256 = flash_manifest::sha256_hex(&artifact);
-
+    let build = read_build(flash_dir)?;
     let app_name = options
         .app_name
         .clone()
-        .unwrap_or_else(|| manifest.project_name.clone());
+        .unwrap_or_else(|| build.1.project_name.clone());
     let app = require_app(sm, &app_name).await?;
-    let app_id = str_field(&app, "id")?.to_string();
     let env = require_environment(sm, &app, env_name).await?;
     let env_id = str_field(&env, "id")?.to_string();
+
+    let lease = Lease::acquire(
+        sm,
+        &env_id,
+        env_name,
+        &lease_holder(),
+        &options.lease,
+        |holder| {
+            progress.step(&format!(
+                "waiting for {holder} to finish deploying to `{env_name}`"
+            ))
+        },
+    )
+    .await?;
+    let report = send_leased(
+        &lease, flash_dir, build, &app, &app_name, env_name, options, progress,
+    )
+    .await;
+    lease.release().await;
+    report
+}
+
+/// [`send`] once the lease is held.
+#[allow(clippy::too_many_arguments)]
+async fn send_leased(
+    lease: &Lease,
+    flash_dir: &Path,
+    (manifest_json, manifest, artifact): (Value, Manifest, Vec<u8>),
+    app: &Value,
+    app_name: &str,
+    env_name: &str,
+    options: &SendOptions,
+    progress: &dyn SendProgress,
+) -> Result<SendReport> {
+    let sm = lease.client();
+    let artifact_size = artifact.len() as u64;
+    let artifact_sha256 = flash_manifest::sha256_hex(&artifact);
+    let app_id = str_field(app, "id")?.to_string();
+    // Read again under the lease: a send that held it before may have changed everything.
+    let env = require_environment(sm, app, env_name).await?;
+    let env_id = str_field(&env, "id")?.to_string();
+    let app_name = app_name.to_string();
 
     let rm = ResourceManager::new(flash_dir);
     let local = rm
@@ -250,6 +317,12 @@ pub async fn send(
         require_auth,
         artifact_sha256: active_sha256,
     } = previous_deployment(sm, &env, local.as_ref()).await?;
+    // Endpoints of this environment named after a resource that no record names (a send
+    // that died before publishing them): saved again rather than made a second time.
+    let mut previous = previous;
+    for (name, adopted) in provision::adopt_by_name(&env, &manifest) {
+        previous.entry(name).or_insert(adopted);
+    }
 
     let ctx = DeployContext {
         // The build's name, as the mothership (which reads it from the artifact) names it:
@@ -336,6 +409,8 @@ pub async fn send(
         );
     }
 
+    // The point of no return: activate only while the lease is still this send's.
+    lease.ensure_held()?;
     progress.step("activating the build");
     sm.activate(&env_id, &build_id).await?;
 

@@ -51,6 +51,21 @@ pub struct Environment {
     pub created_at: i64,
 }
 
+/// An environment's deploy lease: while it lasts, only requests that carry `token` may
+/// change the environment's endpoints or active build (see [`crate::graphql`]). Whoever
+/// deploys takes it, renews it while it works and releases it at the end; a holder that
+/// dies stops renewing, and the lease ends at `expires_at`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnvironmentLease {
+    pub environment_id: String,
+    /// The holder's own random token (never shown to anyone else).
+    pub token: String,
+    /// Who holds it, as the holder described itself (`flash deploy send` on host …).
+    pub holder: String,
+    pub acquired_at: i64,
+    pub expires_at: i64,
+}
+
 /// A build: an uploaded artifact plus the manifest describing it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Build {
@@ -271,6 +286,32 @@ pub trait Store: Send + Sync + 'static {
     fn delete_environment(&self, id: &str) -> StoreResult<bool>;
     /// Points the environment at a build of the same app.
     fn set_active_build(&self, env_id: &str, build_id: &str) -> StoreResult<Environment>;
+
+    // Environment leases (one atomic transaction each).
+    /// Gives the environment's lease to `token` until `expires_at`, unless another token
+    /// holds one that has not expired at `now` (the same token extends its own). Returns
+    /// whether it was granted, and the lease as it is afterwards.
+    fn acquire_lease(
+        &self,
+        env_id: &str,
+        token: &str,
+        holder: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> StoreResult<(bool, EnvironmentLease)>;
+    /// Extends the lease `token` holds until `expires_at`, even past its expiry as long as
+    /// nobody took it since. Returns whether it did, and the environment's lease afterwards
+    /// (`None`: there is none).
+    fn renew_lease(
+        &self,
+        env_id: &str,
+        token: &str,
+        expires_at: i64,
+    ) -> StoreResult<(bool, Option<EnvironmentLease>)>;
+    /// Ends the lease `token` holds; `false` when it holds none.
+    fn release_lease(&self, env_id: &str, token: &str) -> StoreResult<bool>;
+    /// The environment's lease unless it has expired at `now`.
+    fn active_lease(&self, env_id: &str, now: i64) -> StoreResult<Option<EnvironmentLease>>;
 
     // Artifacts and builds.
     fn create_artifact(&self, artifact: &Artifact) -> StoreResult<()>;

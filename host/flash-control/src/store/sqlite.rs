@@ -22,6 +22,10 @@ CREATE TABLE IF NOT EXISTS environments (
     id TEXT PRIMARY KEY, app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
     name TEXT NOT NULL, active_build_id TEXT, created_at INTEGER NOT NULL,
     UNIQUE (app_id, name));
+CREATE TABLE IF NOT EXISTS environment_leases (
+    environment_id TEXT PRIMARY KEY REFERENCES environments(id) ON DELETE CASCADE,
+    token TEXT NOT NULL, holder TEXT NOT NULL, acquired_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS artifacts (
     object_key TEXT PRIMARY KEY, app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
     declared_size INTEGER NOT NULL, sha256 TEXT, size INTEGER, created_at INTEGER NOT NULL);
@@ -81,6 +85,28 @@ fn env_row(r: &Row) -> rusqlite::Result<Environment> {
         active_build_id: r.get(3)?,
         created_at: r.get(4)?,
     })
+}
+
+const LEASE_COLUMNS: &str = "environment_id, token, holder, acquired_at, expires_at";
+
+fn lease_row(r: &Row) -> rusqlite::Result<EnvironmentLease> {
+    Ok(EnvironmentLease {
+        environment_id: r.get(0)?,
+        token: r.get(1)?,
+        holder: r.get(2)?,
+        acquired_at: r.get(3)?,
+        expires_at: r.get(4)?,
+    })
+}
+
+fn lease_of(conn: &Connection, env_id: &str) -> StoreResult<Option<EnvironmentLease>> {
+    conn.query_row(
+        &format!("SELECT {LEASE_COLUMNS} FROM environment_leases WHERE environment_id = ?1"),
+        [env_id],
+        lease_row,
+    )
+    .optional()
+    .map_err(backend)
 }
 
 fn build_row(r: &Row) -> rusqlite::Result<Build> {
@@ -387,6 +413,88 @@ impl Store for SqliteStore {
             active_build_id: Some(build_id.to_string()),
             ..env
         })
+    }
+
+    fn acquire_lease(
+        &self,
+        env_id: &str,
+        token: &str,
+        holder: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> StoreResult<(bool, EnvironmentLease)> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        let exists: Option<String> = tx
+            .query_row("SELECT id FROM environments WHERE id = ?1", [env_id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(backend)?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("environment `{env_id}`")));
+        }
+        if let Some(current) = lease_of(&tx, env_id)?
+            && current.token != token
+            && current.expires_at > now
+        {
+            return Ok((false, current));
+        }
+        let lease = EnvironmentLease {
+            environment_id: env_id.to_string(),
+            token: token.to_string(),
+            holder: holder.to_string(),
+            acquired_at: now,
+            expires_at,
+        };
+        tx.execute(
+            "INSERT INTO environment_leases (environment_id, token, holder, acquired_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (environment_id) DO UPDATE SET token = excluded.token,
+                 holder = excluded.holder, expires_at = excluded.expires_at,
+                 acquired_at = CASE WHEN environment_leases.token = excluded.token
+                     THEN environment_leases.acquired_at ELSE excluded.acquired_at END",
+            params![lease.environment_id, lease.token, lease.holder, now, expires_at],
+        )
+        .map_err(backend)?;
+        let lease = lease_of(&tx, env_id)?.unwrap_or(lease);
+        tx.commit().map_err(backend)?;
+        Ok((true, lease))
+    }
+
+    fn renew_lease(
+        &self,
+        env_id: &str,
+        token: &str,
+        expires_at: i64,
+    ) -> StoreResult<(bool, Option<EnvironmentLease>)> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        let n = tx
+            .execute(
+                "UPDATE environment_leases SET expires_at = ?3
+                 WHERE environment_id = ?1 AND token = ?2",
+                params![env_id, token, expires_at],
+            )
+            .map_err(backend)?;
+        let lease = lease_of(&tx, env_id)?;
+        tx.commit().map_err(backend)?;
+        Ok((n > 0, lease))
+    }
+
+    fn release_lease(&self, env_id: &str, token: &str) -> StoreResult<bool> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM environment_leases WHERE environment_id = ?1 AND token = ?2",
+                [env_id, token],
+            )
+            .map_err(backend)?;
+        Ok(n > 0)
+    }
+
+    fn active_lease(&self, env_id: &str, now: i64) -> StoreResult<Option<EnvironmentLease>> {
+        Ok(lease_of(&self.conn(), env_id)?.filter(|l| l.expires_at > now))
     }
 
     fn create_artifact(&self, a: &Artifact) -> StoreResult<()> {
@@ -1061,6 +1169,57 @@ mod tests {
             store.delete_finished_before(10_000, 100).expect("delete"),
             1
         );
+    }
+
+    #[test]
+    fn a_lease_is_held_by_one_token_until_it_expires_or_is_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("db")).expect("open");
+        let app = store.create_app("a").expect("app");
+        let env = store.create_environment(&app.id, "dev").expect("env");
+        let e = env.id.as_str();
+        assert!(matches!(
+            store.acquire_lease("env-nope", "t", "h", 0, 10),
+            Err(StoreError::NotFound(_))
+        ));
+        let (granted, lease) = store.acquire_lease(e, "a", "send A", 0, 100).expect("a");
+        assert!(granted);
+        assert_eq!((lease.holder.as_str(), lease.expires_at), ("send A", 100));
+        // Another token waits; the same token extends its own lease.
+        let (granted, lease) = store.acquire_lease(e, "b", "send B", 50, 150).expect("b");
+        assert!(!granted);
+        assert_eq!(lease.holder, "send A", "the refusal names the holder");
+        let (granted, lease) = store.acquire_lease(e, "a", "send A", 60, 160).expect("a");
+        assert!(granted);
+        assert_eq!((lease.acquired_at, lease.expires_at), (0, 160));
+        assert_eq!(
+            store.active_lease(e, 159).expect("active").map(|l| l.token),
+            Some("a".into())
+        );
+        assert_eq!(store.active_lease(e, 160).expect("expired"), None);
+        // Expired: renewable by its token until someone else takes it.
+        assert!(store.renew_lease(e, "a", 200).expect("renew").0);
+        assert!(
+            !store
+                .acquire_lease(e, "b", "send B", 170, 270)
+                .expect("b")
+                .0
+        );
+        let (granted, lease) = store.acquire_lease(e, "b", "send B", 210, 310).expect("b");
+        assert!(granted);
+        assert_eq!(lease.acquired_at, 210);
+        let (renewed, lease) = store.renew_lease(e, "a", 400).expect("renew");
+        assert!(!renewed, "a lost its lease to b");
+        assert_eq!(lease.map(|l| l.holder), Some("send B".into()));
+        // Only the holder releases it.
+        assert!(!store.release_lease(e, "a").expect("release"));
+        assert!(store.release_lease(e, "b").expect("release"));
+        assert_eq!(store.active_lease(e, 0).expect("none"), None);
+        assert!(!store.renew_lease(e, "b", 500).expect("renew").0);
+        // Leases go with their environment.
+        assert!(store.acquire_lease(e, "c", "c", 0, 1_000).expect("c").0);
+        assert!(store.delete_environment(e).expect("delete"));
+        assert_eq!(store.active_lease(e, 0).expect("gone"), None);
     }
 
     #[test]
