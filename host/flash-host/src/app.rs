@@ -15,7 +15,7 @@ use flash_manifest::Manifest;
 use flash_manifest::artifact::Selection;
 use flash_runtime::{
     CallContext, CallError, Engine, ErrorKind, FunctionComponentPre, InvokeLimits, PeerRouter,
-    ProgressSink,
+    ProgressSink, ReadyInstances,
 };
 
 /// The function table of a host.
@@ -23,17 +23,12 @@ pub struct HostApp {
     pub manifest: Manifest,
     /// The resource config served here; `None` = every resource (one-shot mode).
     pub resource: Option<String>,
-    /// function name → (its component, its resource's limits and env)
-    functions: BTreeMap<String, LocalFunction>,
+    /// function name → the fresh instances of its component, with its resource's limits
+    /// and env (one pool per resource and component, shared by their functions)
+    functions: BTreeMap<String, Arc<ReadyInstances>>,
     pub max_call_depth: u32,
     /// Preloaded models (`wasi:nn`), shared by every call; see [`crate::models`].
     pub inference: flash_nn::Inference,
-}
-
-struct LocalFunction {
-    component: FunctionComponentPre,
-    limits: InvokeLimits,
-    env: Vec<(String, String)>,
 }
 
 /// Knobs of the host app.
@@ -49,6 +44,9 @@ pub struct AppOptions {
     /// Deadline when the resource config sets no `executionTimeoutMs`.
     pub default_deadline: Duration,
     pub max_call_depth: u32,
+    /// Fresh instances kept ready per component, made before the calls that take them
+    /// (`FLASH_READY_INSTANCES`; see [`flash_runtime::ready`]).
+    pub ready_instances: usize,
 }
 
 impl Default for AppOptions {
@@ -59,6 +57,7 @@ impl Default for AppOptions {
             max_guest_output_bytes: flash_runtime::guest_log::DEFAULT_MAX_GUEST_OUTPUT,
             default_deadline: flash_runtime::invoke::DEFAULT_DEADLINE,
             max_call_depth: flash_runtime::invoke::DEFAULT_MAX_CALL_DEPTH,
+            ready_instances: flash_runtime::ready::DEFAULT_READY_INSTANCES,
         }
     }
 }
@@ -92,6 +91,8 @@ impl HostApp {
         }
         let mut loaded = preloaded;
         let mut functions = BTreeMap::new();
+        // Ready instances hold pool slots of their own (see `flash_runtime::ready`).
+        let mut ready_slots = options.ready_instances * flash_runtime::ready::READY_COMPONENTS;
         for (resource_name, entry) in &manifest.resources {
             if resource.is_some_and(|r| r != resource_name) {
                 continue;
@@ -114,6 +115,7 @@ impl HostApp {
             if resource.is_some() {
                 env.push(("FLASH_RESOURCE_NAME".into(), resource_name.clone()));
             }
+            let mut pools: BTreeMap<&str, Arc<ReadyInstances>> = BTreeMap::new();
             for f in &entry.functions {
                 let component = match loaded.get(&f.component) {
                     Some(c) => c.clone(),
@@ -133,14 +135,12 @@ impl HostApp {
                         c
                     }
                 };
-                functions.insert(
-                    f.name.clone(),
-                    LocalFunction {
-                        component,
-                        limits,
-                        env: env.clone(),
-                    },
-                );
+                let instances = pools.entry(&f.component).or_insert_with(|| {
+                    let target = options.ready_instances.min(ready_slots);
+                    ready_slots -= target;
+                    ReadyInstances::new(component, env.clone(), limits, target)
+                });
+                functions.insert(f.name.clone(), Arc::clone(instances));
             }
         }
         Ok(Self {
@@ -180,7 +180,7 @@ impl HostApp {
         progress: Option<ProgressSink>,
         call_id: Option<&str>,
     ) -> Result<String, CallError> {
-        let Some(local) = self.functions.get(function) else {
+        let Some(instances) = self.functions.get(function) else {
             return Err(self.unknown(function));
         };
         // A caller that claims a depth past the limit is refused before anything runs (a
@@ -196,7 +196,8 @@ impl HostApp {
             ));
         }
         let ctx = CallContext {
-            env: local.env.clone(),
+            // The pool's own (the resource's).
+            env: Vec::new(),
             peers,
             depth,
             max_depth: self.max_call_depth,
@@ -204,10 +205,7 @@ impl HostApp {
             call_id: call_id.map(str::to_string),
             inference: self.inference.clone(),
         };
-        local
-            .component
-            .invoke(function, input, &ctx, &local.limits)
-            .await
+        instances.invoke(function, input, &ctx).await
     }
 
     /// The error for a function this host does not serve.

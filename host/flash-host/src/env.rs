@@ -27,6 +27,7 @@
 //! | `FLASH_MAX_MEMORY_MB` | memory cap per instance: all its linear memories and tables together (default 256) |
 //! | `FLASH_CALL_BUDGET_MB` | host memory one call may make the host spend on it: the `wasi:nn` tensors and guest-loaded models it holds, plus the progress chunks and output it sends; past it the call fails naming this variable (default: `FLASH_MAX_MEMORY_MB`) |
 //! | `FLASH_GUEST_OUTPUT_MAX_KB` | guest stdout and stderr logged per call, together; the rest is dropped and counted (default 1024; 0 logs none) |
+//! | `FLASH_READY_INSTANCES` | fresh instances kept ready per component, made before the calls that take them so that a call does not wait for its instantiation (default 2, at most 4; 0 instantiates in each call) |
 //! | `FLASH_KEEP_RESIDENT_KB` | memory of a recycled instance slot reset in place instead of returned to the kernel (default 1024; 0 trades speed for less resident memory) |
 //! | `FLASH_CACHE_DIR` (else `$XDG_CACHE_HOME/flash`, `~/.cache/flash`) | the AOT cache of compiled components is its `aot/` |
 //! | `FLASH_CACHE_MAX_MB` | size bound of the AOT cache; least recently used entries are evicted past it (default 2048) |
@@ -159,6 +160,8 @@ pub struct HostEnv {
     pub call_budget_mb: Option<usize>,
     pub guest_output_max_kb: usize,
     pub keep_resident_kb: Option<usize>,
+    /// `FLASH_READY_INSTANCES`.
+    pub ready_instances: usize,
     /// The AOT cache (`None`: no directory could be named, so no cache).
     pub aot_cache: Option<flash_runtime::AotCache>,
     pub perfmap: bool,
@@ -284,6 +287,7 @@ impl HostEnv {
             call_budget_mb,
             guest_output_max_kb,
             keep_resident_kb,
+            ready_instances: ready_instances(&vars)?,
             aot_cache: flash_runtime::AotCache::from_vars(|name| vars.get(name))?,
             perfmap: vars.flag("FLASH_PERFMAP"),
             peer_timeout: Duration::from_secs(vars.parse("FLASH_PEER_TIMEOUT_S")?.unwrap_or(300)),
@@ -310,6 +314,18 @@ fn concurrency(vars: &Vars) -> Result<Option<usize>> {
              {pool} calls can run at once"
         ),
         n => Ok(n),
+    }
+}
+
+/// `FLASH_READY_INSTANCES`: 0 to [`flash_runtime::ready::MAX_READY_INSTANCES`].
+fn ready_instances(vars: &Vars) -> Result<usize> {
+    let max = flash_runtime::ready::MAX_READY_INSTANCES;
+    match vars.parse::<usize>("FLASH_READY_INSTANCES")? {
+        Some(n) if n > max => bail!(
+            "FLASH_READY_INSTANCES={n}: at most {max} fresh instances are kept ready per \
+             component (each holds memory while it waits; 0 keeps none)"
+        ),
+        n => Ok(n.unwrap_or(flash_runtime::ready::DEFAULT_READY_INSTANCES)),
     }
 }
 
@@ -372,6 +388,7 @@ mod tests {
         assert_eq!(env.max_memory_mb, 256);
         assert_eq!(env.call_budget_mb, None);
         assert_eq!(env.guest_output_max_kb, 1024);
+        assert_eq!(env.ready_instances, 2);
         assert_eq!(env.listen, SocketAddr::from(([0, 0, 0, 0], 80)));
         assert!(!matches!(env.artifact, ArtifactSource::Explicit(_)));
         let err = parse(&[("FLASH_RESOURCE_NAME", "  ")]).unwrap_err();
@@ -397,6 +414,8 @@ mod tests {
             ("FLASH_CALL_BUDGET_MB", "18446744073709551615"),
             ("FLASH_MAX_MEMORY_MB", "18446744073709551615"),
             ("FLASH_GUEST_OUTPUT_MAX_KB", "-1"),
+            ("FLASH_READY_INSTANCES", "5"),
+            ("FLASH_READY_INSTANCES", "-1"),
         ] {
             let err = parse(&[("FLASH_RESOURCE_NAME", "api"), (name, value)]).unwrap_err();
             assert!(format!("{err:#}").contains(name), "{name}: {err:#}");

@@ -43,12 +43,16 @@ pub async fn run(args: HostArgs) -> Result<i32> {
             }),
         perfmap: env.perfmap,
         cache: env.aot_cache.clone(),
+        // Slots for the instances waiting for calls, apart from those calls can use.
+        max_instances: flash_runtime::engine::DEFAULT_MAX_INSTANCES
+            + (env.ready_instances * flash_runtime::ready::READY_COMPONENTS) as u32,
         ..Default::default()
     })?;
     let options = AppOptions {
         max_memory_bytes,
         call_budget_bytes: env.call_budget_mb.map(|mb| mb << 20),
         max_guest_output_bytes: env.guest_output_max_kb << 10,
+        ready_instances: env.ready_instances,
         ..Default::default()
     };
     let engine_ready = started.elapsed();

@@ -101,6 +101,13 @@ impl GuestOutput {
         shared.dropped = 0;
     }
 
+    /// Starts the one call of an instance made before the call was known
+    /// ([`crate::ready`]): its lines are tagged with `function` and `call` from now on.
+    pub(crate) fn start_call(&self, function: &str, call: Option<&str>) {
+        self.new_call(function);
+        self.lock().call = call.map(str::to_string);
+    }
+
     pub(crate) fn stdout(&self) -> GuestStream {
         GuestStream(self.clone(), Stream::Stdout)
     }
@@ -384,6 +391,24 @@ mod tests {
             lines[7].contains("WARN") && lines[7].contains("dropped 943 bytes"),
             "{}",
             lines[7]
+        );
+    }
+
+    #[test]
+    fn an_instance_made_before_its_call_tags_lines_with_that_call() {
+        let lines = logged(|| {
+            let output = GuestOutput::new("<instantiate>", None, 1024);
+            let mut out = output.stdout();
+            out.write(Bytes::from_static(b"while starting\n")).unwrap();
+            output.start_call("embed", Some("job-7"));
+            out.write(Bytes::from_static(b"in the call\n")).unwrap();
+        });
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(lines[0].contains(r#"function="<instantiate>" stream="stdout""#));
+        assert!(
+            lines[1].contains(r#"function="embed" call="job-7" stream="stdout""#),
+            "{}",
+            lines[1]
         );
     }
 

@@ -8,6 +8,8 @@
 //! - [`component`]: a component compiled and pre-linked once ([`FunctionComponentPre`]);
 //! - [`invoke`]: one call = one fresh `Store` + instance, with memory cap, host memory
 //!   budget, bounded progress queue and deadline;
+//! - [`ready`]: fresh instances made before their calls arrive ([`ReadyInstances`]), so
+//!   that a call does not wait for its instantiation;
 //! - [`limiter`]: one memory cap for all of an instance's memories and tables together;
 //! - [`guest_log`]: guest stdout and stderr to the host's log, tagged, escaped and capped
 //!   per call;
@@ -29,6 +31,7 @@ pub mod invoke;
 pub mod limiter;
 pub mod live;
 pub mod peer;
+pub mod ready;
 pub mod scan;
 mod state;
 
@@ -41,3 +44,4 @@ pub use invoke::{CallContext, InvokeLimits, PROGRESS_QUEUE, ProgressSink, progre
 pub use limiter::MemoryCapExceeded;
 pub use live::LiveInstance;
 pub use peer::{NoPeers, PeerRouter};
+pub use ready::{PreparedInstance, ReadyInstances};

@@ -32,8 +32,8 @@ use crate::bindings::Function;
 use crate::component::FunctionComponentPre;
 use crate::error::{CallError, ErrorKind};
 use crate::invoke::{
-    CallContext, DEADLINE_GRACE, InvokeLimits, arm_deadline, call_wasi, charge_output,
-    classify_trap, timeout_error,
+    CallContext, DEADLINE_GRACE, InvokeLimits, arm_deadline, call_wasi, classify_trap, finish_call,
+    timeout_error,
 };
 use crate::state::HostState;
 
@@ -66,7 +66,7 @@ impl FunctionComponentPre {
         ctx: &CallContext,
         limits: &InvokeLimits,
     ) -> Result<LiveInstance, CallError> {
-        let (wasi, output) = call_wasi(ctx, "<instantiate>", limits);
+        let (wasi, output) = call_wasi(&ctx.env, ctx.call_id.as_deref(), "<instantiate>", limits);
         let mut store = self.new_store(wasi, Some(output), Some(ctx), limits);
         let instantiate = self.pre.instantiate_async(&mut store);
         let instance =
@@ -114,21 +114,10 @@ impl LiveInstance {
             &function_arg,
             &input_arg,
         );
-        match tokio::time::timeout(limits.deadline + DEADLINE_GRACE, call).await {
-            Ok(Ok(Ok(output))) => charge_output(&mut self.store, function, output, &limits),
-            Ok(Ok(Err(guest_error))) => Err(guest_error.into()),
-            Ok(Err(trap)) => {
-                self.poisoned = true;
-                Err(match self.store.data_mut().panic.take() {
-                    Some(panic) => crate::invoke::panic_error(function, &panic, &trap),
-                    None => classify_trap(function, &trap, &limits),
-                })
-            }
-            Err(_elapsed) => {
-                self.poisoned = true;
-                Err(timeout_error(function, &limits))
-            }
-        }
+        let result = tokio::time::timeout(limits.deadline + DEADLINE_GRACE, call).await;
+        // A trap or a timeout may leave the instance half-updated.
+        self.poisoned = matches!(result, Ok(Err(_)) | Err(_));
+        finish_call(&mut self.store, function, result, &limits)
     }
 
     /// Calls started on this instance so far.

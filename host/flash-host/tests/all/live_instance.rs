@@ -1,13 +1,16 @@
 //! `flash_runtime::LiveInstance` with the real rust test guest: calls reuse one store,
 //! each call gets a fresh deadline, and a trap or timeout poisons the instance. Against
 //! it, the serving path's fresh instance per call: nothing survives from one call to the
-//! next, although the pooling allocator keeps recycled memory resident.
+//! next, although the pooling allocator keeps recycled memory resident. And the instances
+//! made before their calls (`flash_runtime::ReadyInstances`): fresh too, one call each, with
+//! the call's own context and a deadline that starts with the call.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use flash_runtime::{
     CallContext, Engine, EngineOptions, ErrorKind, FunctionComponentPre, InvokeLimits, NoPeers,
+    ReadyInstances,
 };
 
 async fn guest() -> FunctionComponentPre {
@@ -112,4 +115,84 @@ async fn fresh_instances_see_nothing_of_earlier_calls_though_memory_is_recycled(
     let mut live = pre.instantiate(&ctx(), &limits).await.unwrap();
     assert_eq!(live.invoke("leftovers", "{}").await.unwrap(), "[0,false]");
     assert_eq!(live.invoke("leftovers", "{}").await.unwrap(), "[1,true]");
+}
+
+/// Polls (bounded) until `pool` holds `n` ready instances.
+async fn until_ready(pool: &ReadyInstances, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pool.ready() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} instances ready after 20 s",
+            pool.ready()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn ready_instances_serve_one_call_each_with_the_call_s_own_context() {
+    let pre = guest().await;
+    let limits = InvokeLimits {
+        deadline: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let env = vec![("GREETING".to_string(), "from the pool".to_string())];
+    let pool = ReadyInstances::new(pre, env, limits, 2);
+    pool.fill();
+    until_ready(&pool, 2).await;
+
+    // Made ahead, yet fresh: no call sees another's state, and each call is followed by a
+    // replacement (one call in flight is a light load).
+    for call in 0..6 {
+        let out = pool.invoke("leftovers", "{}", &ctx()).await.unwrap();
+        assert_eq!(out, "[0,false]", "call {call} saw an earlier call's state");
+        until_ready(&pool, 2).await;
+    }
+
+    // The pool's environment, whatever the caller's context says.
+    let mut other = ctx();
+    other.env = vec![("GREETING".into(), "from the caller".into())];
+    let out = pool
+        .invoke("env_var", r#"{"name": "GREETING"}"#, &other)
+        .await
+        .unwrap();
+    assert_eq!(out, r#""from the pool""#);
+    until_ready(&pool, 2).await;
+
+    // An instance that waited longer than the deadline still gets the whole deadline: it
+    // starts with the call...
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(
+        pool.invoke("add", r#"{"a": 2, "b": 3}"#, &ctx())
+            .await
+            .unwrap(),
+        "5"
+    );
+    // ...and it is armed: a guest that never returns is stopped by it.
+    until_ready(&pool, 2).await;
+    let err = pool.invoke("spin", "{}", &ctx()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
+
+    // The call's progress sink is the one its context names.
+    until_ready(&pool, 2).await;
+    let (sink, mut chunks) = flash_runtime::progress_channel();
+    let mut with_progress = ctx();
+    with_progress.progress = Some(sink);
+    let out = pool.invoke("count", r#"{"n": 3}"#, &with_progress).await;
+    assert_eq!(out.unwrap(), "3");
+    // Three chunks fit in the queue: they are all there once the call has returned.
+    let seen: Vec<String> = std::iter::from_fn(|| chunks.try_recv().ok()).collect();
+    assert_eq!(seen, [r#"{"i":0}"#, r#"{"i":1}"#, r#"{"i":2}"#]);
+}
+
+#[tokio::test]
+async fn without_ready_instances_every_call_instantiates_in_place() {
+    let pool = ReadyInstances::new(guest().await, vec![], InvokeLimits::default(), 0);
+    pool.fill();
+    for _ in 0..3 {
+        let out = pool.invoke("leftovers", "{}", &ctx()).await.unwrap();
+        assert_eq!(out, "[0,false]");
+        assert_eq!(pool.ready(), 0);
+    }
 }

@@ -435,4 +435,17 @@ impl<'a> ModuleWithCode<'a> {
         let range = self.module.compiled_module().function_range(key);
         &self.store_code.text()[range]
     }
+
+    /// Flash patch (vendor/README.md): the array-to-wasm trampoline and the body
+    /// of defined function `index`, as `function` would return them for their
+    /// keys, from the module's precomputed table.
+    #[inline]
+    pub fn defined_funcref_code(
+        &self,
+        index: wasmtime_environ::DefinedFuncIndex,
+    ) -> (&[u8], &[u8]) {
+        let (array, wasm) = self.module.compiled_module().funcref_ranges(index);
+        let text = self.store_code.text();
+        (&text[array], &text[wasm])
+    }
 }

@@ -25,6 +25,11 @@ pub struct CompiledModule {
     index: Arc<CompiledFunctionsTable>,
     /// Sorted list, by function index, of names we have for this module.
     func_names: Vec<FunctionName>,
+    /// Flash patch (vendor/README.md): where each defined function and its
+    /// array-to-wasm trampoline (if it has one) are in the text section, by
+    /// `DefinedFuncIndex`, looked up once (at the first funcref) instead of in
+    /// `CompiledFunctionsTable` for every funcref of every instantiation.
+    funcref_locs: crate::sync::OnceLock<Vec<(FunctionLoc, Option<FunctionLoc>)>>,
 }
 
 impl CompiledModule {
@@ -58,6 +63,7 @@ impl CompiledModule {
             meta: info.meta,
             index,
             func_names: info.func_names,
+            funcref_locs: crate::sync::OnceLock::new(),
         };
         ret.register_profiling(profiler)?;
 
@@ -163,6 +169,35 @@ impl CompiledModule {
             }
             _ => None,
         }
+    }
+
+    /// Flash patch: the text ranges of defined function `index`'s array-to-wasm
+    /// trampoline and of its body, for a funcref to it, without a table lookup.
+    #[inline]
+    pub fn funcref_ranges(&self, index: DefinedFuncIndex) -> (Range<usize>, Range<usize>) {
+        let locs = self.funcref_locs.get_or_init(|| {
+            let module_index = self.module_index();
+            self.module
+                .defined_func_indices()
+                .map(|i| {
+                    let wasm = *self.func_loc(FuncKey::DefinedWasmFunction(module_index, i));
+                    let array = self
+                        .index
+                        .func_loc(FuncKey::ArrayToWasmTrampoline(module_index, i))
+                        .copied();
+                    (wasm, array)
+                })
+                .collect()
+        });
+        let (wasm, array) = &locs[index.as_u32() as usize];
+        let array = array
+            .as_ref()
+            .expect("defined function should be present");
+        let range = |loc: &FunctionLoc| {
+            let start = usize::try_from(loc.start).unwrap();
+            start..start + usize::try_from(loc.length).unwrap()
+        };
+        (range(array), range(wasm))
     }
 
     /// Gets the function location information for a given function index.

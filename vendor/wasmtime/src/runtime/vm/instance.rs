@@ -880,19 +880,19 @@ impl Instance {
         let func = &module.functions[index];
         let type_index = func.signature.unwrap_engine_type_index();
         let vmctx_offset = self.offsets().vmctx_func_ref(func.func_ref);
-        let array_to_wasm_key = FuncKey::ArrayToWasmTrampoline(module.module_index, def_index);
-        let wasm_key = FuncKey::DefinedWasmFunction(module.module_index, def_index);
-        // SAFETY: the type/offset/keys here are all valid for the defined
-        // function at `def_index`.
-        unsafe {
-            self.initialize_and_return_funcref(
-                registry,
-                type_index,
-                vmctx_offset,
-                array_to_wasm_key,
-                wasm_key,
-            )
-        }
+        // Flash patch (vendor/README.md): the code of both from the module's
+        // precomputed table, not two `CompiledFunctionsTable` lookups.
+        let module_with_code = ModuleWithCode::in_store(
+            registry,
+            self.runtime_module()
+                .expect("funcref impossible in fake module"),
+        )
+        .expect("module not in store");
+        let (array_call, wasm_call) = module_with_code.defined_funcref_code(def_index);
+        let (array_call, wasm_call) = (NonNull::from(array_call), NonNull::from(wasm_call));
+        // SAFETY: the type and offset are valid for the defined function at
+        // `def_index`, and the code is its own.
+        unsafe { self.write_funcref(type_index, vmctx_offset, array_call, wasm_call) }
     }
 
     fn get_start_func_ref(
@@ -967,19 +967,28 @@ impl Instance {
         )
         .expect("module not in store");
 
-        let array_call =
-            VmPtr::from(NonNull::from(module_with_code.function(array_to_wasm_key)).cast());
+        let array_call = NonNull::from(module_with_code.function(array_to_wasm_key));
+        let wasm_call = NonNull::from(module_with_code.function(wasm_key));
+        // SAFETY: as for this function.
+        unsafe { self.write_funcref(type_index, vmctx_offset, array_call, wasm_call) }
+    }
 
-        let wasm_call = Some(VmPtr::from(
-            NonNull::new(
-                module_with_code
-                    .function(wasm_key)
-                    .as_ptr()
-                    .cast::<VMWasmCallFunction>()
-                    .cast_mut(),
-            )
-            .unwrap(),
-        ));
+    /// Flash patch (vendor/README.md): the second half of
+    /// `initialize_and_return_funcref`, given the code instead of its keys.
+    ///
+    /// # Safety
+    ///
+    /// As for `initialize_and_return_funcref`.
+    unsafe fn write_funcref(
+        self: Pin<&mut Self>,
+        type_index: VMSharedTypeIndex,
+        vmctx_offset: u32,
+        array_call: NonNull<[u8]>,
+        wasm_call: NonNull<[u8]>,
+    ) -> Option<NonNull<VMFuncRef>> {
+        let array_call = VmPtr::from(array_call.cast());
+
+        let wasm_call = Some(VmPtr::from(wasm_call.cast::<VMWasmCallFunction>()));
 
         let vmctx = VMOpaqueContext::from_vmcontext(self.vmctx()).into();
 
