@@ -446,3 +446,14 @@ async fn proxy_one(
     socket.write_all(&answer).await?;
     socket.shutdown().await
 }
+
+/// A client of `base` with `key` for tests: a 10 s timeout and three attempts 10 ms apart,
+/// so that retries are exercised without slowing the suite.
+pub fn quick_client(base: &str, key: &str) -> crate::StateManagerClient {
+    let config = crate::ClientConfig::new(base, key, crate::KeySource::Env)
+        .expect("client config")
+        .with_timeout(Duration::from_secs(10))
+        .with_backoff_base(Duration::from_millis(10))
+        .with_max_attempts(3);
+    crate::StateManagerClient::new(config).expect("client")
+}

@@ -13,6 +13,7 @@
 //! - [`store`]: the durable state behind all of the above (SQLite now, PostgreSQL later).
 //! - [`server`]: assembles the HTTP app, binds it and shuts everything down cleanly.
 //! - [`cli`]: the `flash server` flags and entry point.
+//! - `testing` (feature `testing`): a real server on loopback for other crates' tests.
 
 pub mod admission;
 pub mod artifacts;
@@ -26,6 +27,8 @@ pub mod server;
 pub mod signals;
 mod state;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod util;
 
 pub use server::{Config, Server};

@@ -7,8 +7,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use flash_api::StateManagerClient;
 use flash_api::stub::{FaultyProxy, ProxyFault, Stub, start, start_proxy};
-use flash_api::{ClientConfig, KeySource, StateManagerClient};
+use flash_control::testing::LocalServer;
 use flash_deploy::lease::{Lease, LeaseError, LeaseOptions};
 use flash_deploy::provision::{self, DeployContext};
 use flash_manifest::Manifest;
@@ -21,37 +22,12 @@ async fn bounded<F: Future>(test: F) -> F::Output {
         .expect("test exceeded 60 s")
 }
 
-struct LocalServer {
-    url: String,
-    key: String,
-    _dir: tempfile::TempDir,
-}
-
 async fn local_server() -> LocalServer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = flash_control::Config::new(
-        dir.path().to_path_buf(),
-        "127.0.0.1:0".parse().expect("addr"),
-    );
-    let server = flash_control::Server::bind(config)
-        .await
-        .expect("bind flash server");
-    let (url, key) = (server.url(), server.api_key().to_string());
-    tokio::spawn(server.run(std::future::pending()));
-    LocalServer {
-        url,
-        key,
-        _dir: dir,
-    }
+    LocalServer::start().await
 }
 
 fn client_of(base: &str, key: &str) -> StateManagerClient {
-    let config = ClientConfig::new(base, key, KeySource::Env)
-        .expect("config")
-        .with_timeout(Duration::from_secs(10))
-        .with_backoff_base(Duration::from_millis(10))
-        .with_max_attempts(3);
-    StateManagerClient::new(config).expect("client")
+    flash_api::stub::quick_client(base, key)
 }
 
 /// An app `app` with environment `dev`; returns the environment id.

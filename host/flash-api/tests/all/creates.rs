@@ -9,42 +9,17 @@ use std::time::Duration;
 
 use flash_api::stub::{FaultyProxy, ProxyFault, Stub, start, start_proxy};
 use flash_api::{ApiError, ClientConfig, Created, KeySource, LeaseAnswer, StateManagerClient};
+use flash_control::testing::LocalServer;
 use serde_json::json;
 
 use super::client::bounded;
 
-/// A real `flash server` on loopback; dropped with the test's runtime.
-struct LocalServer {
-    url: String,
-    key: String,
-    _dir: tempfile::TempDir,
-}
-
 async fn local_server() -> LocalServer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = flash_control::Config::new(
-        dir.path().to_path_buf(),
-        "127.0.0.1:0".parse().expect("addr"),
-    );
-    let server = flash_control::Server::bind(config)
-        .await
-        .expect("bind flash server");
-    let (url, key) = (server.url(), server.api_key().to_string());
-    tokio::spawn(server.run(std::future::pending()));
-    LocalServer {
-        url,
-        key,
-        _dir: dir,
-    }
+    LocalServer::start().await
 }
 
 fn client_of(base: &str, key: &str) -> StateManagerClient {
-    let config = ClientConfig::new(base, key, KeySource::Env)
-        .expect("config")
-        .with_timeout(Duration::from_secs(10))
-        .with_backoff_base(Duration::from_millis(10))
-        .with_max_attempts(3);
-    StateManagerClient::new(config).expect("client")
+    flash_api::stub::quick_client(base, key)
 }
 
 /// The server, a proxy in front of it, a client through the proxy and one straight to it.
