@@ -92,7 +92,7 @@ impl HostApp {
         let mut loaded = preloaded;
         let mut functions = BTreeMap::new();
         // Ready instances hold pool slots of their own (see `flash_runtime::ready`).
-        let mut ready_slots = options.ready_instances * flash_runtime::ready::READY_COMPONENTS;
+        let mut ready_slots = flash_runtime::ready::reserved_slots(options.ready_instances);
         for (resource_name, entry) in &manifest.resources {
             if resource.is_some_and(|r| r != resource_name) {
                 continue;

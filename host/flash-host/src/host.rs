@@ -45,7 +45,7 @@ pub async fn run(args: HostArgs) -> Result<i32> {
         cache: env.aot_cache.clone(),
         // Slots for the instances waiting for calls, apart from those calls can use.
         max_instances: flash_runtime::engine::DEFAULT_MAX_INSTANCES
-            + (env.ready_instances * flash_runtime::ready::READY_COMPONENTS) as u32,
+            + flash_runtime::ready::reserved_slots(env.ready_instances) as u32,
         ..Default::default()
     })?;
     let options = AppOptions {

@@ -50,6 +50,12 @@ pub const MAX_READY_INSTANCES: usize = 4;
 /// waiting for a call never take a slot a running call needs.
 pub const READY_COMPONENTS: usize = 4;
 
+/// Pool slots kept for ready instances when each component keeps `per_component` ready:
+/// the engine's pool has this many more than calls can use, and a host hands out no more.
+pub fn reserved_slots(per_component: usize) -> usize {
+    per_component * READY_COMPONENTS
+}
+
 /// A fresh instance of a component, made for one later call.
 pub struct PreparedInstance {
     store: Store<HostState>,
