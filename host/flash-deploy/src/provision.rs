@@ -153,11 +153,13 @@ pub struct DeployContext {
 /// `Authorization`. Toggling `--require-auth`, rotating the key or changing `--image` makes
 /// a send save the endpoint again instead of answering "already deployed".
 pub fn managed_settings_hash(ctx: &DeployContext, entry: &ResourceEntry) -> String {
-    let mut lines = format!(
-        "image {}\nkey {}\n",
-        host_image(entry, ctx.image.as_deref()),
-        flash_manifest::sha256_hex(ctx.api_key.as_bytes())
-    );
+    let mut lines = format!("image {}\n", host_image(entry, ctx.image.as_deref()));
+    if holds_api_key(ctx, entry) {
+        lines.push_str(&format!(
+            "key {}\n",
+            flash_manifest::sha256_hex(ctx.api_key.as_bytes())
+        ));
+    }
     if entry.is_load_balanced {
         lines.push_str(&format!("require_auth {}\n", ctx.require_auth));
     }
@@ -197,6 +199,15 @@ fn flash_managed_key(key: &str) -> bool {
     key.starts_with("FLASH_") || key.starts_with("_FLASH_") || key == "RUNPOD_API_KEY"
 }
 
+/// Whether the workers of `entry` are given the deployer's API key (`RUNPOD_API_KEY`):
+/// only when they need it, unlike RunPod Flash (reference §7.6). They need it to find and
+/// call peers (`makes_remote_calls`, decided at build time; see
+/// [`flash_manifest::peer_calls`]) and, on load-balanced endpoints that require
+/// `Authorization`, to check the callers' key.
+pub fn holds_api_key(ctx: &DeployContext, entry: &ResourceEntry) -> bool {
+    entry.makes_remote_calls || (entry.is_load_balanced && ctx.require_auth)
+}
+
 /// The template env of a resource's endpoint (reference §5.6): Flash's keys, then the
 /// resource config's own `env`, copied verbatim.
 pub fn template_env(
@@ -211,12 +222,14 @@ pub fn template_env(
         ("FLASH_APP", &ctx.app),
         ("FLASH_ENV", &ctx.env_name),
         ("FLASH_ENVIRONMENT_ID", &ctx.env_id),
-        // Peers are discovered through the State Manager with the deployer's key.
-        ("RUNPOD_API_KEY", &ctx.api_key),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    if holds_api_key(ctx, entry) {
+        // Peers are discovered through the State Manager with the deployer's key.
+        env.push(("RUNPOD_API_KEY".into(), ctx.api_key.clone()));
+    }
     if entry.is_load_balanced {
         env.push(("FLASH_ENDPOINT_TYPE".into(), "lb".into()));
         if !ctx.require_auth {
@@ -1095,6 +1108,47 @@ pub(crate) mod tests {
         let qb = keys(template_env(&ctx(false), "gpu", &m.resources["gpu"], "src"));
         assert!(!qb.contains_key("FLASH_ENDPOINT_TYPE"));
         assert!(!qb.contains_key("FLASH_DISABLE_RP_AUTH"));
+    }
+
+    #[test]
+    fn only_resources_that_call_peers_or_check_callers_hold_the_key() {
+        let mut m = manifest();
+        for entry in m.resources.values_mut() {
+            entry.makes_remote_calls = false;
+        }
+        let env = |ctx: &DeployContext, r: &str| -> BTreeMap<String, String> {
+            template_env(ctx, r, &m.resources[r], "src")
+                .into_iter()
+                .collect()
+        };
+        // A queue resource that calls no one: no key, whatever `--require-auth` says.
+        assert!(!env(&ctx(false), "gpu").contains_key("RUNPOD_API_KEY"));
+        assert!(!env(&ctx(true), "gpu").contains_key("RUNPOD_API_KEY"));
+        // An open load-balanced one neither; one that checks its callers needs it.
+        assert!(!env(&ctx(false), "api").contains_key("RUNPOD_API_KEY"));
+        assert_eq!(env(&ctx(true), "api")["RUNPOD_API_KEY"], "k");
+        // Its environment is still named (logs, the routing manifest).
+        assert_eq!(env(&ctx(false), "gpu")["FLASH_ENVIRONMENT_ID"], "env-1");
+
+        // The key is a managed setting only where it is given: rotating it re-saves the
+        // resources that hold it, and a resource that starts calling peers is re-saved.
+        let quiet = m.resources["gpu"].clone();
+        let mut rotated = ctx(false);
+        rotated.api_key = "k-rotated".into();
+        assert_eq!(
+            managed_settings_hash(&ctx(false), &quiet),
+            managed_settings_hash(&rotated, &quiet)
+        );
+        let mut calling = quiet.clone();
+        calling.makes_remote_calls = true;
+        assert_ne!(
+            managed_settings_hash(&ctx(false), &quiet),
+            managed_settings_hash(&ctx(false), &calling)
+        );
+        assert_ne!(
+            managed_settings_hash(&ctx(false), &calling),
+            managed_settings_hash(&rotated, &calling)
+        );
     }
 
     #[test]

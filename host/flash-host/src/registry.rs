@@ -140,6 +140,7 @@ impl ServiceRegistry {
         let Some(resource) = self.app.manifest.resource_of(function).map(str::to_string) else {
             return Err(self.app.unknown(function));
         };
+        self.check_may_call_peers(function, &resource)?;
         let started = Instant::now();
         let result = tokio::time::timeout(
             self.options.timeout,
@@ -162,6 +163,35 @@ impl ServiceRegistry {
                 ),
             )),
         }
+    }
+
+    /// Refuses a peer call from a resource that its build found to call no peers: it was
+    /// deployed without the API key such calls need (see `flash_manifest::peer_calls`),
+    /// and this says why instead of failing on a missing key.
+    fn check_may_call_peers(&self, function: &str, resource: &str) -> Result<(), CallError> {
+        let Some(own) = self.app.resource.as_deref() else {
+            return Ok(());
+        };
+        if self
+            .app
+            .manifest
+            .resources
+            .get(own)
+            .is_none_or(|entry| entry.makes_remote_calls)
+        {
+            return Ok(());
+        }
+        Err(CallError::new(
+            ErrorKind::Internal,
+            format!(
+                "`{function}` runs on resource `{resource}`, but resource `{own}` was built as one \
+                 that calls no other resource: `flash build` found no mention of another \
+                 resource's function in the code of `{own}`'s functions, so its workers hold no \
+                 API key for peer calls. Name the function in the caller's code (`{function}(…)`, \
+                 or `peer_call(\"{function}\", …)` with the name as a string literal), then build \
+                 and deploy again"
+            ),
+        ))
     }
 
     async fn call_remote(

@@ -4,13 +4,14 @@
 //! those descriptions, applies every rule of [`crate::validate`], fills RunPod's defaults
 //! (idle timeout 60 s, scaler by endpoint kind, scaler value 4) and computes the hashes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config_hash::config_hash;
 use crate::describe::{Compute, Description, EndpointKind, ResourceConfig, ScalerType};
 use crate::manifest::{
     ComponentEntry, FunctionEntry, Manifest, ModelEntry, ResourceEntry, ResourceType,
 };
+use crate::peer_calls::PeerCalls;
 use crate::validate::{
     CPU_DATA_CENTERS, CUDA_VERSIONS, DATA_CENTERS, HTTP_METHODS, RESERVED_PATHS, ValidationError,
     ValidationErrors, is_valid_name,
@@ -29,6 +30,8 @@ pub struct ComponentInput {
     pub sha256: String,
     pub size: u64,
     pub description: Description,
+    /// What its functions may call, for `makes_remote_calls`.
+    pub peer_calls: PeerCalls,
 }
 
 impl ComponentInput {
@@ -253,12 +256,15 @@ impl ManifestBuilder {
 
         let mut resources = BTreeMap::new();
         let mut function_registry = BTreeMap::new();
-        for (name, functions) in by_resource {
-            let (config, _) = configs[name];
-            for f in &functions {
+        for (name, functions) in &by_resource {
+            for f in functions {
                 function_registry.insert(f.name.clone(), name.to_string());
             }
-            let mut entry = resource_entry(config, functions);
+        }
+        for (name, functions) in by_resource {
+            let (config, _) = configs[name];
+            let makes_remote_calls = self.makes_remote_calls(name, &function_registry);
+            let mut entry = resource_entry(config, functions, makes_remote_calls);
             entry.config_hash = config_hash(&entry);
             resources.insert(name.to_string(), entry);
         }
@@ -300,6 +306,31 @@ impl ManifestBuilder {
             source_fingerprint: Some(crate::sha256_hex(fingerprint_input.as_bytes())),
             resources_endpoints: None,
             extra: Default::default(),
+        })
+    }
+}
+
+impl ManifestBuilder {
+    /// Whether a function of `resource`, in any component, may call a function that
+    /// another resource serves (`registry`: function → resource).
+    fn makes_remote_calls(&self, resource: &str, registry: &BTreeMap<String, String>) -> bool {
+        let remote: BTreeSet<&str> = registry
+            .iter()
+            .filter(|(_, r)| r.as_str() != resource)
+            .map(|(f, _)| f.as_str())
+            .collect();
+        if remote.is_empty() {
+            return false;
+        }
+        self.components.iter().any(|component| {
+            let mut served = component
+                .description
+                .functions
+                .iter()
+                .filter(|f| f.resource == resource)
+                .map(|f| f.name.as_str())
+                .peekable();
+            served.peek().is_some() && component.peer_calls.may_call_any(served, &remote)
         })
     }
 }
@@ -432,7 +463,11 @@ fn check_route(
     }
 }
 
-fn resource_entry(config: &ResourceConfig, functions: Vec<FunctionEntry>) -> ResourceEntry {
+fn resource_entry(
+    config: &ResourceConfig,
+    functions: Vec<FunctionEntry>,
+    makes_remote_calls: bool,
+) -> ResourceEntry {
     let load_balanced = config.kind == EndpointKind::LoadBalanced;
     let (resource_type, gpu_ids, gpu_count, instance_ids) = match &config.compute {
         Compute::Gpu { gpu_ids, gpu_count } => (
@@ -465,6 +500,7 @@ fn resource_entry(config: &ResourceConfig, functions: Vec<FunctionEntry>) -> Res
         resource_type,
         functions,
         is_load_balanced: load_balanced,
+        makes_remote_calls,
         config_hash: String::new(),
         gpu_ids,
         gpu_count,

@@ -16,6 +16,9 @@ pub const NON_CONFIG_KEYS: &[&str] = &[
     "functions",
     "config_hash",
     "source_fingerprint",
+    // Decided from the code, and tracked where it matters: in the managed settings of the
+    // template (whether it holds the API key).
+    "makes_remote_calls",
     // Added by deploys and by the platform.
     "endpoint_id",
     "endpoint_url",
@@ -80,6 +83,7 @@ mod tests {
             resource_type: ResourceType::CpuLiveServerless,
             functions: vec![],
             is_load_balanced: false,
+            makes_remote_calls: false,
             config_hash: String::new(),
             gpu_ids: None,
             gpu_count: None,

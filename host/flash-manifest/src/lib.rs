@@ -8,6 +8,7 @@
 //! - [`builder`]: [`ManifestBuilder`], which merges component descriptions into a manifest;
 //! - [`validate`]: the build-time rules, each with an error that names the culprit;
 //! - [`config_hash`]: the canonical per-resource hash used for drift detection;
+//! - [`peer_calls`]: which resources call peers (`makes_remote_calls`, who gets the key);
 //! - [`artifact`]: packing a reproducible `artifact.tar.gz` and unpacking one safely.
 
 pub mod artifact;
@@ -17,6 +18,7 @@ pub mod config_hash;
 pub mod describe;
 pub mod manifest;
 pub mod package;
+pub mod peer_calls;
 pub mod validate;
 
 pub use builder::{ComponentInput, ManifestBuilder, ModelInput};

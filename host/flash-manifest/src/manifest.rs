@@ -127,6 +127,12 @@ pub struct ResourceEntry {
     pub resource_type: ResourceType,
     pub functions: Vec<FunctionEntry>,
     pub is_load_balanced: bool,
+    /// Whether a function of this resource may call a function of another one, which is
+    /// what its workers need the API key for (see [`crate::peer_calls`]). Manifests
+    /// written before Flash decided it have no such key: they read as `true`, as they
+    /// were deployed.
+    #[serde(default = "yes")]
+    pub makes_remote_calls: bool,
     /// See [`crate::config_hash`].
     pub config_hash: String,
     /// GPU pool ids, comma-separated (RunPod's format); GPU configs only.
@@ -185,6 +191,10 @@ pub struct ResourceEntry {
     /// Deploy-time state (`endpoint_id`, `aiKey`, …) and keys from newer tools.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl ResourceEntry {

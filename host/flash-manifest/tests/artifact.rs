@@ -42,6 +42,7 @@ fn sample(dir: &Path, wasm: &[u8]) -> (Manifest, Vec<(String, PathBuf)>) {
             sha256: sha256_hex(wasm),
             size: wasm.len() as u64,
             description,
+            peer_calls: flash_manifest::peer_calls::PeerCalls::Unknown,
         })
         .build()
         .unwrap();

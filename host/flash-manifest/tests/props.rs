@@ -364,6 +364,7 @@ fn sample_manifest(wasm: &[u8]) -> Manifest {
             sha256: sha256_hex(wasm),
             size: wasm.len() as u64,
             description,
+            peer_calls: flash_manifest::peer_calls::PeerCalls::Unknown,
         })
         .build()
         .expect("a valid sample app")

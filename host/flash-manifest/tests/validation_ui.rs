@@ -31,6 +31,7 @@ fn build(case: &Case) -> Result<flash_manifest::Manifest, flash_manifest::Valida
             sha256: format!("{:0>64}", c.name.len()),
             size: 1,
             description: c.description.clone(),
+            peer_calls: flash_manifest::peer_calls::PeerCalls::Unknown,
         });
     }
     for m in &case.models {

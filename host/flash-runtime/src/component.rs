@@ -132,8 +132,27 @@ impl FunctionComponentPre {
         self.from_cache
     }
 
+    /// Whether the component imports the WIT `peer` interface, that is, whether any of its
+    /// functions can call another function at all (toolchains drop imports the code never
+    /// uses). Any version of the interface counts.
+    pub fn imports_peer(&self) -> bool {
+        let prefix = format!("{}/peer", contract_package());
+        let component = self.pre.instance_pre().component();
+        component
+            .component_type()
+            .imports(self.engine.wasmtime())
+            .any(|(name, _)| name == prefix || name.starts_with(&format!("{prefix}@")))
+    }
+
     /// The engine this component was compiled for.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
+}
+
+/// `flash:runtime`: the package of [`flash_manifest::CONTRACT`] without its version.
+fn contract_package() -> &'static str {
+    flash_manifest::CONTRACT
+        .split_once('@')
+        .map_or(flash_manifest::CONTRACT, |(package, _)| package)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use flash_manifest::describe as d;
+use flash_manifest::peer_calls::PeerCalls;
 use wasmtime_wasi::WasiCtx;
 
 use crate::bindings::types;
@@ -51,11 +52,18 @@ pub async fn describe_file(
     let wasm = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let sha256 = flash_manifest::sha256_hex(&wasm);
     let pre = FunctionComponentPre::from_bytes(engine, name, &wasm, sha256.clone())?;
+    // No sources here: what the component imports is all that is known of its calls.
+    let peer_calls = if pre.imports_peer() {
+        PeerCalls::Unknown
+    } else {
+        PeerCalls::Impossible
+    };
     Ok(flash_manifest::ComponentInput {
         name: name.to_string(),
         sha256,
         size: wasm.len() as u64,
         description: pre.describe().await?,
+        peer_calls,
     })
 }
 

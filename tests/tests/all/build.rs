@@ -101,6 +101,13 @@ fn quickstart_builds_a_manifest_matching_the_snapshot_reproducibly() {
     );
     let manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     assert_eq!(manifest["generated_at"], "2023-11-14T22:13:20.000Z");
+    // Only `api` calls another resource (`predict` awaits `embed`): only it will be
+    // deployed with the API key that peer calls need.
+    assert_eq!(manifest["resources"]["api"]["makes_remote_calls"], true);
+    assert_eq!(
+        manifest["resources"]["gpu_config"]["makes_remote_calls"],
+        false
+    );
 
     // The artifact round-trips: same manifest, components verified.
     let out = tempfile::tempdir().unwrap();

@@ -221,6 +221,17 @@ fn deploy_lifecycle_on_the_embedded_server() {
             "only the mothership (no user code) holds the server key; worker {pid}"
         );
     }
+    // And only workers that call peers hold a key at all: `gpu_config`'s functions call no
+    // other resource (its build says `makes_remote_calls: false`).
+    let gpu_workers = server.workers_with_env("FLASH_RESOURCE_NAME", "gpu_config");
+    assert!(
+        !gpu_workers.is_empty(),
+        "no gpu_config worker:\n{}",
+        server.log()
+    );
+    for pid in gpu_workers {
+        assert_eq!(Server::env_of(pid, "RUNPOD_API_KEY"), None, "worker {pid}");
+    }
     let environment = worker_key
         .strip_prefix("flw_")
         .and_then(|rest| rest.rsplit_once('_'))

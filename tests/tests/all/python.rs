@@ -253,6 +253,33 @@ fn polyglot_functions_call_each_other_across_languages() {
     assert_eq!(preview, json!({"summary": "to be ...", "words": 2}));
     let preview = call(dir, &server, "preview", r#"{"text": "42", "words": 1}"#);
     assert_eq!(preview, json!({"summary": "42", "words": 1}));
+
+    // The build found who calls whom in both languages' sources: `py_worker`'s only
+    // function calls no one, so its workers were given no API key; the callers were.
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join(".flash/flash_manifest.json")).unwrap())
+            .unwrap();
+    let calls = |r: &str| manifest["resources"][r]["makes_remote_calls"].clone();
+    assert_eq!(
+        [calls("py_api"), calls("text_stats"), calls("py_worker")],
+        [json!(true), json!(true), json!(false)],
+        "{manifest}"
+    );
+    for (resource, holds_key) in [("py_api", true), ("text_stats", true), ("py_worker", false)] {
+        let workers = server.workers_with_env("FLASH_RESOURCE_NAME", resource);
+        assert!(
+            !workers.is_empty(),
+            "no {resource} worker:\n{}",
+            server.log()
+        );
+        for pid in workers {
+            assert_eq!(
+                Server::env_of(pid, "RUNPOD_API_KEY").is_some(),
+                holds_key,
+                "{resource} worker {pid}"
+            );
+        }
+    }
 }
 
 /// A Python project in a temporary directory: `files` are (path, content).

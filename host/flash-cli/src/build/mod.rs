@@ -5,7 +5,8 @@
 //!    relying on the toolchain's own incremental builds;
 //! 2. each component is loaded with wasmtime and its `describe` called (the scanner),
 //!    with descriptions cached by component sha256 so unchanged components are not even
-//!    compiled by wasmtime again;
+//!    compiled by wasmtime again; whether it imports `peer`, and a scan of its sources
+//!    ([`peer_scan`]), decide which resources call peers and get the API key;
 //! 3. [`ManifestBuilder`] validates and writes `.flash/flash_manifest.json`;
 //! 4. [`flash_manifest::artifact::pack`] writes a reproducible `.flash/artifact.tar.gz`.
 //!
@@ -14,6 +15,7 @@
 
 pub mod compile;
 pub mod embedded;
+pub mod peer_scan;
 pub mod python;
 
 use std::path::PathBuf;
@@ -77,16 +79,16 @@ pub async fn build(project: &Project, reporter: &dyn Reporter) -> Result<BuildOu
 
     let engine = scanner_engine()?;
     let mut inputs = Vec::new();
-    for (name, path) in components {
+    for (decl, (name, path)) in project.file.components.iter().zip(components) {
         let wasm = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let sha256 = flash_manifest::sha256_hex(&wasm);
-        let description =
-            describe_cached(&engine, project, &name, &wasm, &sha256, reporter).await?;
+        let scanned = describe_cached(&engine, project, &name, &wasm, &sha256, reporter).await?;
         let input = ComponentInput {
             name,
             sha256,
             size: wasm.len() as u64,
-            description,
+            description: scanned.description,
+            peer_calls: peer_scan::peer_calls(project, decl, scanned.imports_peer),
         };
         inputs.push((input, path));
     }
@@ -145,7 +147,15 @@ fn scanner_engine() -> Result<flash_runtime::Engine> {
     })
 }
 
-/// `describe` of a component, cached in `.flash/cache/` by sha256.
+/// What the build learns from a component file itself.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Scanned {
+    description: Description,
+    /// It imports the WIT `peer` interface (it can call other functions).
+    imports_peer: bool,
+}
+
+/// `describe` of a component and its imports, cached in `.flash/cache/` by sha256.
 async fn describe_cached(
     engine: &flash_runtime::Engine,
     project: &Project,
@@ -153,26 +163,30 @@ async fn describe_cached(
     wasm: &[u8],
     sha256: &str,
     reporter: &dyn Reporter,
-) -> Result<Description> {
+) -> Result<Scanned> {
     let cache = project
         .flash_dir()
         .join("cache")
         .join(format!("describe-{sha256}.json"));
-    if let Some(description) = std::fs::read(&cache)
+    // A file of another shape (an older Flash's) is scanned again and replaced.
+    if let Some(scanned) = std::fs::read(&cache)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
     {
         reporter.scanning(name, true);
-        return Ok(description);
+        return Ok(scanned);
     }
     reporter.scanning(name, false);
     let pre =
         flash_runtime::FunctionComponentPre::from_bytes(engine, name, wasm, sha256.to_string())?;
-    let description = pre.describe().await?;
+    let scanned = Scanned {
+        description: pre.describe().await?,
+        imports_peer: pre.imports_peer(),
+    };
     if let Some(parent) = cache.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&cache, serde_json::to_vec_pretty(&description)?)
+    std::fs::write(&cache, serde_json::to_vec_pretty(&scanned)?)
         .with_context(|| format!("writing {}", cache.display()))?;
-    Ok(description)
+    Ok(scanned)
 }

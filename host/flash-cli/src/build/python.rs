@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
+use flash_manifest::peer_calls::CallGraph;
 use sha2::{Digest, Sha256};
 
 use super::embedded;
@@ -163,6 +164,36 @@ pub fn build(project: &Project, decl: &ComponentDecl, output: &dyn Fn(&str)) -> 
     std::fs::rename(&partial, &wasm).with_context(|| format!("writing {}", wasm.display()))?;
     std::fs::write(&stamp, &fingerprint)?;
     Ok(wasm)
+}
+
+/// What the functions of a built Python component's sources mention (see
+/// [`super::peer_scan`]): `flash_sdk._calls` run on the staged sources, which it reads
+/// without importing them.
+pub fn call_graph(project: &Project, decl: &ComponentDecl) -> Result<CallGraph> {
+    let staged = project
+        .flash_dir()
+        .join("python")
+        .join(&decl.name)
+        .join("src");
+    let cache = cache_dir()?.join("python");
+    let toolchain = Toolchain::ensure(&cache, &|_| {})?;
+    let sdk_root = embedded::PYTHON_SDK.write(&cache, "flash_sdk")?;
+    let result = Command::new(&toolchain.python)
+        .args(["-m", "flash_sdk._build", "calls"])
+        .current_dir(&staged)
+        .env("PYTHONPATH", &sdk_root)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .context("running Python")?;
+    if !result.status.success() {
+        bail!(
+            "scanning {} failed:\n{}",
+            staged.display(),
+            String::from_utf8_lossy(&result.stderr).trim_end()
+        );
+    }
+    serde_json::from_slice(&result.stdout).context("unexpected output of flash_sdk._build calls")
 }
 
 /// The module componentize-py is pointed at: imports the app, exports the WIT world. It

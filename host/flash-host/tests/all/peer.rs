@@ -151,3 +151,44 @@ async fn peers_are_called_across_processes_through_discovered_urls() {
     assert!(n >= 2, "the State Manager was not asked ({n} requests)");
     assert!(n <= 8, "the manifest was not cached: {n} GraphQL requests");
 }
+
+/// A resource whose build found no peer calls holds no key for them: a peer call from it
+/// (a name the scan could not see) fails at once, saying why and what to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_built_without_peer_calls_refuses_them_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let artifact = rust_guest_artifact(tmp.path(), |manifest| {
+        let entry = manifest.resources.get_mut("test_queue").unwrap();
+        entry.makes_remote_calls = false;
+    })
+    .await;
+    let source = JobSource::start().await;
+    let mut env = source.worker_env("ep-queue");
+    env.extend(envs(&[
+        ("FLASH_RESOURCE_NAME", "test_queue"),
+        ("FLASH_ARTIFACT_URL", &artifact.display().to_string()),
+    ]));
+    let _a = spawn_host(tmp.path(), "a", &env);
+
+    let r = source
+        .run(
+            "ep-queue",
+            json!({"function_name": "remote_add", "kwargs": {"a": 1, "b": 2}}),
+        )
+        .await;
+    let (kind, msg) = error_of(&r);
+    assert_eq!(kind, "internal", "{msg}\n{}", log(tmp.path(), "a"));
+    assert!(
+        msg.contains("`other_add` runs on resource `test_other`, but resource `test_queue` was built as one that calls no other resource")
+            && msg.contains("peer_call(\"other_add\", …)"),
+        "{msg}"
+    );
+    // Calls within the resource still work.
+    let r = source
+        .run(
+            "ep-queue",
+            json!({"function_name": "add", "kwargs": {"a": 1, "b": 2}}),
+        )
+        .await;
+    assert_eq!(r, json!({"output": 3}), "{}", log(tmp.path(), "a"));
+}
