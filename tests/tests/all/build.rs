@@ -78,6 +78,7 @@ fn quickstart_builds_a_manifest_matching_the_snapshot_reproducibly() {
         stdout.contains("Built quickstart (2 resources, 4 functions)"),
         "{stdout}"
     );
+    assert!(stdout.contains("\n  peer calls from api ("), "{stdout}");
     let manifest_path = flash_dir.join("flash_manifest.json");
     let artifact = flash_dir.join("artifact.tar.gz");
     let first = sha256_file(&artifact);

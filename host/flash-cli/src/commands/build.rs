@@ -181,4 +181,22 @@ pub fn print_summary(project: &Project, out: &BuildOutput) {
         out.artifact_size as f64 / 1024.0,
         out.artifact_sha256
     );
+    // Who will hold the API key: say it, so that a missed call is not a surprise later.
+    let callers: Vec<&str> = out
+        .manifest
+        .resources
+        .iter()
+        .filter(|(_, r)| r.makes_remote_calls)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if out.manifest.resources.len() > 1 {
+        if callers.is_empty() {
+            println!("  peer calls from no resource (no worker gets the API key)");
+        } else {
+            println!(
+                "  peer calls from {} (their workers get the API key that peer calls need)",
+                callers.join(", ")
+            );
+        }
+    }
 }
