@@ -18,6 +18,8 @@ use flash_runtime::{
     ProgressSink, ReadyInstances,
 };
 
+use crate::metrics::HostMetrics;
+
 /// The function table of a host.
 pub struct HostApp {
     pub manifest: Manifest,
@@ -29,6 +31,8 @@ pub struct HostApp {
     pub max_call_depth: u32,
     /// Preloaded models (`wasi:nn`), shared by every call; see [`crate::models`].
     pub inference: flash_nn::Inference,
+    /// What this host counts (`/metrics`).
+    pub metrics: HostMetrics,
 }
 
 /// Knobs of the host app.
@@ -149,6 +153,7 @@ impl HostApp {
             functions,
             max_call_depth: options.max_call_depth,
             inference: flash_nn::Inference::disabled(),
+            metrics: HostMetrics::default(),
         })
     }
 
@@ -205,7 +210,31 @@ impl HostApp {
             call_id: call_id.map(str::to_string),
             inference: self.inference.clone(),
         };
-        instances.invoke(function, input, &ctx).await
+        let started = std::time::Instant::now();
+        let result = instances.invoke(function, input, &ctx).await;
+        self.metrics
+            .record_call(function, &result, started.elapsed());
+        result
+    }
+
+    /// The text of `/metrics`, with the instance gauges read now.
+    pub fn metrics_text(&self) -> String {
+        let mut components: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        for pool in self.functions.values() {
+            if seen.insert(Arc::as_ptr(pool)) {
+                let name = pool.component().name();
+                let name = name.strip_prefix("components/").unwrap_or(name);
+                let name = name.strip_suffix(".wasm").unwrap_or(name);
+                let counts = components.entry(name.to_string()).or_default();
+                counts.0 += pool.in_flight();
+                counts.1 += pool.ready();
+            }
+        }
+        for (component, (in_flight, ready)) in components {
+            self.metrics.set_instances(&component, in_flight, ready);
+        }
+        self.metrics.encode()
     }
 
     /// The error for a function this host does not serve.

@@ -34,6 +34,7 @@
 //! | `FLASH_PERFMAP` | `1`, `true` or `yes`: write `/tmp/perf-<pid>.map` so that `perf` names guest functions (profiling) |
 //! | `FLASH_HEADER_READ_TIMEOUT_S` | how long a load-balanced client may take to send a request head before its connection is closed (default 30) |
 //! | `FLASH_PEER_TIMEOUT_S` | bound of one peer call (default 300) |
+//! | `FLASH_METRICS_ADDR` | also serve `GET /metrics` here, without auth (queue workers have no other port; see [`crate::metrics`]) |
 //! | `FLASH_IS_MOTHERSHIP=true` | run as the environment's mothership instead (see [`crate::mothership`]) |
 //! | `ORT_DYLIB_PATH` | ONNX Runtime shared library for `wasi:nn`; required when the resource preloads models (see [`crate::models`]) |
 //! | `FLASH_NN_TARGET` | `cpu` or `gpu`: run preloaded models there instead of the resource config's target |
@@ -167,6 +168,8 @@ pub struct HostEnv {
     pub perfmap: bool,
     pub peer_timeout: Duration,
     pub header_read_timeout: Duration,
+    /// `FLASH_METRICS_ADDR`: where `/metrics` is served without auth, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     pub peers: PeerDiscovery,
     pub nn: NnOptions,
     /// The variables themselves, for the parts that read their own (queue protocol,
@@ -296,6 +299,16 @@ impl HostEnv {
                 Some(s) => Duration::from_secs(s),
                 None => flash_api::serve::DEFAULT_HEADER_READ_TIMEOUT,
             },
+            metrics_listen: vars
+                .get("FLASH_METRICS_ADDR")
+                .map(|addr| {
+                    addr.trim().parse().with_context(|| {
+                        format!(
+                            "FLASH_METRICS_ADDR=`{addr}` is not an address such as 127.0.0.1:9100"
+                        )
+                    })
+                })
+                .transpose()?,
             peers,
             nn,
             vars,

@@ -16,7 +16,7 @@ pub use crate::env::HostArgs;
 use crate::env::{HostEnv, PeerDiscovery, Vars};
 use crate::manifest_fetcher::ManifestFetcher;
 use crate::registry::{EndpointDirectory, PeerOptions, ServiceRegistry, StaticDirectory};
-use crate::{boot, lb, models, mothership, queue, role};
+use crate::{boot, lb, metrics, models, mothership, queue, role};
 
 /// Boots and runs the host until shutdown (or, with a test input, one job).
 pub async fn run(args: HostArgs) -> Result<i32> {
@@ -91,6 +91,17 @@ pub async fn run(args: HostArgs) -> Result<i32> {
 
     if let Some(input) = args.test_input {
         return run_test_input(&registry, input, args.repeat).await;
+    }
+
+    if let Some(addr) = env.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr} (FLASH_METRICS_ADDR)"))?;
+        tokio::spawn(metrics::serve(
+            Arc::clone(&app),
+            listener,
+            env.header_read_timeout,
+        ));
     }
 
     let load_balanced = app.resource_entry().is_some_and(|r| r.is_load_balanced);

@@ -10,6 +10,8 @@
 //! - `POST /execute`: runs a function **of the artifact** named in the body
 //!   (`{"function_name", "input"|"args"|"kwargs"}`) — never code sent in the request —
 //!   answering `{"success":true,"result":…}` or a typed error with a matching HTTP status;
+//! - `GET /metrics`: the host's metrics ([`crate::metrics`]), unless the app has a route
+//!   of that path;
 //! - `Authorization: Bearer <RUNPOD_API_KEY>` unless `FLASH_DISABLE_RP_AUTH=true`;
 //! - bodies over 10 MiB → 413; at most `concurrency` requests run at once (others wait);
 //!   graceful shutdown lets running requests finish.
@@ -37,6 +39,9 @@ use crate::role::Role;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 10 << 20;
+
+/// Where a load-balanced host serves its metrics ([`crate::metrics`]).
+pub const METRICS_PATH: &str = "/metrics";
 
 /// Settings of the HTTP server.
 #[derive(Debug, Clone)]
@@ -111,6 +116,21 @@ pub fn router(
     // One bound for all the routes of the host: `Router::layer` wraps each route on its
     // own, so a plain `ConcurrencyLimitLayer` allowed `concurrency` per route and method.
     // Auth comes first, so waiting callers hold no permit; `/ping` is never held up.
+    // `/metrics`, behind the same key as the routes, unless the app has a route there.
+    if !app.manifest.routes.get(&resource).is_some_and(|table| {
+        table.keys().any(|route| {
+            route
+                .split_once(' ')
+                .is_some_and(|(_, path)| path == METRICS_PATH)
+        })
+    }) {
+        routes = routes.route(
+            METRICS_PATH,
+            get(|State(state): State<AppState>| async move {
+                crate::metrics::response(state.registry.app())
+            }),
+        );
+    }
     let protected = routes
         .route("/execute", post(execute))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(

@@ -10,7 +10,8 @@
 //! - [`manifest_fetcher`]: find peers' URLs through the State Manager (the `flash-api`
 //!   client), with a TTL cache and a local-file fallback;
 //! - [`queue`]: the RunPod-compatible queue worker;
-//! - [`lb`]: the load-balanced HTTP server (routes, `/ping`, `/execute`);
+//! - [`lb`]: the load-balanced HTTP server (routes, `/ping`, `/execute`, `/metrics`);
+//! - [`metrics`]: what a host counts, in Prometheus' text format;
 //! - [`mothership`]: the environment's mothership (reconciles child endpoints on boot);
 //! - [`job_input`]: how job inputs and `/execute` bodies name functions and arguments;
 //! - [`role`]: the [`role::Role`] trait the queue worker, load-balanced server and
@@ -24,6 +25,7 @@ pub mod host;
 pub mod job_input;
 pub mod lb;
 pub mod manifest_fetcher;
+pub mod metrics;
 pub mod models;
 pub mod mothership;
 pub mod queue;

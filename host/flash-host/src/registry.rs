@@ -147,7 +147,7 @@ impl ServiceRegistry {
             self.call_remote(&resource, function, &input, depth),
         )
         .await;
-        match result {
+        let result = match result {
             Ok(Ok(output)) => Ok(output),
             Ok(Err(err)) => {
                 if err.kind == ErrorKind::Unavailable {
@@ -162,7 +162,11 @@ impl ServiceRegistry {
                     started.elapsed().as_secs_f64()
                 ),
             )),
-        }
+        };
+        self.app
+            .metrics
+            .record_peer_call(function, &resource, &result, started.elapsed());
+        result
     }
 
     /// Refuses a peer call from a resource that its build found to call no peers: it was

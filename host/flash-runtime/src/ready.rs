@@ -223,6 +223,16 @@ impl ReadyInstances {
         }
     }
 
+    /// Calls running in this pool's instances now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The component whose instances these are.
+    pub fn component(&self) -> &FunctionComponentPre {
+        &self.component
+    }
+
     /// Instances ready now.
     pub fn ready(&self) -> usize {
         self.lock().ready.len()

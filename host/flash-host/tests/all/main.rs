@@ -6,6 +6,7 @@ mod discovery;
 mod guest_output;
 mod live_instance;
 mod load_balanced;
+mod metrics;
 mod nn;
 mod peer;
 mod queue_worker;
