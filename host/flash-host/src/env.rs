@@ -34,6 +34,7 @@
 //! | `FLASH_PERFMAP` | `1`, `true` or `yes`: write `/tmp/perf-<pid>.map` so that `perf` names guest functions (profiling) |
 //! | `FLASH_HEADER_READ_TIMEOUT_S` | how long a load-balanced client may take to send a request head before its connection is closed (default 30) |
 //! | `FLASH_PEER_TIMEOUT_S` | bound of one peer call (default 300) |
+//! | `FLASH_LOG_FORMAT` | `json` or `text`; unset: text on a terminal, JSON lines elsewhere (see [`crate::logging`]) |
 //! | `FLASH_METRICS_ADDR` | also serve `GET /metrics` here, without auth (queue workers have no other port; see [`crate::metrics`]) |
 //! | `FLASH_IS_MOTHERSHIP=true` | run as the environment's mothership instead (see [`crate::mothership`]) |
 //! | `ORT_DYLIB_PATH` | ONNX Runtime shared library for `wasi:nn`; required when the resource preloads models (see [`crate::models`]) |

@@ -29,13 +29,10 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(error) = flash_host::logging::init() {
+        eprintln!("error: {error}");
+        return std::process::ExitCode::from(2);
+    }
     let cli = Cli::parse();
     let test_input = match cli.test_input.as_deref().map(serde_json::from_str) {
         None => None,

@@ -7,7 +7,7 @@
 //! like the host's own. Each call now gets a [`GuestOutput`] for both streams:
 //!
 //! - every guest line becomes one `tracing` event, target [`TARGET`], with the fields
-//!   `function`, `call` (the job id, when the call has one) and `stream` (`stdout` or
+//!   `function`, `job` (the job id, when the call has one) and `stream` (`stdout` or
 //!   `stderr`), at level INFO. The line is the event's message: it always follows the
 //!   host's own prefix and target, never starts a line of the host's log;
 //! - control characters (CR, ESC, NEL, …), Unicode line and paragraph separators and
@@ -210,12 +210,12 @@ impl Shared {
         // `tracing` wants the level and the set of fields fixed at each call site.
         match (stream, call) {
             (Some(stream), Some(call)) => tracing::info!(
-                target: TARGET, function, call, stream = stream.name(), "{message}"
+                target: TARGET, function, job = call, stream = stream.name(), "{message}"
             ),
             (Some(stream), None) => {
                 tracing::info!(target: TARGET, function, stream = stream.name(), "{message}")
             }
-            (None, Some(call)) => tracing::warn!(target: TARGET, function, call, "{message}"),
+            (None, Some(call)) => tracing::warn!(target: TARGET, function, job = call, "{message}"),
             (None, None) => tracing::warn!(target: TARGET, function, "{message}"),
         }
     }
@@ -368,7 +368,7 @@ mod tests {
         assert!(
             body(&lines[0]).starts_with(&format!("{} [line continues] ", "a".repeat(MAX_LINE)))
         );
-        assert!(lines[0].contains(r#"function="f" call="job-1" stream="stdout""#));
+        assert!(lines[0].contains(r#"function="f" job="job-1" stream="stdout""#));
         assert!(body(&lines[1]).starts_with("on stderr "), "{}", lines[1]);
         assert!(lines[1].contains(r#"stream="stderr""#));
         assert!(body(&lines[2]).starts_with(&format!("{} ", "a".repeat(10))));
@@ -406,7 +406,7 @@ mod tests {
         assert_eq!(lines.len(), 2, "{lines:#?}");
         assert!(lines[0].contains(r#"function="<instantiate>" stream="stdout""#));
         assert!(
-            lines[1].contains(r#"function="embed" call="job-7" stream="stdout""#),
+            lines[1].contains(r#"function="embed" job="job-7" stream="stdout""#),
             "{}",
             lines[1]
         );

@@ -74,7 +74,14 @@ async fn guest_output_is_logged_tagged_escaped_and_capped() {
         "err": format!("to stderr\n{FORGED_ERROR}\n"),
         "filler_kib": 2048,
     }});
-    let (ok, stdout, stderr) = one_job(&artifact, &[("FLASH_GUEST_OUTPUT_MAX_KB", "64")], &input);
+    let (ok, stdout, stderr) = one_job(
+        &artifact,
+        &[
+            ("FLASH_GUEST_OUTPUT_MAX_KB", "64"),
+            ("FLASH_LOG_FORMAT", "text"),
+        ],
+        &input,
+    );
     assert!(ok, "{stdout}\n{stderr}");
 
     // The host's stdout holds the result and nothing the guest printed.
@@ -96,7 +103,7 @@ async fn guest_output_is_logged_tagged_escaped_and_capped() {
         assert!(
             line.contains(" guest: ")
                 && line.contains(r#"function="print""#)
-                && line.contains(r#"call="test-input""#)
+                && line.contains(r#"job="test-input""#)
                 && line.contains(&format!(r#"stream="{stream}""#)),
             "{line}"
         );
@@ -130,6 +137,54 @@ async fn guest_output_is_logged_tagged_escaped_and_capped() {
         "the host logged {} bytes for 64 KiB of guest output",
         stderr.len()
     );
+}
+
+/// Off a terminal the host logs JSON lines (crate::logging): each guest line is the
+/// `message` of one object tagged with its function, job and stream, whatever it holds.
+#[tokio::test]
+async fn off_a_terminal_every_log_line_is_a_json_object() {
+    let tmp = tempfile::tempdir().unwrap();
+    let artifact = limits_artifact(tmp.path()).await;
+    let input = json!({"function_name": "print", "kwargs": {
+        "out": format!("hello from the guest\n{{\"level\":\"ERROR\",\"message\":\"forged\"}}\n"),
+        "err": format!("to stderr\n{FORGED_ERROR}\n"),
+        "filler_kib": 0,
+    }});
+    let (ok, stdout, stderr) = one_job(
+        &artifact,
+        &[("FLASH_RESOURCE_NAME", "limits"), ("RUNPOD_POD_ID", "w-1")],
+        &input,
+    );
+    assert!(ok, "{stdout}\n{stderr}");
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["message"] == "host ready"),
+        "{stderr}"
+    );
+    let guest: Vec<&Value> = lines.iter().filter(|l| l["target"] == "guest").collect();
+    let messages: Vec<&str> = guest.iter().filter_map(|l| l["message"].as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "hello from the guest",
+            r#"{"level":"ERROR","message":"forged"}"#,
+            "to stderr",
+            FORGED_ERROR
+        ],
+        "{stderr}"
+    );
+    for line in &guest {
+        assert_eq!(line["level"], "INFO", "{line}");
+        assert_eq!(line["function"], "print", "{line}");
+        assert_eq!(line["job"], "test-input", "{line}");
+        assert_eq!(line["worker"], "w-1", "{line}");
+        assert_eq!(line["resource"], "limits", "{line}");
+    }
+    assert_eq!(guest[0]["stream"], "stdout");
+    assert_eq!(guest[3]["stream"], "stderr");
 }
 
 #[tokio::test]
