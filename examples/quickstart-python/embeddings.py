@@ -22,6 +22,8 @@ def embed(text: str, dims: int) -> list[float]:
         raise ValueError(f"dims must be in 1..=4096, got {dims}")
     if len(text.encode()) > MAX_TEXT:
         raise ValueError(f"text is longer than {MAX_TEXT} bytes")
+    # What a function prints goes to its worker's log, tagged with the job: `flash logs`.
+    print(f"embedding {len(text.split())} words into {dims} dimensions")
     vector = [0.0] * dims
     for word in text.split():
         h = fnv1a(word.lower().encode())

@@ -38,6 +38,11 @@ fn embed(text: String, dims: u32) -> Result<Vec<f32>> {
             "text is longer than {MAX_TEXT} bytes"
         )));
     }
+    // What a function prints goes to its worker's log, tagged with the job: `flash logs`.
+    println!(
+        "embedding {} words into {dims} dimensions",
+        text.split_whitespace().count()
+    );
     let mut v = vec![0f32; dims as usize];
     for word in text.split_whitespace() {
         let h = fnv1a(word.to_lowercase().as_bytes());

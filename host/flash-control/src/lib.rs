@@ -10,6 +10,7 @@
 //! - [`gateway`]: the queue API (`/v2/{endpoint}/run` …), the worker job protocol
 //!   (`job-take`, `job-done` …) and the load-balanced proxy (`/lb/{endpoint}/…`).
 //! - [`provisioner`]: turns saved endpoints into worker processes and scales them.
+//! - [`logs`]: the workers' log lines, filtered and followed (`GET /v1/logs`, `flash logs`).
 //! - [`store`]: the durable state behind all of the above (SQLite now, PostgreSQL later).
 //! - [`server`]: assembles the HTTP app, binds it and shuts everything down cleanly.
 //! - [`cli`]: the `flash server` flags and entry point.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod gateway;
 pub mod graphql;
 pub mod login;
+pub mod logs;
 pub mod provisioner;
 pub mod server;
 pub mod signals;

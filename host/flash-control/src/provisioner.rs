@@ -288,6 +288,11 @@ impl Provisioner {
     }
 
     /// Asks for a reconcile pass now.
+    /// Where workers' logs are written: `<this>/<endpoint>/<worker>.log`.
+    pub fn logs_dir(&self) -> &Path {
+        &self.cfg.logs_dir
+    }
+
     pub fn kick(&self) {
         self.kick.notify_one();
     }

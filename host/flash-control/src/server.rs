@@ -300,6 +300,7 @@ impl Server {
             .merge(lb_routes)
             .route("/artifacts/{*key}", put(artifacts::put).get(artifacts::get))
             .route("/flash/login", get(login::page).post(login::decide))
+            .route(crate::logs::LOGS_PATH, get(crate::logs::handler))
             .route(
                 "/ping",
                 get(|| async { axum::Json(json!({ "status": "healthy" })) }),

@@ -114,6 +114,7 @@ fn call_context() -> CallContext {
         max_depth: 8,
         progress: None,
         call_id: None,
+        trace: None,
     }
 }
 

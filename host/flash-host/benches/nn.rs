@@ -264,9 +264,16 @@ async fn host_rate(
 ) -> Result<f64> {
     let input = json!({"model": name, "target": "cpu", "rows": rows}).to_string();
     for _ in 0..20 {
-        app.invoke("classify_with", &input, 0, Arc::new(NoPeers), None, None)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        app.invoke(
+            "classify_with",
+            &input,
+            0,
+            Arc::new(NoPeers),
+            None,
+            Default::default(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let app = Arc::clone(app);
     let input: Arc<str> = input.into();
@@ -274,9 +281,16 @@ async fn host_rate(
         let app = Arc::clone(&app);
         let input = Arc::clone(&input);
         async move {
-            app.invoke("classify_with", &input, 0, Arc::new(NoPeers), None, None)
-                .await
-                .is_ok()
+            app.invoke(
+                "classify_with",
+                &input,
+                0,
+                Arc::new(NoPeers),
+                None,
+                Default::default(),
+            )
+            .await
+            .is_ok()
         }
     })
     .await

@@ -20,6 +20,15 @@ use flash_runtime::{
 
 use crate::metrics::HostMetrics;
 
+/// How a call's log lines are tagged (see `flash_runtime::CallContext`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallTag {
+    /// The job or request the call serves.
+    pub job: Option<String>,
+    /// The job a peer call was made for (the first of its chain).
+    pub trace: Option<String>,
+}
+
 /// The function table of a host.
 pub struct HostApp {
     pub manifest: Manifest,
@@ -175,7 +184,7 @@ impl HostApp {
 
     /// Runs a local function; its `progress.emit` chunks go to `progress`, if any (the
     /// caller drains it while the call runs: it is bounded), and its log lines are tagged
-    /// with `call_id`, the job's id, if any.
+    /// with `call` (its job, and the job a peer call was made for).
     pub async fn invoke(
         &self,
         function: &str,
@@ -183,7 +192,7 @@ impl HostApp {
         depth: u32,
         peers: Arc<dyn PeerRouter>,
         progress: Option<ProgressSink>,
-        call_id: Option<&str>,
+        call: CallTag,
     ) -> Result<String, CallError> {
         let Some(instances) = self.functions.get(function) else {
             return Err(self.unknown(function));
@@ -207,7 +216,8 @@ impl HostApp {
             depth,
             max_depth: self.max_call_depth,
             progress,
-            call_id: call_id.map(str::to_string),
+            call_id: call.job,
+            trace: call.trace,
             inference: self.inference.clone(),
         };
         let started = std::time::Instant::now();

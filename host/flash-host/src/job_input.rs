@@ -9,13 +9,20 @@
 //!   that function's payload (`{"x": 1}` or `[1]`). RunPod's `{"__empty": true}`
 //!   placeholder for an empty input is removed.
 //!
-//! `flash_call_depth` carries the peer-call depth across hosts (cycle guard).
+//! `flash_call_depth` carries the peer-call depth across hosts (cycle guard), and
+//! `flash_trace` the job a peer call works for (it tags the callee's log lines).
 
 use flash_runtime::{CallError, ErrorKind};
 use serde_json::{Map, Value};
 
 /// Key carrying the peer-call depth between hosts.
 pub const CALL_DEPTH_KEY: &str = "flash_call_depth";
+
+/// Key carrying the job a peer call works for between hosts.
+pub const TRACE_KEY: &str = "flash_trace";
+
+/// Longest `flash_trace` accepted (job ids are far shorter).
+const MAX_TRACE: usize = 128;
 
 /// A resolved call.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +31,8 @@ pub struct Call {
     /// JSON text: an object of named arguments or an array of positional ones.
     pub payload: String,
     pub depth: u32,
+    /// The job the call works for, when a peer sent it.
+    pub trace: Option<String>,
 }
 
 /// Resolves `input` against the functions served here (`single` is the only one, if so).
@@ -37,6 +46,7 @@ pub fn resolve(input: &Value, single: Option<&str>, served: &[&str]) -> Result<C
             .ok_or_else(|| invalid("`function_name` must be a string".into()))?
             .to_string();
         let depth = depth_of(map)?;
+        let trace = trace_of(map)?;
         let args = map.get("args").filter(|v| !is_empty(v));
         let kwargs = map.get("kwargs").filter(|v| !is_empty(v));
         let payload = match (args, kwargs, map.get("input")) {
@@ -59,6 +69,7 @@ pub fn resolve(input: &Value, single: Option<&str>, served: &[&str]) -> Result<C
             function,
             payload: payload.to_string(),
             depth,
+            trace,
         });
     }
     let Some(function) = single else {
@@ -70,10 +81,13 @@ pub fn resolve(input: &Value, single: Option<&str>, served: &[&str]) -> Result<C
     };
     let mut payload = input.clone();
     let mut depth = 0;
+    let mut trace = None;
     if let Value::Object(map) = &mut payload {
         map.remove("__empty");
         depth = depth_of(map)?;
+        trace = trace_of(map)?;
         map.remove(CALL_DEPTH_KEY);
+        map.remove(TRACE_KEY);
     }
     match payload {
         Value::Object(_) | Value::Array(_) => {}
@@ -89,7 +103,21 @@ pub fn resolve(input: &Value, single: Option<&str>, served: &[&str]) -> Result<C
         function: function.to_string(),
         payload: payload.to_string(),
         depth,
+        trace,
     })
+}
+
+fn trace_of(map: &Map<String, Value>) -> Result<Option<String>, CallError> {
+    match map.get(TRACE_KEY) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(trace)) if !trace.is_empty() && trace.len() <= MAX_TRACE => {
+            Ok(Some(trace.clone()))
+        }
+        Some(_) => Err(CallError::new(
+            ErrorKind::InvalidInput,
+            format!("`{TRACE_KEY}` must be a job id: a string of 1 to {MAX_TRACE} bytes"),
+        )),
+    }
 }
 
 fn depth_of(map: &Map<String, Value>) -> Result<u32, CallError> {
@@ -174,6 +202,37 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn a_peers_trace_is_read_and_never_reaches_the_function() {
+        let c = resolve(
+            &json!({"function_name": "f", "input": {"a": 1}, TRACE_KEY: "job-1"}),
+            None,
+            &["f"],
+        )
+        .unwrap();
+        assert_eq!(
+            (c.payload.as_str(), c.trace.as_deref()),
+            (r#"{"a":1}"#, Some("job-1"))
+        );
+        let c = resolve(&json!({"a": 1, TRACE_KEY: "job-2"}), Some("f"), &["f"]).unwrap();
+        assert_eq!(
+            (c.payload.as_str(), c.trace.as_deref()),
+            (r#"{"a":1}"#, Some("job-2"))
+        );
+        let c = resolve(
+            &json!({"function_name": "f", TRACE_KEY: null}),
+            None,
+            &["f"],
+        )
+        .unwrap();
+        assert_eq!(c.trace, None);
+        for bad in [json!(7), json!(""), json!("x".repeat(129))] {
+            let err =
+                resolve(&json!({"function_name": "f", TRACE_KEY: bad}), None, &["f"]).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::InvalidInput, "{bad}");
+        }
     }
 
     #[test]

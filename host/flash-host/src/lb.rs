@@ -266,7 +266,12 @@ async fn execute(State(state): State<AppState>, body: Bytes) -> Response {
     }
     match state
         .registry
-        .call(&call.function, call.payload, call.depth)
+        .call(
+            &call.function,
+            call.payload,
+            call.depth,
+            call.trace.as_deref(),
+        )
         .await
     {
         Ok(output) => match decode_output(&call.function, &output) {
@@ -289,7 +294,11 @@ async fn route_call(
         Ok(p) => p,
         Err(e) => return error_response(&e),
     };
-    match state.registry.call(function, payload.to_string(), 0).await {
+    match state
+        .registry
+        .call(function, payload.to_string(), 0, None)
+        .await
+    {
         Ok(output) => match decode_output(function, &output) {
             Ok(result) => axum::Json(result).into_response(),
             Err(e) => error_response(&e),

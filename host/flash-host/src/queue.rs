@@ -406,7 +406,10 @@ async fn run_job(
             call.depth,
             registry.router(),
             progress,
-            id,
+            crate::app::CallTag {
+                job: id.map(str::to_string),
+                trace: call.trace,
+            },
         )
         .await?;
     crate::app::decode_output(&call.function, &output)

@@ -21,7 +21,7 @@ use flash_runtime::{CallError, ErrorKind, PeerRouter};
 use serde_json::{Value, json};
 
 use crate::app::HostApp;
-use crate::job_input::CALL_DEPTH_KEY;
+use crate::job_input::{CALL_DEPTH_KEY, TRACE_KEY};
 
 /// Finds the endpoint URL of a resource config.
 pub trait EndpointDirectory: Send + Sync + 'static {
@@ -124,17 +124,23 @@ impl ServiceRegistry {
             .expect("the registry is alive while it routes")
     }
 
-    /// Runs `function` at call depth `depth`: here if local, else on its endpoint.
+    /// Runs `function` at call depth `depth` for job `trace` (the first of the chain, if
+    /// any): here if local, else on its endpoint.
     pub async fn call(
         &self,
         function: &str,
         input: String,
         depth: u32,
+        trace: Option<&str>,
     ) -> Result<String, CallError> {
         if self.app.is_local(function) {
+            let call = crate::app::CallTag {
+                job: None,
+                trace: trace.map(str::to_string),
+            };
             return self
                 .app
-                .invoke(function, &input, depth, self.router(), None, None)
+                .invoke(function, &input, depth, self.router(), None, call)
                 .await;
         }
         let Some(resource) = self.app.manifest.resource_of(function).map(str::to_string) else {
@@ -144,7 +150,7 @@ impl ServiceRegistry {
         let started = Instant::now();
         let result = tokio::time::timeout(
             self.options.timeout,
-            self.call_remote(&resource, function, &input, depth),
+            self.call_remote(&resource, function, &input, depth, trace),
         )
         .await;
         let result = match result {
@@ -204,6 +210,7 @@ impl ServiceRegistry {
         function: &str,
         input: &str,
         depth: u32,
+        trace: Option<&str>,
     ) -> Result<String, CallError> {
         let unavailable = |msg: String| CallError::new(ErrorKind::Unavailable, msg);
         let url = self
@@ -238,8 +245,7 @@ impl ServiceRegistry {
             .is_some_and(|r| r.is_load_balanced);
         tracing::debug!(%function, %resource, %url, depth, "peer call");
         if load_balanced {
-            let body =
-                json!({ "function_name": function, "input": payload, CALL_DEPTH_KEY: depth });
+            let body = json!({ "function_name": function, "input": payload, CALL_DEPTH_KEY: depth, TRACE_KEY: trace });
             let response = self
                 .post(&format!("{url}/execute"), &body, function)
                 .await?;
@@ -255,7 +261,7 @@ impl ServiceRegistry {
                 ),
             }
         } else {
-            let body = json!({ "input": { "function_name": function, "input": payload, CALL_DEPTH_KEY: depth } });
+            let body = json!({ "input": { "function_name": function, "input": payload, CALL_DEPTH_KEY: depth, TRACE_KEY: trace } });
             let mut status = self
                 .post(&format!("{url}/runsync"), &body, function)
                 .await?;
@@ -410,8 +416,9 @@ impl PeerRouter for ServiceRegistry {
         function: &'a str,
         input: String,
         depth: u32,
+        trace: Option<&'a str>,
     ) -> BoxFuture<'a, Result<String, CallError>> {
-        Box::pin(ServiceRegistry::call(self, function, input, depth))
+        Box::pin(ServiceRegistry::call(self, function, input, depth, trace))
     }
 }
 

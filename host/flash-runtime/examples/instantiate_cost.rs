@@ -42,6 +42,7 @@ async fn main() -> Result<()> {
         max_depth: 8,
         progress: None,
         call_id: None,
+        trace: None,
         inference: Default::default(),
     };
     let limits = InvokeLimits::default();

@@ -7,7 +7,8 @@
 //! like the host's own. Each call now gets a [`GuestOutput`] for both streams:
 //!
 //! - every guest line becomes one `tracing` event, target [`TARGET`], with the fields
-//!   `function`, `job` (the job id, when the call has one) and `stream` (`stdout` or
+//!   `function`, `job` (the job id, when the call has one), `trace` (the job a peer call
+//!   was made for, when it was) and `stream` (`stdout` or
 //!   `stderr`), at level INFO. The line is the event's message: it always follows the
 //!   host's own prefix and target, never starts a line of the host's log;
 //! - control characters (CR, ESC, NEL, …), Unicode line and paragraph separators and
@@ -69,6 +70,8 @@ impl Stream {
 struct Shared {
     function: String,
     call: Option<String>,
+    /// The job this call works for when a peer call made it on that job's behalf.
+    trace: Option<String>,
     cap: usize,
     written: usize,
     dropped: usize,
@@ -82,6 +85,7 @@ impl GuestOutput {
         Self(Arc::new(Mutex::new(Shared {
             function: function.to_string(),
             call: call.map(str::to_string),
+            trace: None,
             cap,
             written: 0,
             dropped: 0,
@@ -102,10 +106,18 @@ impl GuestOutput {
     }
 
     /// Starts the one call of an instance made before the call was known
-    /// ([`crate::ready`]): its lines are tagged with `function` and `call` from now on.
-    pub(crate) fn start_call(&self, function: &str, call: Option<&str>) {
+    /// ([`crate::ready`]): its lines are tagged with `function`, `job` and `trace` from
+    /// now on.
+    pub(crate) fn start_call(&self, function: &str, call: Option<&str>, trace: Option<&str>) {
         self.new_call(function);
-        self.lock().call = call.map(str::to_string);
+        let mut shared = self.lock();
+        shared.call = call.map(str::to_string);
+        shared.trace = trace.map(str::to_string);
+    }
+
+    /// Tags the lines with `trace` (the job a peer call was made for).
+    pub(crate) fn set_trace(&self, trace: Option<&str>) {
+        self.lock().trace = trace.map(str::to_string);
     }
 
     pub(crate) fn stdout(&self) -> GuestStream {
@@ -206,17 +218,13 @@ impl Shared {
     /// (`stream` `None`).
     fn event(&self, stream: Option<Stream>, message: fmt::Arguments<'_>) {
         let function = self.function.as_str();
-        let call = self.call.as_deref();
-        // `tracing` wants the level and the set of fields fixed at each call site.
-        match (stream, call) {
-            (Some(stream), Some(call)) => tracing::info!(
-                target: TARGET, function, job = call, stream = stream.name(), "{message}"
+        // Absent (`None`) fields are left out of the line.
+        let (job, trace) = (self.call.as_deref(), self.trace.as_deref());
+        match stream {
+            Some(stream) => tracing::info!(
+                target: TARGET, function, job, trace, stream = stream.name(), "{message}"
             ),
-            (Some(stream), None) => {
-                tracing::info!(target: TARGET, function, stream = stream.name(), "{message}")
-            }
-            (None, Some(call)) => tracing::warn!(target: TARGET, function, job = call, "{message}"),
-            (None, None) => tracing::warn!(target: TARGET, function, "{message}"),
+            None => tracing::warn!(target: TARGET, function, job, trace, "{message}"),
         }
     }
 }
@@ -400,7 +408,7 @@ mod tests {
             let output = GuestOutput::new("<instantiate>", None, 1024);
             let mut out = output.stdout();
             out.write(Bytes::from_static(b"while starting\n")).unwrap();
-            output.start_call("embed", Some("job-7"));
+            output.start_call("embed", Some("job-7"), None);
             out.write(Bytes::from_static(b"in the call\n")).unwrap();
         });
         assert_eq!(lines.len(), 2, "{lines:#?}");

@@ -113,8 +113,19 @@ pub struct CallContext {
     pub progress: Option<ProgressSink>,
     /// The id of the job or request this call serves, if any: tags the guest's log lines.
     pub call_id: Option<String>,
+    /// The job this call works for, when a peer call made it on that job's behalf (the
+    /// first job of the chain): tags the guest's log lines, and travels on with the
+    /// peer calls this call makes (`call_id` does when this is the first).
+    pub trace: Option<String>,
     /// Models for `wasi:nn` (shared by every call of the host); disabled by default.
     pub inference: flash_nn::Inference,
+}
+
+impl CallContext {
+    /// What the peer calls this call makes carry as their `trace`: its own, else its job.
+    pub fn peer_trace(&self) -> Option<String> {
+        self.trace.clone().or_else(|| self.call_id.clone())
+    }
 }
 
 /// Marker error returned by the epoch callback once the deadline has passed.
@@ -147,6 +158,7 @@ impl FunctionComponentPre {
                 .map(|c| Arc::clone(&c.peers))
                 .unwrap_or_else(|| Arc::new(crate::peer::NoPeers)),
             depth: ctx.map_or(0, |c| c.depth),
+            trace: ctx.and_then(CallContext::peer_trace),
             max_depth: ctx.map_or(0, |c| c.max_depth),
             progress: ctx.and_then(|c| c.progress.clone()),
             nn: flash_nn::NnCtx {
@@ -169,7 +181,13 @@ impl FunctionComponentPre {
         ctx: &CallContext,
         limits: &InvokeLimits,
     ) -> Result<String, CallError> {
-        let (wasi, output) = call_wasi(&ctx.env, ctx.call_id.as_deref(), function, limits);
+        let (wasi, output) = call_wasi(
+            &ctx.env,
+            ctx.call_id.as_deref(),
+            ctx.trace.as_deref(),
+            function,
+            limits,
+        );
         let mut store = self.new_store(wasi, Some(output), Some(ctx), limits);
         let call = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
@@ -246,10 +264,12 @@ pub(crate) const DEADLINE_GRACE: Duration = Duration::from_millis(100);
 pub(crate) fn call_wasi(
     env: &[(String, String)],
     call_id: Option<&str>,
+    trace: Option<&str>,
     function: &str,
     limits: &InvokeLimits,
 ) -> (WasiCtx, GuestOutput) {
     let output = GuestOutput::new(function, call_id, limits.max_guest_output_bytes);
+    output.set_trace(trace);
     let wasi = WasiCtx::builder()
         .envs(env)
         .stdout(output.stdout())

@@ -66,7 +66,13 @@ impl FunctionComponentPre {
         ctx: &CallContext,
         limits: &InvokeLimits,
     ) -> Result<LiveInstance, CallError> {
-        let (wasi, output) = call_wasi(&ctx.env, ctx.call_id.as_deref(), "<instantiate>", limits);
+        let (wasi, output) = call_wasi(
+            &ctx.env,
+            ctx.call_id.as_deref(),
+            ctx.trace.as_deref(),
+            "<instantiate>",
+            limits,
+        );
         let mut store = self.new_store(wasi, Some(output), Some(ctx), limits);
         let instantiate = self.pre.instantiate_async(&mut store);
         let instance =

@@ -17,12 +17,15 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Routes a guest's `peer.call(function, input)`.
 pub trait PeerRouter: Send + Sync + 'static {
     /// Runs `function` with the JSON `input`; `depth` is the depth of this call in the
-    /// chain (1 for a call made by a top-level invocation).
+    /// chain (1 for a call made by a top-level invocation), `trace` the job the chain
+    /// works for (it tags the callee's log lines, so that one job's lines can be found on
+    /// every host it reached).
     fn call<'a>(
         &'a self,
         function: &'a str,
         input: String,
         depth: u32,
+        trace: Option<&'a str>,
     ) -> BoxFuture<'a, Result<String, CallError>>;
 }
 
@@ -36,6 +39,7 @@ impl PeerRouter for NoPeers {
         function: &'a str,
         _input: String,
         _depth: u32,
+        _trace: Option<&'a str>,
     ) -> BoxFuture<'a, Result<String, CallError>> {
         Box::pin(async move {
             Err(CallError::new(

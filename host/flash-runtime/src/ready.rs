@@ -77,7 +77,7 @@ impl FunctionComponentPre {
         env: &[(String, String)],
         limits: &InvokeLimits,
     ) -> Result<PreparedInstance, CallError> {
-        let (wasi, output) = call_wasi(env, None, "<instantiate>", limits);
+        let (wasi, output) = call_wasi(env, None, None, "<instantiate>", limits);
         let mut store = self.new_store(wasi, Some(output), None, limits);
         let instantiate = self.pre.instantiate_async(&mut store);
         match tokio::time::timeout(limits.deadline + DEADLINE_GRACE, instantiate).await {
@@ -117,11 +117,12 @@ impl PreparedInstance {
         let state = self.store.data_mut();
         state.peers = Arc::clone(&ctx.peers);
         state.depth = ctx.depth;
+        state.trace = ctx.peer_trace();
         state.max_depth = ctx.max_depth;
         state.progress = ctx.progress.clone();
         state.nn.inference = ctx.inference.clone();
         if let Some(output) = &state.output {
-            output.start_call(function, ctx.call_id.as_deref());
+            output.start_call(function, ctx.call_id.as_deref(), ctx.trace.as_deref());
         }
         arm_deadline(&mut self.store, limits.deadline);
         let (function_arg, input_arg) = (String::from(function), String::from(input));

@@ -24,6 +24,8 @@ pub(crate) struct HostState {
     /// Depth of the running invocation (0 = invoked by a handler).
     pub depth: u32,
     pub max_depth: u32,
+    /// The job the peer calls of this invocation work for (see `CallContext::trace`).
+    pub trace: Option<String>,
     /// Where `progress.emit` chunks go; `None` drops them.
     pub progress: Option<crate::invoke::ProgressSink>,
     /// The host's preloaded models and the call's deadline, for `wasi:nn`.
@@ -72,7 +74,7 @@ impl flash::runtime::peer::Host for HostState {
         }
         let peers = Arc::clone(&self.peers);
         peers
-            .call(&function, input, depth)
+            .call(&function, input, depth, self.trace.as_deref())
             .await
             .map_err(Into::into)
     }

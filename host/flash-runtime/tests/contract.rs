@@ -24,6 +24,7 @@ fn ctx() -> CallContext {
         max_depth: 8,
         progress: None,
         call_id: None,
+        trace: None,
     }
 }
 

@@ -34,6 +34,7 @@ fn ctx() -> CallContext {
         max_depth: 8,
         progress: None,
         call_id: None,
+        trace: None,
     }
 }
 

@@ -202,6 +202,73 @@ fn deploy_lifecycle_on_the_embedded_server() {
     let body: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(body["served_by"], "api", "{body}");
 
+    // `flash logs --job` shows what the function printed for that job, and only that.
+    let out = flash(
+        dir,
+        &server.url,
+        &home,
+        &[
+            "call",
+            "embed",
+            r#"{"text": "three little words", "dims": 8}"#,
+            "--json",
+        ],
+    );
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let job_id = job["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{job}"))
+        .to_string();
+    let lines = ok(
+        &flash(dir, &server.url, &home, &["logs", "dev", "--job", &job_id]),
+        Some(&server),
+    );
+    assert!(
+        lines.contains(&format!(
+            " [{job_id}] INFO  embed: embedding 3 words into 8 dimensions"
+        )) && lines.contains("gpu_config"),
+        "{lines}"
+    );
+    assert!(
+        !lines.contains("embedding 2 words"),
+        "another job's line:\n{lines}"
+    );
+    let json_lines = ok(
+        &flash(
+            dir,
+            &server.url,
+            &home,
+            &[
+                "logs",
+                "dev",
+                "--job",
+                &job_id,
+                "--json",
+                "--resource",
+                "gpu_config",
+            ],
+        ),
+        Some(&server),
+    );
+    let guest: Vec<Value> = json_lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &Value| l["target"] == "guest")
+        .collect();
+    assert_eq!(guest.len(), 1, "{json_lines}");
+    assert_eq!(guest[0]["job"], job_id.as_str());
+    assert_eq!(guest[0]["stream"], "stdout");
+    let err = fails(&flash(
+        dir,
+        &server.url,
+        &home,
+        &["logs", "dev", "--resource", "nope"],
+    ));
+    assert!(
+        err.contains("has no endpoint for resource `nope` (it has: "),
+        "{err}"
+    );
+
     // Workers hold their environment's key, never the server's: `predict` found and called
     // `embed` with it just now, and it is good for nothing else.
     let user_key = server.key();

@@ -8,6 +8,7 @@ mod deploy;
 mod env;
 mod init;
 mod login;
+mod logs;
 mod output;
 mod preview;
 mod run;
@@ -42,6 +43,8 @@ pub enum Command {
     Deploy(deploy::DeployArgs),
     /// Call a deployed function and print its result as JSON.
     Call(call::CallArgs),
+    /// Print what an environment's workers logged (`--job`, `--resource`, `--since`, `-f`).
+    Logs(logs::LogsArgs),
     /// Manage apps (`list`, `get`, `create`, `delete`), as runpod-flash's `flash app`.
     App(app::AppArgs),
     /// Manage an app's environments (`list`, `create`, `get`, `delete`), as runpod-flash's
@@ -64,6 +67,7 @@ impl Command {
             Command::Server(args) => server::run(args).await,
             Command::Deploy(args) => args.run().await,
             Command::Call(args) => args.run().await,
+            Command::Logs(args) => args.run().await,
             Command::App(args) => args.run().await,
             Command::Env(args) => args.run().await,
             Command::Login(args) => args.run().await,

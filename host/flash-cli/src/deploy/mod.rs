@@ -8,11 +8,13 @@
 //! - [`environment`]: `flash deploy new/list/info/delete` and `flash env`;
 //! - [`app`]: `flash app`;
 //! - [`call`]: `flash call`;
+//! - [`logs`]: `flash logs`;
 //! - [`resource_manager`]: the local state, `.flash/resources.json`.
 
 pub mod app;
 pub mod call;
 pub mod environment;
+pub mod logs;
 pub mod resource_manager;
 pub mod send;
 
@@ -33,6 +35,7 @@ pub use flash_deploy::{
     ARTIFACT_FILE, Action, DEPLOY_KEY, MOTHERSHIP, ResourceReport, SOURCE_FINGERPRINT_ENV,
     mothership, provision, source_hash, str_field,
 };
+pub use logs::{LogRequest, logs};
 pub use send::{Quiet, SendOptions, SendProgress, SendReport, send};
 
 /// The app named `name`; an error that says how to create it when missing.

@@ -38,6 +38,7 @@ fn ctx() -> CallContext {
         max_depth: 8,
         progress: None,
         call_id: None,
+        trace: None,
     }
 }
 

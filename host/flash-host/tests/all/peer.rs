@@ -92,18 +92,29 @@ async fn peers_are_called_across_processes_through_discovered_urls() {
             &[("FLASH_RESOURCE_NAME", "test_other")],
         ),
     );
-    let r = source
-        .run(
-            "ep-queue",
-            json!({"function_name": "remote_add", "kwargs": {"a": 40, "b": 2}}),
-        )
-        .await;
+    let job = source.submit(
+        "ep-queue",
+        json!({"function_name": "remote_add", "kwargs": {"a": 40, "b": 2}}),
+    );
+    let r = source.result(&job, Duration::from_secs(30)).await;
     assert_eq!(
         r,
         json!({"output": 42}),
         "{}\n{}",
         log(tmp.path(), "a"),
         log(tmp.path(), "b")
+    );
+    // What the callee printed is tagged with the job the call was made for (`trace`), as
+    // well as its own peer job: `flash logs --job` finds it on the other host.
+    let printed = log(tmp.path(), "b")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "other_add(40, 2)")
+        .unwrap_or_else(|| panic!("no guest line:\n{}", log(tmp.path(), "b")));
+    assert_eq!(printed["trace"], job.as_str(), "{printed}");
+    assert!(
+        printed["job"].as_str().is_some_and(|own| own != job),
+        "{printed}"
     );
 
     // Queue → load-balanced peer through `/execute`.

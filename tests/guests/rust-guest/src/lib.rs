@@ -133,6 +133,7 @@ fn remote_add(a: i64, b: i64) -> Result<i64> {
 /// cross-config call, back to `test_queue`).
 #[remote(TEST_OTHER)]
 fn other_add(a: i64, b: i64) -> Result<i64> {
+    println!("other_add({a}, {b})");
     a.checked_add(b)
         .ok_or_else(|| Error::msg(format!("{a} + {b} overflows")))
 }

@@ -1,0 +1,454 @@
+//! `GET /v1/logs`: the log lines of endpoints' workers, filtered and followed, for
+//! `flash logs`.
+//!
+//! Each worker writes its log to `<data_dir>/logs/<endpoint>/<worker>.log` (see the
+//! provisioner); `flash-host` writes JSON lines there (`flash_host::logging`). This module
+//! reads them back for the user key only:
+//!
+//! - `endpoint=<id>[,<id>…]` (required): whose workers;
+//! - `job=<id>`: only the lines of that job (its `job` field, or its `trace` for the
+//!   lines of peer calls made on its behalf);
+//! - `since_ms=<unix ms>`: only lines from then on;
+//! - `tail=<n>`: the last `n` lines that match (default 1000, at most 100,000);
+//! - `follow=true`: then keep the answer open and send new lines as workers write them,
+//!   until the client goes away or the server stops.
+//!
+//! The answer is NDJSON, one JSON object per line, in timestamp order (followed lines in the
+//! order they are found). Lines that are not JSON (a crash's last words, an older worker)
+//! come as `{"message": …}`. Every line carries `endpoint` and `worker`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::state::AppState;
+
+/// Where the logs API is served.
+pub const LOGS_PATH: &str = "/v1/logs";
+
+/// Lines sent when the request names no `tail`.
+pub const DEFAULT_TAIL: usize = 1000;
+
+/// Most lines one request may ask for.
+pub const MAX_TAIL: usize = 100_000;
+
+/// How often a follow looks for new lines.
+const FOLLOW_POLL: Duration = Duration::from_millis(250);
+
+/// Longest line read back; the rest of a longer one is cut.
+const MAX_LINE: usize = 64 << 10;
+
+/// The query of `GET /v1/logs`.
+#[derive(Debug, Deserialize)]
+pub struct LogQuery {
+    pub endpoint: String,
+    pub job: Option<String>,
+    pub since_ms: Option<i64>,
+    pub tail: Option<usize>,
+    #[serde(default)]
+    pub follow: bool,
+}
+
+/// What a line must match.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub job: Option<String>,
+    /// RFC 3339 UTC timestamp, compared as text (the workers' fixed format sorts so).
+    pub since: Option<String>,
+}
+
+impl Filter {
+    pub fn matches(&self, line: &Map<String, Value>) -> bool {
+        if let Some(job) = &self.job {
+            let is = |key: &str| line.get(key).and_then(Value::as_str) == Some(job.as_str());
+            if !is("job") && !is("trace") {
+                return false;
+            }
+        }
+        if let Some(since) = &self.since {
+            match line.get("timestamp").and_then(Value::as_str) {
+                Some(ts) if ts >= since.as_str() => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+/// One log line as sent: the worker's JSON object, with `endpoint` and `worker` set.
+pub fn parse_line(text: &str, endpoint: &str, worker: &str) -> Map<String, Value> {
+    let mut line = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => map,
+        _ => {
+            let mut map = Map::new();
+            map.insert("message".into(), text.into());
+            map
+        }
+    };
+    line.entry("endpoint").or_insert_with(|| endpoint.into());
+    line.entry("worker").or_insert_with(|| worker.into());
+    line
+}
+
+/// The worker log files of `endpoint` under `logs_dir`, by worker id.
+fn worker_files(logs_dir: &Path, endpoint: &str) -> BTreeMap<String, PathBuf> {
+    let Ok(entries) = std::fs::read_dir(logs_dir.join(endpoint)) else {
+        return BTreeMap::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let path = entry.path();
+            let worker = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".log")?
+                .to_string();
+            Some((worker, path))
+        })
+        .collect()
+}
+
+/// Reads complete lines of `path` from `offset`; returns them and the offset after the
+/// last complete one (a line still being written is read next time).
+fn read_from(path: &Path, offset: u64) -> (Vec<String>, u64) {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return (Vec::new(), offset);
+    };
+    if file.seek(SeekFrom::Start(offset)).is_err() {
+        return (Vec::new(), offset);
+    }
+    let mut reader = BufReader::new(file);
+    let mut lines = Vec::new();
+    let mut position = offset;
+    let mut buffer = Vec::new();
+    loop {
+        buffer.clear();
+        match reader
+            .by_ref()
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buffer)
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if buffer.last() != Some(&b'\n') && n <= MAX_LINE {
+                    break; // incomplete: the worker is still writing it
+                }
+                position += n as u64;
+                let text = String::from_utf8_lossy(&buffer);
+                lines.push(text.trim_end_matches(['\n', '\r']).to_string());
+            }
+        }
+    }
+    (lines, position)
+}
+
+/// Where each followed file has been read up to.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    offsets: BTreeMap<PathBuf, u64>,
+}
+
+/// Reads what is new since `cursor` in the files of `endpoints`: matching lines, in file
+/// order.
+pub fn read_new(
+    logs_dir: &Path,
+    endpoints: &[String],
+    filter: &Filter,
+    cursor: &mut Cursor,
+) -> Vec<Map<String, Value>> {
+    let mut out = Vec::new();
+    for endpoint in endpoints {
+        for (worker, path) in worker_files(logs_dir, endpoint) {
+            let offset = cursor.offsets.get(&path).copied().unwrap_or(0);
+            let (lines, next) = read_from(&path, offset);
+            cursor.offsets.insert(path, next);
+            out.extend(
+                lines
+                    .iter()
+                    .map(|text| parse_line(text, endpoint, &worker))
+                    .filter(|line| filter.matches(line)),
+            );
+        }
+    }
+    out
+}
+
+/// The last `tail` matching lines of `endpoints` in timestamp order, and the cursor after
+/// them for a follow.
+pub fn read_tail(
+    logs_dir: &Path,
+    endpoints: &[String],
+    filter: &Filter,
+    tail: usize,
+) -> (Vec<Map<String, Value>>, Cursor) {
+    let mut cursor = Cursor::default();
+    let mut lines = read_new(logs_dir, endpoints, filter, &mut cursor);
+    // Stable: lines without a timestamp keep their place among their file's lines.
+    lines.sort_by(|a, b| {
+        let ts = |l: &Map<String, Value>| {
+            l.get("timestamp")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        ts(a).cmp(&ts(b))
+    });
+    let keep: VecDeque<_> = lines.into_iter().rev().take(tail).collect();
+    (keep.into_iter().rev().collect(), cursor)
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+/// `GET /v1/logs`.
+pub async fn handler(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if !state.auth.is_user(&headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "logs need the server's API key: send `Authorization: Bearer <key>`".into(),
+        );
+    }
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{e}: expected endpoint=<id>[,<id>…], and optionally job, since_ms, tail, follow"
+                ),
+            );
+        }
+    };
+    let endpoints: Vec<String> = query
+        .endpoint
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect();
+    if endpoints.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "name at least one endpoint: endpoint=<id>".into(),
+        );
+    }
+    // Known endpoints only: their ids are also the names of directories.
+    for id in &endpoints {
+        match state.store.get_endpoint(id) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return error(StatusCode::NOT_FOUND, format!("no endpoint `{id}`"));
+            }
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+        }
+    }
+    let tail = query.tail.unwrap_or(DEFAULT_TAIL).min(MAX_TAIL);
+    let filter = Filter {
+        job: query.job.filter(|j| !j.is_empty()),
+        since: query.since_ms.map(timestamp_of_ms),
+    };
+    let logs_dir = state.provisioner.logs_dir().to_path_buf();
+    let (lines, mut cursor) = {
+        let (dir, endpoints, filter) = (logs_dir.clone(), endpoints.clone(), filter.clone());
+        match tokio::task::spawn_blocking(move || read_tail(&dir, &endpoints, &filter, tail)).await
+        {
+            Ok(read) => read,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    };
+    let ndjson = |lines: Vec<Map<String, Value>>| -> String {
+        lines
+            .into_iter()
+            .map(|l| Value::Object(l).to_string() + "\n")
+            .collect()
+    };
+    let first = ndjson(lines);
+    let content_type = [(header::CONTENT_TYPE, "application/x-ndjson")];
+    if !query.follow {
+        return (content_type, first).into_response();
+    }
+    let mut shutdown = state.signals.shutdown();
+    let stream = async_stream(first, move || {
+        let lines = read_new(&logs_dir, &endpoints, &filter, &mut cursor);
+        ndjson(lines)
+    });
+    let body = Body::from_stream(futures::StreamExt::take_until(stream, async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    }));
+    (content_type, body).into_response()
+}
+
+/// `first`, then whatever `next` returns, looked for every [`FOLLOW_POLL`] while there is
+/// nothing new (empty chunks are not sent).
+fn async_stream(
+    first: String,
+    mut next: impl FnMut() -> String + Send + 'static,
+) -> impl futures::Stream<Item = Result<String, std::convert::Infallible>> + Send {
+    use futures::StreamExt;
+    let rest = futures::stream::unfold((), move |()| {
+        let text = next();
+        async move {
+            if text.is_empty() {
+                tokio::time::sleep(FOLLOW_POLL).await;
+            }
+            Some((Ok(text), ()))
+        }
+    });
+    futures::stream::once(async move { Ok(first) })
+        .chain(rest)
+        .filter(|chunk| std::future::ready(!matches!(chunk, Ok(text) if text.is_empty())))
+}
+
+/// Unix milliseconds as the workers' timestamp format.
+pub fn timestamp_of_ms(ms: i64) -> String {
+    let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    time.format(&format).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, endpoint: &str, worker: &str, text: &str) {
+        let d = dir.join(endpoint);
+        std::fs::create_dir_all(&d).unwrap();
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join(format!("{worker}.log")))
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+
+    fn line(ts: &str, job: Option<&str>, message: &str) -> String {
+        let mut v = json!({ "timestamp": ts, "level": "INFO", "message": message });
+        if let Some(job) = job {
+            v["job"] = json!(job);
+        }
+        v.to_string() + "\n"
+    }
+
+    #[test]
+    fn lines_are_merged_in_time_filtered_tailed_and_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let eps = vec!["ep-a".to_string(), "ep-b".to_string()];
+        write(
+            dir,
+            "ep-a",
+            "w-1",
+            &line("2026-01-01T00:00:01.000000Z", Some("j1"), "a1"),
+        );
+        write(
+            dir,
+            "ep-b",
+            "w-2",
+            &line("2026-01-01T00:00:00.500000Z", None, "b0"),
+        );
+        write(
+            dir,
+            "ep-a",
+            "w-1",
+            &line("2026-01-01T00:00:02.000000Z", Some("j2"), "a2"),
+        );
+        write(dir, "ep-a", "w-3", "thread 'main' panicked\n");
+        write(
+            dir,
+            "ep-other",
+            "w-9",
+            &line("2026-01-01T00:00:03.000000Z", Some("j1"), "x"),
+        );
+
+        let all = Filter::default();
+        let (lines, mut cursor) = read_tail(dir, &eps, &all, 100);
+        let messages: Vec<&str> = lines
+            .iter()
+            .map(|l| l["message"].as_str().unwrap())
+            .collect();
+        // The crash line has no time: it sorts first; the others by timestamp.
+        assert_eq!(messages, ["thread 'main' panicked", "b0", "a1", "a2"]);
+        assert_eq!(lines[0]["worker"], "w-3");
+        assert_eq!(lines[1]["endpoint"], "ep-b");
+
+        let (tail, _) = read_tail(dir, &eps, &all, 2);
+        assert_eq!(tail.len(), 2);
+        assert_eq!(tail[1]["message"], "a2");
+
+        let job = Filter {
+            job: Some("j1".into()),
+            since: None,
+        };
+        let (lines, _) = read_tail(dir, &eps, &job, 100);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let since = Filter {
+            job: None,
+            since: Some("2026-01-01T00:00:01.500000Z".into()),
+        };
+        let (lines, _) = read_tail(dir, &eps, &since, 100);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["message"], "a2");
+
+        // Following: only what was written since, and a half-written line waits.
+        write(
+            dir,
+            "ep-b",
+            "w-2",
+            &line("2026-01-01T00:00:04.000000Z", Some("j3"), "b4"),
+        );
+        write(dir, "ep-b", "w-2", "{\"timestamp\":\"2026-01-01T00:00:05");
+        let new = read_new(dir, &eps, &all, &mut cursor);
+        assert_eq!(new.len(), 1, "{new:?}");
+        assert_eq!(new[0]["message"], "b4");
+        write(dir, "ep-b", "w-2", ".000000Z\",\"message\":\"b5\"}\n");
+        let new = read_new(dir, &eps, &all, &mut cursor);
+        assert_eq!(new.len(), 1, "{new:?}");
+        assert_eq!(new[0]["message"], "b5");
+        assert!(read_new(dir, &eps, &all, &mut cursor).is_empty());
+    }
+
+    #[test]
+    fn a_job_matches_its_own_lines_and_those_traced_to_it() {
+        let on = |pairs: &[(&str, &str)]| -> Map<String, Value> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect()
+        };
+        let f = Filter {
+            job: Some("j1".into()),
+            since: None,
+        };
+        assert!(f.matches(&on(&[("job", "j1")])));
+        assert!(f.matches(&on(&[("job", "peer-9"), ("trace", "j1")])));
+        assert!(!f.matches(&on(&[("job", "j2")])));
+        assert!(!f.matches(&on(&[])));
+    }
+
+    #[test]
+    fn since_is_in_the_workers_timestamp_format() {
+        assert_eq!(
+            timestamp_of_ms(1_700_000_000_123),
+            "2023-11-14T22:13:20.123000Z"
+        );
+    }
+}
