@@ -19,6 +19,7 @@ pub mod admission;
 pub mod artifacts;
 pub mod auth;
 pub mod cli;
+pub mod endpoints;
 pub mod gateway;
 pub mod graphql;
 pub mod login;
