@@ -23,7 +23,7 @@
 use flash_manifest::builder::{DEFAULT_IDLE_TIMEOUT_S, DEFAULT_SCALER_VALUE, IDLE_TIMEOUT_RANGE_S};
 use flash_manifest::describe::{EndpointKind, ScalerType};
 
-use crate::store::{Endpoint, EnvVar, Store, StoreError, Template};
+use crate::store::{DeployStore, Endpoint, EnvVar, StoreError, Template};
 use crate::util::{new_id, random_secret};
 
 /// Suffix RunPod's client appends to FlashBoot endpoint names; the saved name is without it.
@@ -314,7 +314,7 @@ pub struct Prepared {
 /// Reads what `saveEndpoint` needs and checks it: the endpoint to update (if `patch.id` is
 /// set), the merged setting ([`EndpointSpec::merge`]) and the Flash environment it names.
 /// Writes nothing.
-pub fn prepare(store: &dyn Store, patch: EndpointPatch) -> Result<Prepared, EndpointError> {
+pub fn prepare(store: &dyn DeployStore, patch: EndpointPatch) -> Result<Prepared, EndpointError> {
     let saved = match &patch.id {
         Some(id) => Some(
             store
@@ -354,7 +354,7 @@ impl Prepared {
 
     /// Settles the template (an inline one is written into the endpoint's own template, or
     /// a new one; a named one must exist), then writes the endpoint. Returns what was saved.
-    pub fn commit(self, store: &dyn Store) -> Result<Endpoint, EndpointError> {
+    pub fn commit(self, store: &dyn DeployStore) -> Result<Endpoint, EndpointError> {
         let mut endpoint = self.endpoint;
         match (self.template, &self.template_id) {
             (Some(_), Some(_)) => return Err(EndpointError::TemplateConflict),
@@ -388,7 +388,7 @@ impl Prepared {
 
 /// [`prepare`] then [`Prepared::commit`], for callers that hold no leases (tests).
 #[cfg(test)]
-fn save(store: &dyn Store, patch: EndpointPatch) -> Result<Endpoint, EndpointError> {
+fn save(store: &dyn DeployStore, patch: EndpointPatch) -> Result<Endpoint, EndpointError> {
     prepare(store, patch)?.commit(store)
 }
 
