@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use futures::StreamExt;
 
-use super::{endpoint, err};
+use super::err;
+use crate::admission::LbCaller;
 use crate::state::AppState;
 use crate::store::Endpoint;
 
@@ -25,25 +26,26 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 async fn lb_root(
-    state: State<AppState>,
-    Path(ep): Path<String>,
+    State(state): State<AppState>,
+    caller: LbCaller,
     method: Method,
     headers: HeaderMap,
-    query: axum::extract::RawQuery,
+    query: RawQuery,
     body: Body,
 ) -> Response {
-    lb_forward(state.0, ep, String::new(), method, headers, query.0, body).await
+    lb_forward(state, caller, String::new(), method, headers, query.0, body).await
 }
 
 async fn lb_proxy(
-    state: State<AppState>,
-    Path((ep, path)): Path<(String, String)>,
+    State(state): State<AppState>,
+    caller: LbCaller,
+    Path((_, path)): Path<(String, String)>,
     method: Method,
     headers: HeaderMap,
-    query: axum::extract::RawQuery,
+    query: RawQuery,
     body: Body,
 ) -> Response {
-    lb_forward(state.0, ep, path, method, headers, query.0, body).await
+    lb_forward(state, caller, path, method, headers, query.0, body).await
 }
 
 /// `FLASH_DISABLE_RP_AUTH=true` in the endpoint's template env opens it without a key (§4).
@@ -66,37 +68,18 @@ const HOP_HEADERS: [&str; 6] = [
     "content-length",
 ];
 
+/// Forwards one request to a leased worker of `caller`'s endpoint (whose key the extractor
+/// checked).
 async fn lb_forward(
     state: AppState,
-    ep_id: String,
+    LbCaller { endpoint: ep, open }: LbCaller,
     path: String,
     method: Method,
     headers: HeaderMap,
     query: Option<String>,
     body: Body,
 ) -> Response {
-    let ep = match endpoint(&state, &ep_id) {
-        Ok(ep) => ep,
-        Err(resp) => {
-            return if state.auth.is_user(&headers) {
-                resp.into_response()
-            } else {
-                err(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized: invalid or missing API key",
-                )
-                .into_response()
-            };
-        }
-    };
-    let open = lb_auth_disabled(&state, &ep);
-    if !open && !state.auth.may_call_or_worker(&headers, &ep) {
-        return err(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized: invalid or missing API key",
-        )
-        .into_response();
-    }
+    let ep_id = ep.id.clone();
     if !ep.is_lb() {
         return err(
             StatusCode::BAD_REQUEST,

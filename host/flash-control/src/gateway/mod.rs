@@ -39,12 +39,12 @@ mod worker;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::state::AppState;
-use crate::store::{Endpoint, Job};
+use crate::store::Job;
 use crate::util::{ApiError, now_ms};
 
 pub(crate) use lb::lb_auth_disabled;
@@ -68,46 +68,6 @@ fn err(status: StatusCode, message: impl Into<String>) -> ApiError {
 
 fn ok(body: Value) -> Reply {
     Ok((StatusCode::OK, axum::Json(body)).into_response())
-}
-
-fn endpoint(state: &AppState, id: &str) -> Result<Endpoint, ApiError> {
-    match state.store.get_endpoint(id) {
-        Ok(Some(ep)) => Ok(ep),
-        Ok(None) => Err(err(
-            StatusCode::NOT_FOUND,
-            format!("endpoint `{id}` not found"),
-        )),
-        Err(e) => Err(err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    }
-}
-
-/// Loads the endpoint after checking the caller: the user key or the key of the endpoint's
-/// environment ([`Auth::may_call`](crate::auth::Auth::may_call)), or (when `ai_key_ok`)
-/// the endpoint's own `aiKey`.
-fn authorized(
-    state: &AppState,
-    headers: &HeaderMap,
-    id: &str,
-    ai_key_ok: bool,
-) -> Result<Endpoint, ApiError> {
-    let unauthorized = || {
-        err(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized: invalid or missing API key",
-        )
-    };
-    let ep = match endpoint(state, id) {
-        Ok(ep) => ep,
-        // Do not reveal which endpoints exist to anyone but the user.
-        Err(resp) if state.auth.is_user(headers) => return Err(resp),
-        Err(_) => return Err(unauthorized()),
-    };
-    let allowed = if ai_key_ok {
-        state.auth.may_call_or_worker(headers, &ep)
-    } else {
-        state.auth.may_call(headers, &ep)
-    };
-    if allowed { Ok(ep) } else { Err(unauthorized()) }
 }
 
 fn store_err(e: impl std::fmt::Display) -> ApiError {

@@ -7,12 +7,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Reply, authorized, err, job_finished, ok, status_body, store_err};
+use super::{Reply, err, job_finished, ok, status_body, store_err};
+use crate::admission::{Caller, CallerOrWorker};
 use crate::state::AppState;
 use crate::store::{Endpoint, Job, JobStatus};
 use crate::util::{ApiError, now_ms};
@@ -108,13 +109,7 @@ async fn submit(state: &AppState, ep: &Endpoint, body: Bytes) -> Result<Job, Api
     Ok(job)
 }
 
-async fn run(
-    State(state): State<AppState>,
-    Path(ep): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Reply {
-    let ep = authorized(&state, &headers, &ep, false)?;
+async fn run(State(state): State<AppState>, Caller(ep): Caller, body: Bytes) -> Reply {
     let job = submit(&state, &ep, body).await?;
     ok(json!({ "id": job.id, "status": job.status.as_str() }))
 }
@@ -127,12 +122,10 @@ struct WaitQuery {
 
 async fn runsync(
     State(state): State<AppState>,
-    Path(ep): Path<String>,
+    Caller(ep): Caller,
     Query(q): Query<WaitQuery>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let ep = authorized(&state, &headers, &ep, false)?;
     let job = submit(&state, &ep, body).await?;
     let wait = q
         .wait
@@ -167,10 +160,9 @@ async fn runsync(
 
 async fn status(
     State(state): State<AppState>,
-    Path((ep, job)): Path<(String, String)>,
-    headers: HeaderMap,
+    CallerOrWorker(ep): CallerOrWorker,
+    Path((_, job)): Path<(String, String)>,
 ) -> Reply {
-    let ep = authorized(&state, &headers, &ep, true)?;
     match state.store.get_job(&job).map_err(store_err)? {
         Some(j) if j.endpoint_id == ep.id => ok(status_body(&j)),
         _ => Err(err(
@@ -182,10 +174,9 @@ async fn status(
 
 async fn stream(
     State(state): State<AppState>,
-    Path((ep, job)): Path<(String, String)>,
-    headers: HeaderMap,
+    CallerOrWorker(ep): CallerOrWorker,
+    Path((_, job)): Path<(String, String)>,
 ) -> Reply {
-    let ep = authorized(&state, &headers, &ep, true)?;
     match state.store.take_chunks(&job).map_err(store_err)? {
         Some((j, chunks)) if j.endpoint_id == ep.id => {
             let mut body = json!({
@@ -207,10 +198,9 @@ async fn stream(
 
 async fn cancel(
     State(state): State<AppState>,
-    Path((ep, job)): Path<(String, String)>,
-    headers: HeaderMap,
+    Caller(ep): Caller,
+    Path((_, job)): Path<(String, String)>,
 ) -> Reply {
-    let ep = authorized(&state, &headers, &ep, false)?;
     let before = match state.store.get_job(&job).map_err(store_err)? {
         Some(j) if j.endpoint_id == ep.id => j,
         _ => {
@@ -234,12 +224,7 @@ async fn cancel(
     ok(json!({ "id": after.id, "status": after.status.as_str() }))
 }
 
-async fn health(
-    State(state): State<AppState>,
-    Path(ep): Path<String>,
-    headers: HeaderMap,
-) -> Reply {
-    let ep = authorized(&state, &headers, &ep, true)?;
+async fn health(State(state): State<AppState>, CallerOrWorker(ep): CallerOrWorker) -> Reply {
     let c = state.store.job_counts(&ep.id).map_err(store_err)?;
     let w = state.provisioner.worker_counts(&ep.id);
     ok(json!({
@@ -254,12 +239,7 @@ async fn health(
     }))
 }
 
-async fn metrics(
-    State(state): State<AppState>,
-    Path(ep): Path<String>,
-    headers: HeaderMap,
-) -> Reply {
-    let ep = authorized(&state, &headers, &ep, true)?;
+async fn metrics(State(state): State<AppState>, CallerOrWorker(ep): CallerOrWorker) -> Reply {
     let w = state.provisioner.worker_counts(&ep.id);
     ok(json!({
         "readyWorkers": state.provisioner.ready_workers(&ep.id),
@@ -270,12 +250,7 @@ async fn metrics(
     }))
 }
 
-async fn purge_queue(
-    State(state): State<AppState>,
-    Path(ep): Path<String>,
-    headers: HeaderMap,
-) -> Reply {
-    let ep = authorized(&state, &headers, &ep, false)?;
+async fn purge_queue(State(state): State<AppState>, Caller(ep): Caller) -> Reply {
     let removed = state
         .store
         .purge_queue(&ep.id, now_ms())

@@ -6,13 +6,14 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Reply, authorized, err, job_finished, ok, store_err};
+use super::{Reply, err, job_finished, ok, store_err};
+use crate::admission::CallerOrWorker;
 use crate::state::AppState;
 use crate::store::{ChunkPush, Job, JobOutcome};
 use crate::util::{ApiError, now_ms};
@@ -77,10 +78,9 @@ async fn take(
 
 async fn job_take(
     State(state): State<AppState>,
-    Path((ep, worker)): Path<(String, String)>,
-    headers: HeaderMap,
+    CallerOrWorker(ep): CallerOrWorker,
+    Path((_, worker)): Path<(String, String)>,
 ) -> Reply {
-    let ep = authorized(&state, &headers, &ep, true)?;
     state.provisioner.seen(&ep.id, &worker, true);
     match take(&state, &ep.id, &worker, 1).await? {
         Some(jobs) => ok(worker_job(&jobs[0])),
@@ -90,11 +90,10 @@ async fn job_take(
 
 async fn job_take_batch(
     State(state): State<AppState>,
-    Path((ep, worker)): Path<(String, String)>,
+    CallerOrWorker(ep): CallerOrWorker,
+    Path((_, worker)): Path<(String, String)>,
     Query(q): Query<TakeQuery>,
-    headers: HeaderMap,
 ) -> Reply {
-    let ep = authorized(&state, &headers, &ep, true)?;
     state.provisioner.seen(&ep.id, &worker, true);
     let max = q.batch_size.unwrap_or(1).clamp(1, 100);
     match take(&state, &ep.id, &worker, max).await? {
@@ -134,11 +133,10 @@ fn outcome(body: &Value) -> JobOutcome {
 
 async fn job_done(
     State(state): State<AppState>,
-    Path((ep, worker, job)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    CallerOrWorker(ep): CallerOrWorker,
+    Path((_, worker, job)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Reply {
-    let ep = authorized(&state, &headers, &ep, true)?;
     let body = parse_result(&body)?;
     state.provisioner.seen(&ep.id, &worker, true);
     if body.get("stopPod").and_then(Value::as_bool) == Some(true) {
@@ -166,18 +164,16 @@ async fn job_done(
 
 async fn job_stream(
     State(state): State<AppState>,
-    Path((ep, worker, job)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    CallerOrWorker(_ep): CallerOrWorker,
+    Path((_, worker, job)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Reply {
-    let ep = authorized(&state, &headers, &ep, true)?;
     let body = parse_result(&body)?;
     let chunk = body.get("output").cloned().unwrap_or(Value::Null);
     let pushed = state
         .store
         .push_chunk(&job, &worker, &chunk, state.config.max_stream_chunks)
         .map_err(store_err)?;
-    let _ = ep;
     match pushed {
         ChunkPush::Stored => ok(json!({ "accepted": true })),
         ChunkPush::NotRunning => ok(json!({ "accepted": false })),
@@ -194,10 +190,9 @@ async fn job_stream(
 
 async fn job_stop(
     State(state): State<AppState>,
-    Path((ep, worker)): Path<(String, String)>,
-    headers: HeaderMap,
+    CallerOrWorker(_ep): CallerOrWorker,
+    Path((_, worker)): Path<(String, String)>,
 ) -> Reply {
-    let _ep = authorized(&state, &headers, &ep, true)?;
     let deadline = tokio::time::Instant::now() + state.config.take_hold;
     let mut shutdown = state.signals.shutdown();
     loop {
@@ -227,11 +222,10 @@ struct PingQuery {
 
 async fn ping(
     State(state): State<AppState>,
-    Path((ep, worker)): Path<(String, String)>,
+    CallerOrWorker(ep): CallerOrWorker,
+    Path((_, worker)): Path<(String, String)>,
     Query(q): Query<PingQuery>,
-    headers: HeaderMap,
 ) -> Reply {
-    let ep = authorized(&state, &headers, &ep, true)?;
     let healthy = q.status.as_deref() != Some("unhealthy");
     state.provisioner.seen(&ep.id, &worker, healthy);
     let ids: Vec<String> = q
