@@ -993,7 +993,7 @@ impl Mutation {
             }
         }
         state.store.delete_app(&flash_app_id).map_err(store_err)?;
-        state.provisioner.kick();
+        state.supervisor.kick();
         Ok(true)
     }
 
@@ -1033,7 +1033,7 @@ impl Mutation {
                 "flash environment not found: `{flash_environment_id}`"
             )));
         }
-        state.provisioner.kick();
+        state.supervisor.kick();
         Ok(true)
     }
 
@@ -1116,7 +1116,7 @@ impl Mutation {
             .store
             .set_active_build(&input.flash_environment_id, &input.flash_build_id)
             .map_err(store_err)?;
-        state.provisioner.kick();
+        state.supervisor.kick();
         Ok(FlashEnvironment(env))
     }
 
@@ -1166,7 +1166,7 @@ impl Mutation {
             readme: input.readme.or(base.readme),
         };
         state.store.save_template(&template).map_err(store_err)?;
-        state.provisioner.kick();
+        state.supervisor.kick();
         Ok(template.into())
     }
 
@@ -1179,7 +1179,7 @@ impl Mutation {
             .try_for_each(|env| check_lease(ctx, env))?;
         let ep = save.commit(store).map_err(endpoint_err)?;
         tracing::info!(endpoint = %ep.id, name = %ep.name, version = ep.version, "endpoint saved");
-        state.provisioner.kick();
+        state.supervisor.kick();
         endpoint_out(state, ep)
     }
 
@@ -1197,7 +1197,7 @@ impl Mutation {
             return Err(Error::new(format!("endpoint not found: `{id}`")));
         }
         tracing::info!(endpoint = %id, "endpoint deleted");
-        state.provisioner.kick();
+        state.supervisor.kick();
         Ok(true)
     }
 

@@ -9,7 +9,7 @@
 //! - [`artifacts`]: signed, expiring upload and download URLs for build tarballs.
 //! - [`gateway`]: the queue API (`/v2/{endpoint}/run` …), the worker job protocol
 //!   (`job-take`, `job-done` …) and the load-balanced proxy (`/lb/{endpoint}/…`).
-//! - [`provisioner`]: turns saved endpoints into worker processes and scales them.
+//! - [`supervisor`]: turns saved endpoints into worker processes and scales them.
 //! - [`store`]: the durable state behind all of the above (SQLite now, PostgreSQL later).
 //! - [`server`]: assembles the HTTP app, binds it and shuts everything down cleanly.
 //! - [`cli`]: the `flash server` flags and entry point.
@@ -23,11 +23,11 @@ pub mod endpoints;
 pub mod gateway;
 pub mod graphql;
 pub mod login;
-pub mod provisioner;
 pub mod server;
 pub mod signals;
 mod state;
 pub mod store;
+pub mod supervisor;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod util;

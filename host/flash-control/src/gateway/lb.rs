@@ -88,7 +88,7 @@ async fn lb_forward(
         .into_response();
     }
     let Some(lease) = state
-        .provisioner
+        .supervisor
         .acquire_lb(&ep.id, state.config.lb_wait)
         .await
     else {

@@ -26,7 +26,7 @@ pub async fn maintenance(state: AppState) {
                 if !r.requeued.is_empty() {
                     tracing::warn!(jobs = ?r.requeued, "leases expired (missed heartbeats): jobs requeued");
                     state.signals.wake_all();
-                    state.provisioner.kick();
+                    state.supervisor.kick();
                 }
                 for job in &r.failed {
                     tracing::warn!(job = %job.id, "job out of retries: FAILED");
@@ -50,7 +50,7 @@ pub async fn maintenance(state: AppState) {
                     tracing::warn!(job = %job.id, "execution timeout: TIMED_OUT");
                     if let Some(worker) = &job.worker_id {
                         state.signals.request_stop(worker, &job.id);
-                        state.provisioner.job_done(&job.endpoint_id, worker);
+                        state.supervisor.job_done(&job.endpoint_id, worker);
                     }
                     job_finished(&state, job);
                 }

@@ -103,8 +103,8 @@ async fn submit(state: &AppState, ep: &Endpoint, body: Bytes) -> Result<Job, Api
     state.signals.jobs_available(&ep.id);
     // Scaling from zero should not wait for the next tick; otherwise the tick suffices and
     // a reconcile pass per request would cost more than the request.
-    if state.provisioner.worker_counts(&ep.id).ready == 0 {
-        state.provisioner.kick();
+    if state.supervisor.worker_counts(&ep.id).ready == 0 {
+        state.supervisor.kick();
     }
     Ok(job)
 }
@@ -226,7 +226,7 @@ async fn cancel(
 
 async fn health(State(state): State<AppState>, CallerOrWorker(ep): CallerOrWorker) -> Reply {
     let c = state.store.job_counts(&ep.id).map_err(store_err)?;
-    let w = state.provisioner.worker_counts(&ep.id);
+    let w = state.supervisor.worker_counts(&ep.id);
     ok(json!({
         "jobs": {
             "completed": c.completed, "failed": c.failed, "inProgress": c.in_progress,
@@ -240,9 +240,9 @@ async fn health(State(state): State<AppState>, CallerOrWorker(ep): CallerOrWorke
 }
 
 async fn metrics(State(state): State<AppState>, CallerOrWorker(ep): CallerOrWorker) -> Reply {
-    let w = state.provisioner.worker_counts(&ep.id);
+    let w = state.supervisor.worker_counts(&ep.id);
     ok(json!({
-        "readyWorkers": state.provisioner.ready_workers(&ep.id),
+        "readyWorkers": state.supervisor.ready_workers(&ep.id),
         "workers": {
             "ready": w.ready, "running": w.running, "idle": w.idle,
             "initializing": w.initializing, "throttled": w.throttled, "unhealthy": w.unhealthy,

@@ -52,7 +52,7 @@ async fn take(
     let notify = state.signals.endpoint(ep);
     let mut shutdown = state.signals.shutdown();
     loop {
-        if state.provisioner.is_draining(worker) || *shutdown.borrow() {
+        if state.supervisor.is_draining(worker) || *shutdown.borrow() {
             return Ok(None);
         }
         let notified = notify.notified();
@@ -65,7 +65,7 @@ async fn take(
             .claim_jobs(ep, worker, max, now, lease_until)
             .map_err(store_err)?;
         if !jobs.is_empty() {
-            state.provisioner.assigned(ep, worker);
+            state.supervisor.assigned(ep, worker);
             return Ok(Some(jobs));
         }
         tokio::select! {
@@ -81,7 +81,7 @@ async fn job_take(
     CallerOrWorker(ep): CallerOrWorker,
     Path((_, worker)): Path<(String, String)>,
 ) -> Reply {
-    state.provisioner.seen(&ep.id, &worker, true);
+    state.supervisor.seen(&ep.id, &worker, true);
     match take(&state, &ep.id, &worker, 1).await? {
         Some(jobs) => ok(worker_job(&jobs[0])),
         None => Ok(StatusCode::NO_CONTENT.into_response()),
@@ -94,7 +94,7 @@ async fn job_take_batch(
     Path((_, worker)): Path<(String, String)>,
     Query(q): Query<TakeQuery>,
 ) -> Reply {
-    state.provisioner.seen(&ep.id, &worker, true);
+    state.supervisor.seen(&ep.id, &worker, true);
     let max = q.batch_size.unwrap_or(1).clamp(1, 100);
     match take(&state, &ep.id, &worker, max).await? {
         Some(jobs) => ok(Value::Array(jobs.iter().map(worker_job).collect())),
@@ -138,9 +138,9 @@ async fn job_done(
     body: Bytes,
 ) -> Reply {
     let body = parse_result(&body)?;
-    state.provisioner.seen(&ep.id, &worker, true);
+    state.supervisor.seen(&ep.id, &worker, true);
     if body.get("stopPod").and_then(Value::as_bool) == Some(true) {
-        state.provisioner.refresh_requested(&worker);
+        state.supervisor.refresh_requested(&worker);
     }
     let outcome = outcome(&body);
     let updated = state
@@ -149,7 +149,7 @@ async fn job_done(
         .map_err(store_err)?;
     match &updated {
         Some(j) if j.status.is_terminal() => {
-            state.provisioner.job_done(&ep.id, &worker);
+            state.supervisor.job_done(&ep.id, &worker);
             job_finished(&state, j);
         }
         Some(_) => {}
@@ -227,7 +227,7 @@ async fn ping(
     Query(q): Query<PingQuery>,
 ) -> Reply {
     let healthy = q.status.as_deref() != Some("unhealthy");
-    state.provisioner.seen(&ep.id, &worker, healthy);
+    state.supervisor.seen(&ep.id, &worker, healthy);
     let ids: Vec<String> = q
         .job_id
         .unwrap_or_default()

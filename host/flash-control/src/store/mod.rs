@@ -3,7 +3,7 @@
 //! Everything the server must remember across restarts lives here, in two parts that
 //! change for different reasons and are used by different modules:
 //!
-//! - [`DeployStore`]: what deploys write and the provisioner reads: apps, environments
+//! - [`DeployStore`]: what deploys write and the supervisor reads: apps, environments
 //!   (with their deploy leases), uploaded artifacts, builds (with their manifests), pod
 //!   templates and endpoints;
 //! - [`JobQueue`]: the queue-based endpoints' jobs: enqueue, claim, leases, results,
