@@ -209,7 +209,7 @@ fn defaults(kind: EndpointKind) -> Endpoint {
 impl EndpointSpec {
     /// Merges `patch` over `saved` (an update) or over the defaults of a new endpoint, and
     /// checks the result: type, name, worker range, idle timeout, scaler, in that order (the
-    /// first problem is the one reported). Pure: the store checks are [`save`]'s.
+    /// first problem is the one reported). Pure: the store checks are [`prepare`]'s.
     pub fn merge(patch: &EndpointPatch, saved: Option<&Endpoint>) -> Result<Self, EndpointError> {
         let code = patch
             .kind

@@ -13,7 +13,7 @@
 //! - an endpoint's `executionTimeoutMs` (or the job's `policy.executionTimeout`) marks an
 //!   overrunning job `TIMED_OUT` and asks its worker to stop it;
 //! - `job-take` is a long poll held up to `take_hold` (RunPod holds ~60 s; an immediate 204
-//!   makes the SDK spin), woken by [`Signals`] when a job arrives.
+//!   makes the SDK spin), woken by [`Signals`](crate::signals::Signals) when a job arrives.
 //!
 //! Load-balanced endpoints have no queue: `/lb/{endpoint}/{path}` forwards the request to a
 //! ready worker's HTTP listener, starting one first if none runs.

@@ -9,7 +9,7 @@
 //! - [`JobQueue`]: the queue-based endpoints' jobs: enqueue, claim, leases, results,
 //!   stream chunks, requeues, timeouts and retention.
 //!
-//! [`Store`] is both, for the one handle the server shares ([`crate::state::AppState`]);
+//! [`Store`] is both, for the one handle the server shares (`AppState`);
 //! code that needs one concern takes that trait (`&dyn DeployStore`). The traits are
 //! synchronous and every method is one short transaction, which maps directly onto SQLite
 //! (the embedded default, [`sqlite::SqliteStore`], whose schema is versioned: see

@@ -6,7 +6,7 @@
 //! `enqueue_job` returned, which is before `/run` answers.
 //!
 //! **The schema is versioned** with SQLite's `PRAGMA user_version`: [`SCHEMA_VERSION`] is
-//! the layout this flash writes, and [`MIGRATIONS`] takes a database from each earlier
+//! the layout this flash writes, and `MIGRATIONS` takes a database from each earlier
 //! version to the next, in one transaction with the new version's stamp. Version 0 is a
 //! fresh file, or one written before versions existed: the first migration creates what is
 //! missing (the schema that flash had is the current one) after checking that the tables
