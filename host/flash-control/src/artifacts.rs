@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::state::AppState;
-use crate::store::{Artifact, Store, StoreError};
+use crate::store::{Artifact, DeployStore, StoreError};
 use flash_api::credential::keys_match;
 
 use crate::util::{ApiError, now_ms};
@@ -112,7 +112,7 @@ impl ArtifactStore {
     /// Reserves an object key for `app_id` and returns its upload URL.
     pub fn prepare(
         &self,
-        store: &dyn Store,
+        store: &dyn DeployStore,
         app_id: &str,
         size: i64,
     ) -> Result<UploadTicket, PrepareError> {

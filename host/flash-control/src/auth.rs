@@ -9,7 +9,7 @@
 //!
 //! Workers never get the user key. A deploy writes it into each template as
 //! `RUNPOD_API_KEY` (what a worker uses to find and call its peers, as on RunPod), and the
-//! provisioner hands the worker its environment's key instead
+//! supervisor hands the worker its environment's key instead
 //! ([`Auth::worker_api_key`]): `flw_<environment id>_<tag>`, the tag an HMAC of the
 //! environment id under `<data_dir>/worker_key_secret`. Such a key is good for what peer
 //! calls need and nothing more: the endpoints of that one environment (`/v2/…` user routes

@@ -35,11 +35,12 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::auth::Principal;
+use crate::endpoints::{self, EndpointError, EndpointPatch, InlineTemplate};
 use crate::state::AppState;
 use crate::store::{
     App, Build, Endpoint, EnvVar, Environment, EnvironmentLease, StoreError, Template,
 };
-use crate::util::{new_id, now_ms, random_secret, rfc3339};
+use crate::util::{now_ms, rfc3339};
 
 /// The schema type served at `/graphql`.
 pub type FlashSchema = Schema<Query, Mutation, EmptySubscription>;
@@ -189,6 +190,10 @@ fn check_template_lease(ctx: &Context<'_>, template_id: &str) -> Result<()> {
 }
 
 fn store_err(e: StoreError) -> Error {
+    Error::new(e.to_string())
+}
+
+fn endpoint_err(e: EndpointError) -> Error {
     Error::new(e.to_string())
 }
 
@@ -729,6 +734,57 @@ pub struct EndpointInput {
     template_id: Option<String>,
     template: Option<PodTemplateInput>,
 }
+impl From<EnvVarGql> for EnvVar {
+    fn from(e: EnvVarGql) -> Self {
+        EnvVar {
+            key: e.key,
+            value: e.value,
+        }
+    }
+}
+
+impl From<EndpointInput> for EndpointPatch {
+    fn from(input: EndpointInput) -> Self {
+        EndpointPatch {
+            id: input.id,
+            name: input.name,
+            kind: input.kind,
+            workers_min: input.workers_min,
+            workers_max: input.workers_max,
+            workers_pfb_target: input.workers_pfb_target,
+            idle_timeout: input.idle_timeout,
+            execution_timeout_ms: input.execution_timeout_ms,
+            scaler_type: input.scaler_type,
+            scaler_value: input.scaler_value,
+            gpu_ids: input.gpu_ids,
+            gpu_count: input.gpu_count,
+            allowed_cuda_versions: input.allowed_cuda_versions,
+            min_cuda_version: input.min_cuda_version,
+            instance_ids: input.instance_ids,
+            locations: input.locations,
+            network_volume_id: input.network_volume_id,
+            network_volume_ids: input
+                .network_volume_ids
+                .map(|v| v.into_iter().map(|v| v.network_volume_id).collect()),
+            flash_boot_type: input.flash_boot_type,
+            flash_environment_id: input.flash_environment_id,
+            template_id: input.template_id,
+            template: input.template.map(|t| InlineTemplate {
+                name: t.name,
+                image_name: t.image_name,
+                container_disk_in_gb: t.container_disk_in_gb,
+                docker_args: t.docker_args,
+                env: t
+                    .env
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(EnvVar::from)
+                    .collect(),
+            }),
+        }
+    }
+}
+
 #[derive(InputObject)]
 pub struct GpuTypeFilter {
     ids: Option<Vec<String>>,
@@ -897,11 +953,6 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-fn endpoint_id() -> String {
-    // RunPod endpoint ids are short lowercase alphanumerics; keep that shape.
-    uuid::Uuid::new_v4().simple().to_string()[..14].to_string()
-}
-
 pub struct Mutation;
 
 #[Object]
@@ -942,7 +993,7 @@ impl Mutation {
             }
         }
         state.store.delete_app(&flash_app_id).map_err(store_err)?;
-        state.provisioner.kick();
+        state.supervisor.kick();
         Ok(true)
     }
 
@@ -982,7 +1033,7 @@ impl Mutation {
                 "flash environment not found: `{flash_environment_id}`"
             )));
         }
-        state.provisioner.kick();
+        state.supervisor.kick();
         Ok(true)
     }
 
@@ -1065,7 +1116,7 @@ impl Mutation {
             .store
             .set_active_build(&input.flash_environment_id, &input.flash_build_id)
             .map_err(store_err)?;
-        state.provisioner.kick();
+        state.supervisor.kick();
         Ok(FlashEnvironment(env))
     }
 
@@ -1111,170 +1162,24 @@ impl Mutation {
             image_name: input.image_name.or(base.image_name),
             container_disk_in_gb: input.container_disk_in_gb.or(base.container_disk_in_gb),
             docker_args: input.docker_args.or(base.docker_args),
-            env: input
-                .env
-                .into_iter()
-                .map(|e| EnvVar {
-                    key: e.key,
-                    value: e.value,
-                })
-                .collect(),
+            env: input.env.into_iter().map(EnvVar::from).collect(),
             readme: input.readme.or(base.readme),
         };
         state.store.save_template(&template).map_err(store_err)?;
-        state.provisioner.kick();
+        state.supervisor.kick();
         Ok(template.into())
     }
 
     async fn save_endpoint(&self, ctx: &Context<'_>, input: EndpointInput) -> Result<EndpointGql> {
         let state = st(ctx);
-        let existing = match &input.id {
-            Some(id) => Some(
-                state
-                    .store
-                    .get_endpoint(id)
-                    .map_err(store_err)?
-                    .ok_or_else(|| Error::new(format!("endpoint not found: `{id}`")))?,
-            ),
-            None => None,
-        };
-        let kind = input
-            .kind
-            .clone()
-            .or_else(|| existing.as_ref().map(|e| e.kind.clone()))
-            .unwrap_or_else(|| "QB".into())
-            .to_ascii_uppercase();
-        if kind != "QB" && kind != "LB" {
-            return Err(Error::new(format!(
-                "endpoint type must be QB or LB, got `{kind}`"
-            )));
-        }
-        let base = existing.clone().unwrap_or_else(|| Endpoint {
-            id: endpoint_id(),
-            ai_key: format!("ak_{}", &random_secret()[..40]),
-            version: 0,
-            idle_timeout: 60,
-            scaler_type: if kind == "LB" {
-                "REQUEST_COUNT".into()
-            } else {
-                "QUEUE_DELAY".into()
-            },
-            scaler_value: 4,
-            workers_min: 0,
-            workers_max: 1,
-            flash_boot_type: Some("FLASHBOOT".into()),
-            ..Default::default()
-        });
-        let mut ep = Endpoint {
-            id: base.id.clone(),
-            name: input.name.trim_end_matches("-fb").to_string(),
-            kind,
-            ai_key: base.ai_key.clone(),
-            version: base.version + 1,
-            template_id: input.template_id.clone().or(base.template_id.clone()),
-            gpu_ids: input.gpu_ids.or(base.gpu_ids),
-            gpu_count: input.gpu_count.or(base.gpu_count),
-            allowed_cuda_versions: input.allowed_cuda_versions.or(base.allowed_cuda_versions),
-            min_cuda_version: input.min_cuda_version.or(base.min_cuda_version),
-            instance_ids: input.instance_ids.or(base.instance_ids),
-            locations: input.locations.or(base.locations),
-            idle_timeout: input.idle_timeout.unwrap_or(base.idle_timeout),
-            execution_timeout_ms: input
-                .execution_timeout_ms
-                .unwrap_or(base.execution_timeout_ms),
-            scaler_type: input.scaler_type.unwrap_or(base.scaler_type),
-            scaler_value: input.scaler_value.unwrap_or(base.scaler_value),
-            workers_min: input.workers_min.unwrap_or(base.workers_min),
-            workers_max: input.workers_max.unwrap_or(base.workers_max),
-            workers_pfb_target: input.workers_pfb_target.unwrap_or(base.workers_pfb_target),
-            network_volume_id: input.network_volume_id.or(base.network_volume_id),
-            network_volume_ids: input
-                .network_volume_ids
-                .map(|v| v.into_iter().map(|v| v.network_volume_id).collect())
-                .unwrap_or(base.network_volume_ids),
-            flash_environment_id: input.flash_environment_id.or(base.flash_environment_id),
-            flash_boot_type: input.flash_boot_type.or(base.flash_boot_type),
-        };
-        if ep.name.trim().is_empty() {
-            return Err(Error::new("endpoint name must not be empty"));
-        }
-        if ep.workers_min < 0 || ep.workers_max < 0 || ep.workers_min > ep.workers_max {
-            return Err(Error::new(format!(
-                "workersMin ({}) must be between 0 and workersMax ({})",
-                ep.workers_min, ep.workers_max
-            )));
-        }
-        if !(1..=3600).contains(&ep.idle_timeout) {
-            return Err(Error::new(format!(
-                "idleTimeout must be 1..=3600 seconds, got {}",
-                ep.idle_timeout
-            )));
-        }
-        if ep.scaler_value < 1 {
-            return Err(Error::new("scalerValue must be at least 1"));
-        }
-        if !matches!(ep.scaler_type.as_str(), "QUEUE_DELAY" | "REQUEST_COUNT") {
-            return Err(Error::new(format!(
-                "scalerType must be QUEUE_DELAY or REQUEST_COUNT, got `{}`",
-                ep.scaler_type
-            )));
-        }
-        if let Some(env) = &ep.flash_environment_id
-            && state
-                .store
-                .get_environment(env)
-                .map_err(store_err)?
-                .is_none()
-        {
-            return Err(Error::new(format!("flash environment not found: `{env}`")));
-        }
+        let store = state.store.as_ref();
+        let save = endpoints::prepare(store, input.into()).map_err(endpoint_err)?;
         // The environment it is saved in, and the one it leaves.
-        if let Some(env) = &ep.flash_environment_id {
-            check_lease(ctx, env)?;
-        }
-        if let Some(old) = existing
-            .as_ref()
-            .and_then(|e| e.flash_environment_id.as_ref())
-            && Some(old) != ep.flash_environment_id.as_ref()
-        {
-            check_lease(ctx, old)?;
-        }
-        match (input.template, &input.template_id) {
-            (Some(_), Some(_)) => {
-                return Err(Error::new("send either templateId or template, not both"));
-            }
-            (Some(t), None) => {
-                let id = ep.template_id.clone().unwrap_or_else(|| new_id("tpl-"));
-                let template = Template {
-                    id: id.clone(),
-                    name: t.name,
-                    image_name: t.image_name,
-                    container_disk_in_gb: t.container_disk_in_gb,
-                    docker_args: t.docker_args,
-                    env: t
-                        .env
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|e| EnvVar {
-                            key: e.key,
-                            value: e.value,
-                        })
-                        .collect(),
-                    readme: None,
-                };
-                state.store.save_template(&template).map_err(store_err)?;
-                ep.template_id = Some(id);
-            }
-            (None, Some(id)) => {
-                if state.store.get_template(id).map_err(store_err)?.is_none() {
-                    return Err(Error::new(format!("template not found: `{id}`")));
-                }
-            }
-            (None, None) => {}
-        }
-        state.store.save_endpoint(&ep).map_err(store_err)?;
+        save.environments()
+            .try_for_each(|env| check_lease(ctx, env))?;
+        let ep = save.commit(store).map_err(endpoint_err)?;
         tracing::info!(endpoint = %ep.id, name = %ep.name, version = ep.version, "endpoint saved");
-        state.provisioner.kick();
+        state.supervisor.kick();
         endpoint_out(state, ep)
     }
 
@@ -1292,7 +1197,7 @@ impl Mutation {
             return Err(Error::new(format!("endpoint not found: `{id}`")));
         }
         tracing::info!(endpoint = %id, "endpoint deleted");
-        state.provisioner.kick();
+        state.supervisor.kick();
         Ok(true)
     }
 

@@ -1,8 +1,8 @@
 //! `GET /v1/logs`: the log lines of endpoints' workers, filtered and followed, for
 //! `flash logs`.
 //!
-//! Each worker writes its log to `<data_dir>/logs/<endpoint>/<worker>.log` (see the
-//! provisioner); `flash-host` writes JSON lines there (`flash_host::logging`). This module
+//! Each worker writes its log to `<data_dir>/logs/<endpoint>/<worker>.log` (see
+//! [`crate::supervisor`]); `flash-host` writes JSON lines there (`flash_host::logging`). This module
 //! reads them back for the user key only:
 //!
 //! - `endpoint=<id>[,<id>…]` (required): whose workers;
@@ -261,7 +261,7 @@ pub async fn handler(
         job: query.job.filter(|j| !j.is_empty()),
         since: query.since_ms.map(timestamp_of_ms),
     };
-    let logs_dir = state.provisioner.logs_dir().to_path_buf();
+    let logs_dir = state.supervisor.logs_dir().to_path_buf();
     let (lines, mut cursor) = {
         let (dir, endpoints, filter) = (logs_dir.clone(), endpoints.clone(), filter.clone());
         match tokio::task::spawn_blocking(move || read_tail(&dir, &endpoints, &filter, tail)).await

@@ -1,4 +1,4 @@
-//! Assembles the control plane: store, auth, artifact store, gateway, provisioner, HTTP app.
+//! Assembles the control plane: store, auth, artifact store, gateway, supervisor, HTTP app.
 //!
 //! [`Server::bind`] prepares everything and binds the listener (so callers, tests included,
 //! learn the real port before serving); [`Server::run`] serves until the shutdown future
@@ -21,10 +21,10 @@ use serde_json::json;
 
 use crate::artifacts::{self, ArtifactStore};
 use crate::auth::{self, Auth};
-use crate::provisioner::{Provisioner, ProvisionerConfig};
 use crate::signals::Signals;
 use crate::state::AppState;
 use crate::store::{SqliteStore, Store};
+use crate::supervisor::{Supervisor, SupervisorConfig};
 use crate::util::now_ms;
 use crate::{admission, gateway, graphql, login};
 
@@ -196,8 +196,8 @@ impl Server {
             config.max_artifact_bytes,
         ));
         let signals = Arc::new(Signals::default());
-        let provisioner = Arc::new(Provisioner::new(
-            ProvisionerConfig {
+        let supervisor = Arc::new(Supervisor::new(
+            SupervisorConfig {
                 worker_command: config.worker_command.clone(),
                 allow_command_override: config.allow_worker_command_override,
                 logs_dir: data_dir.join("logs"),
@@ -221,7 +221,7 @@ impl Server {
             config: Arc::new(config),
             artifacts,
             signals,
-            provisioner,
+            supervisor,
             logins: Default::default(),
             // Webhooks and the load-balanced proxy: a worker or webhook that does not accept
             // a connection in 10 s is down (each request sets its own total timeout).
@@ -257,16 +257,16 @@ impl Server {
         self.state.auth.user_key()
     }
 
-    /// The provisioner (worker pids and states, for diagnostics and tests).
-    pub fn provisioner(&self) -> Arc<Provisioner> {
-        self.state.provisioner.clone()
+    /// The supervisor (worker pids and states, for diagnostics and tests).
+    pub fn supervisor(&self) -> Arc<Supervisor> {
+        self.state.supervisor.clone()
     }
 
     /// Serves until `shutdown` resolves, then stops all workers.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let state = self.state;
-        state.provisioner.sweep_strays();
-        let swept = state.provisioner.sweep_worker_dirs();
+        state.supervisor.sweep_strays();
+        let swept = state.supervisor.sweep_worker_dirs();
         if swept > 0 {
             tracing::info!(swept, "removed the files of workers from an earlier run");
         }
@@ -318,14 +318,14 @@ impl Server {
             .with_state(state.clone());
 
         let maintenance = tokio::spawn(gateway::maintenance(state.clone()));
-        let reconcile = tokio::spawn(state.provisioner.clone().run());
+        let reconcile = tokio::spawn(state.supervisor.clone().run());
         let signals = state.signals.clone();
-        let provisioner = state.provisioner.clone();
+        let supervisor = state.supervisor.clone();
         let stopper = tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: stopping workers");
             signals.begin_shutdown();
-            provisioner.shutdown().await;
+            supervisor.shutdown().await;
         });
         let mut shutdown_rx = state.signals.shutdown();
         let served = flash_api::serve::serve(
@@ -351,9 +351,9 @@ impl Server {
             // The server ended by itself (an error): still no orphans.
             stopper.abort();
             state.signals.begin_shutdown();
-            state.provisioner.shutdown().await;
+            state.supervisor.shutdown().await;
         }
-        state.provisioner.sweep_strays();
+        state.supervisor.sweep_strays();
         maintenance.abort();
         reconcile.abort();
         result

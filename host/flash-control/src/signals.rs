@@ -1,4 +1,4 @@
-//! In-process wake-ups between request handlers, the maintenance loop and the provisioner.
+//! In-process wake-ups between request handlers, the maintenance loop and the supervisor.
 //!
 //! The queue itself is durable in the store; these only shorten waits: a long-polling
 //! `job-take` sleeps on its endpoint's [`Notify`] instead of polling the database, `/runsync`

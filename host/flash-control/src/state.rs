@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use crate::artifacts::ArtifactStore;
 use crate::auth::Auth;
-use crate::provisioner::Provisioner;
 use crate::server::Config;
 use crate::signals::Signals;
 use crate::store::Store;
+use crate::supervisor::Supervisor;
 
 /// Shared state of the running server.
 #[derive(Clone)]
@@ -17,7 +17,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub artifacts: Arc<ArtifactStore>,
     pub signals: Arc<Signals>,
-    pub provisioner: Arc<Provisioner>,
+    pub supervisor: Arc<Supervisor>,
     /// `flash login` requests waiting for approval (in memory).
     pub logins: Arc<crate::login::LoginRequests>,
     /// Client for webhooks and the load-balancer proxy.

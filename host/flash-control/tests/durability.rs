@@ -146,7 +146,7 @@ async fn hung_worker_loses_its_lease_to_a_live_one() {
     s.stop().await;
 }
 
-/// Whether the process leads its own process group (what the provisioner makes workers).
+/// Whether the process leads its own process group (what the supervisor makes workers).
 fn is_group_leader(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()

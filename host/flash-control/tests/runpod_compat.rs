@@ -1,6 +1,6 @@
 //! Compatibility with RunPod's own software: the pinned `runpod` Python package's client
 //! (`runpod.Endpoint`) against our queue API, and its worker (`runpod.serverless.start`),
-//! spawned by our provisioner, taking and completing jobs from our gateway.
+//! spawned by our supervisor, taking and completing jobs from our gateway.
 
 mod common;
 
@@ -292,7 +292,7 @@ async fn webhook_receives_the_final_status() {
 }
 
 /// A worker sees what RunPod gives one, and nothing of the server's own environment: the
-/// template env, the platform's variables, and only the local-only ones the provisioner
+/// template env, the platform's variables, and only the local-only ones the supervisor
 /// names with a reason (`LOCAL_ONLY_ENV`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_get_what_runpod_gives_them_and_nothing_more() {
@@ -338,7 +338,7 @@ async fn workers_get_what_runpod_gives_them_and_nothing_more() {
         "RUNPOD_PING_INTERVAL",
     ];
     let template = ["FLASH_WORKER_COMMAND", "RUNPOD_API_KEY"];
-    let local_only: Vec<&str> = flash_control::provisioner::LOCAL_ONLY_ENV
+    let local_only: Vec<&str> = flash_control::supervisor::LOCAL_ONLY_ENV
         .iter()
         .map(|(k, _)| *k)
         .collect();
@@ -350,7 +350,7 @@ async fn workers_get_what_runpod_gives_them_and_nothing_more() {
             platform.contains(key)
                 || template.contains(key)
                 || local_only.contains(key)
-                || flash_control::provisioner::MACHINE_ENV.contains(key),
+                || flash_control::supervisor::MACHINE_ENV.contains(key),
             "{key} is neither RunPod's, the template's nor a named local-only variable:\n{text}"
         );
     }

@@ -1,6 +1,11 @@
-//! The provisioner with real worker processes: scale-up from zero under load, scale-down
-//! after `idleTimeout`, `workersMin` floors, crash restarts with backoff, endpoint updates and
-//! deletion stopping workers.
+//! The supervisor with real worker processes: scale-up from zero under load, scale-down
+//! after `idleTimeout`, `workersMin` floors, crash restarts, endpoint updates and deletion
+//! stopping workers.
+//!
+//! The rules themselves (how many workers for what load, the floor, the backoff between
+//! restarts, who is drained first) are unit tests of the pure `supervisor::scaling`
+//! functions; these tests prove that real processes follow them. They wait by polling with
+//! deadlines, never by sleeping for a guessed time.
 
 mod common;
 
@@ -17,7 +22,7 @@ fn total(h: &Value) -> i64 {
 }
 
 fn alive(pid: u32) -> bool {
-    // Our own children are reaped by the provisioner, so a gone pid does not linger as a zombie.
+    // Our own children are reaped by the supervisor, so a gone pid does not linger as a zombie.
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
         s.rsplit(')')
             .next()
@@ -37,7 +42,7 @@ async fn scales_up_from_zero_under_load_and_down_when_idle() {
         )
         .await;
     let ep_id = ep["id"].as_str().expect("id").to_string();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // No load, no workers (the rule: `scaling::tests`).
     let (_, idle) = s.get(&format!("/v2/{ep_id}/health")).await;
     assert_eq!(total(&idle), 0, "no load, no workers: {idle}");
 
@@ -57,7 +62,7 @@ async fn scales_up_from_zero_under_load_and_down_when_idle() {
         })
         .await;
     assert!(total(&peak) <= 3);
-    let pids = s.provisioner.worker_pids(&ep_id);
+    let pids = s.supervisor.worker_pids(&ep_id);
     assert_eq!(pids.len(), 3);
     let mut workers = std::collections::HashSet::new();
     for j in &jobs {
@@ -122,14 +127,11 @@ async fn queue_delay_scaler_respects_workers_min() {
             "COMPLETED"
         );
     }
-    // Idle again: down to workersMin, not below.
+    // Idle again: down to workersMin (that it stays there is `scaling::tests`).
     s.wait_health(&ep_id, Duration::from_secs(20), "back to 1", |h| {
         total(h) == 1
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (_, h) = s.get(&format!("/v2/{ep_id}/health")).await;
-    assert_eq!(total(&h), 1, "{h}");
     s.stop().await;
 }
 
@@ -145,12 +147,32 @@ async fn crashing_workers_restart_with_backoff_and_updates_replace_them() {
         )
         .await;
     let ep_id = data["saveEndpoint"]["id"].as_str().expect("id").to_string();
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let logs = std::fs::read_dir(s.dir.path().join("logs").join(&ep_id))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    // Backoff 0.5 s, 1 s, 2 s (capped at 2 s in tests): a handful of attempts, not hundreds.
-    assert!((2..=8).contains(&logs), "{logs} start attempts in 4 s");
+    // A worker that exits is started again (each start has its own log), after a backoff:
+    // 0.5 s, then 1 s, … (the sequence is `scaling::tests`), so three starts take at least
+    // 1.5 s, where restarting at once would take a few milliseconds.
+    let logs = || {
+        std::fs::read_dir(s.dir.path().join("logs").join(&ep_id))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut first_start = None;
+    while logs() < 3 {
+        if first_start.is_none() && logs() >= 1 {
+            first_start = Some(Instant::now());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a crashed worker was not started again: {} start(s)",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let restarts_took = first_start.map_or(Duration::ZERO, |t| t.elapsed());
+    assert!(
+        restarts_took >= Duration::from_secs(1),
+        "three starts of a crashing worker within {restarts_took:?}: no backoff"
+    );
 
     // Fix the endpoint (update by id): a working worker replaces the broken one.
     let python = flash_tests::python().expect("venv");
@@ -183,7 +205,7 @@ async fn crashing_workers_restart_with_backoff_and_updates_replace_them() {
     assert_eq!(done["status"], "COMPLETED", "{done}");
 
     // Deleting the endpoint stops its workers.
-    let pids = s.provisioner.worker_pids(&ep_id);
+    let pids = s.supervisor.worker_pids(&ep_id);
     assert!(!pids.is_empty());
     s.gql(
         "mutation deleteEndpoint($id: String!) { deleteEndpoint(id: $id) }",

@@ -21,6 +21,9 @@ use crate::validate::{
 pub const DEFAULT_IDLE_TIMEOUT_S: u32 = 60;
 /// Default scaler value (RunPod's default).
 pub const DEFAULT_SCALER_VALUE: u32 = 4;
+/// The idle timeouts a resource config may set, in seconds (RunPod's bounds); `flash
+/// server`'s `saveEndpoint` applies the same rule.
+pub const IDLE_TIMEOUT_RANGE_S: std::ops::RangeInclusive<u32> = 1..=3600;
 
 /// One component going into the artifact.
 #[derive(Debug, Clone)]
@@ -417,7 +420,7 @@ fn check_config(config: &ResourceConfig, errors: &mut Vec<ValidationError>) {
         });
     }
     if let Some(seconds) = config.idle_timeout_s
-        && !(1..=3600).contains(&seconds)
+        && !IDLE_TIMEOUT_RANGE_S.contains(&seconds)
     {
         errors.push(ValidationError::IdleTimeoutRange {
             resource: config.name.clone(),

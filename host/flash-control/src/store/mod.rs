@@ -1,11 +1,21 @@
-//! Durable state of the control plane behind one [`Store`] trait.
+//! Durable state of the control plane, behind two traits, one per concern.
 //!
-//! Everything the server must remember across restarts lives here: apps, environments,
-//! builds (with their manifests), uploaded artifacts, pod templates, endpoints and the job
-//! queue. The trait is synchronous and every method is one short transaction, which maps
-//! directly onto SQLite (the embedded default, [`sqlite::SqliteStore`]) and onto a pooled
-//! PostgreSQL client later. Methods that must be atomic read-modify-writes (claiming jobs,
-//! updating a manifest) are single trait methods so no caller can split them.
+//! Everything the server must remember across restarts lives here, in two parts that
+//! change for different reasons and are used by different modules:
+//!
+//! - [`DeployStore`]: what deploys write and the supervisor reads: apps, environments
+//!   (with their deploy leases), uploaded artifacts, builds (with their manifests), pod
+//!   templates and endpoints;
+//! - [`JobQueue`]: the queue-based endpoints' jobs: enqueue, claim, leases, results,
+//!   stream chunks, requeues, timeouts and retention.
+//!
+//! [`Store`] is both, for the one handle the server shares (`AppState`);
+//! code that needs one concern takes that trait (`&dyn DeployStore`). The traits are
+//! synchronous and every method is one short transaction, which maps directly onto SQLite
+//! (the embedded default, [`sqlite::SqliteStore`], whose schema is versioned: see
+//! [`sqlite::SCHEMA_VERSION`]) and onto a pooled PostgreSQL client later. Methods that must
+//! be atomic read-modify-writes (claiming jobs, updating a manifest) are single trait
+//! methods so no caller can split them.
 
 pub mod sqlite;
 
@@ -267,8 +277,14 @@ pub struct Requeued {
     pub lost: Vec<(String, String)>,
 }
 
-/// The storage interface of the control plane. See the module docs.
-pub trait Store: Send + Sync + 'static {
+/// Everything the server stores: deploy state and the job queue. See the module docs.
+pub trait Store: DeployStore + JobQueue {}
+
+impl<T: DeployStore + JobQueue + ?Sized> Store for T {}
+
+/// Deploy state: apps, environments and their leases, artifacts, builds, templates and
+/// endpoints. See the module docs.
+pub trait DeployStore: Send + Sync + 'static {
     // Apps.
     fn create_app(&self, name: &str) -> StoreResult<App>;
     fn get_app(&self, id: &str) -> StoreResult<Option<App>>;
@@ -335,8 +351,10 @@ pub trait Store: Send + Sync + 'static {
     fn get_endpoint(&self, id: &str) -> StoreResult<Option<Endpoint>>;
     fn list_endpoints(&self) -> StoreResult<Vec<Endpoint>>;
     fn delete_endpoint(&self, id: &str) -> StoreResult<bool>;
+}
 
-    // Jobs.
+/// The job queue of queue-based endpoints. See the module docs.
+pub trait JobQueue: Send + Sync + 'static {
     fn enqueue_job(&self, job: &Job) -> StoreResult<()>;
     fn get_job(&self, id: &str) -> StoreResult<Option<Job>>;
     /// Hands up to `max` queued jobs of the endpoint (oldest first) to `worker_id`, leased

@@ -4,6 +4,15 @@
 //! one atomic transaction without retry loops (SQLite allows one writer at a time anyway).
 //! WAL mode with `synchronous=NORMAL` survives a killed process: a job is durable once
 //! `enqueue_job` returned, which is before `/run` answers.
+//!
+//! **The schema is versioned** with SQLite's `PRAGMA user_version`: [`SCHEMA_VERSION`] is
+//! the layout this flash writes, and `MIGRATIONS` takes a database from each earlier
+//! version to the next, in one transaction with the new version's stamp. Version 0 is a
+//! fresh file, or one written before versions existed: the first migration creates what is
+//! missing (the schema that flash had is the current one) after checking that the tables
+//! it finds have every column this flash uses. A database stamped with a newer version
+//! than this flash knows is refused, never opened: an older flash could corrupt what it
+//! does not understand.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -15,7 +24,15 @@ use serde_json::Value;
 use super::*;
 use crate::util::{new_id, now_ms};
 
-const SCHEMA: &str = r#"
+/// The schema version this flash reads and writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// `MIGRATIONS[n]` takes a database from version `n` to `n + 1`.
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA_V1];
+
+/// Version 1: the schema as it was when versions were introduced. Every statement is
+/// `IF NOT EXISTS`, so that it also completes an unversioned database of that time.
+const SCHEMA_V1: &str = r#"
 CREATE TABLE IF NOT EXISTS apps (
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS environments (
@@ -152,18 +169,118 @@ fn job_row(r: &Row) -> rusqlite::Result<Job> {
     })
 }
 
+/// Why a database's schema cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error(
+        "{path} was written by a newer flash (schema version {found}; this flash knows up to \
+         {SCHEMA_VERSION}): upgrade flash, or start this one with another --data-dir"
+    )]
+    Newer { path: String, found: i32 },
+    #[error(
+        "{path} has no version and is not a flash server database this flash can read (table \
+         `{table}` lacks column `{column}`): start with another --data-dir, or move the file \
+         away to start afresh"
+    )]
+    Unrecognised {
+        path: String,
+        table: String,
+        column: String,
+    },
+}
+
+/// The column names of every table of `conn`'s main database.
+fn columns(conn: &Connection) -> rusqlite::Result<Vec<(String, Vec<String>)>> {
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    tables
+        .into_iter()
+        .map(|table| {
+            let names = conn
+                .prepare("SELECT name FROM pragma_table_info(?1)")?
+                .query_map([&table], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok((table, names))
+        })
+        .collect()
+}
+
+/// An unversioned database must hold, in each table it has, every column version 1 has
+/// (tables it lacks are created by the migration).
+fn check_unversioned(conn: &Connection, path: &Path) -> anyhow::Result<()> {
+    let reference = Connection::open_in_memory()?;
+    reference.execute_batch(SCHEMA_V1)?;
+    let found = columns(conn)?;
+    for (table, wanted) in columns(&reference)? {
+        let Some((_, have)) = found.iter().find(|(t, _)| *t == table) else {
+            continue;
+        };
+        if let Some(column) = wanted.iter().find(|c| !have.contains(c)) {
+            return Err(SchemaError::Unrecognised {
+                path: path.display().to_string(),
+                table,
+                column: column.clone(),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// The database's schema version, unless it is newer than this flash knows.
+fn schema_version(conn: &Connection, path: &Path) -> anyhow::Result<i32> {
+    let found: i32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .with_context(|| format!("reading the schema version of {}", path.display()))?;
+    if found > SCHEMA_VERSION {
+        return Err(SchemaError::Newer {
+            path: path.display().to_string(),
+            found,
+        }
+        .into());
+    }
+    Ok(found)
+}
+
+/// Brings the database from version `found` to [`SCHEMA_VERSION`]. See the module docs.
+fn migrate(conn: &mut Connection, path: &Path, found: i32) -> anyhow::Result<()> {
+    if found == 0 {
+        check_unversioned(conn, path)?;
+    }
+    for version in found..SCHEMA_VERSION {
+        let tx = conn.transaction()?;
+        tx.execute_batch(MIGRATIONS[version as usize])
+            .with_context(|| {
+                format!(
+                    "migrating {} to schema version {}",
+                    path.display(),
+                    version + 1
+                )
+            })?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and migrates its schema.
+    /// Opens (creating if needed) the database file and brings its schema to
+    /// [`SCHEMA_VERSION`]; a database of a newer flash is refused ([`SchemaError`]).
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let conn = Connection::open(path)
+        let mut conn = Connection::open(path)
             .with_context(|| format!("opening the SQLite store {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // A newer flash's database is refused before anything is written to it.
+        let version = schema_version(&conn, path)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .context("switching the store to WAL mode")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)
-            .with_context(|| format!("creating the schema in {}", path.display()))?;
+        migrate(&mut conn, path, version)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -234,7 +351,7 @@ impl SqliteStore {
     }
 }
 
-impl Store for SqliteStore {
+impl DeployStore for SqliteStore {
     fn create_app(&self, name: &str) -> StoreResult<App> {
         let app = App {
             id: new_id("app-"),
@@ -674,7 +791,9 @@ impl Store for SqliteStore {
             .map_err(backend)?;
         Ok(n > 0)
     }
+}
 
+impl JobQueue for SqliteStore {
     fn enqueue_job(&self, job: &Job) -> StoreResult<()> {
         self.conn()
             .execute(
@@ -1008,6 +1127,92 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn user_version(path: &Path) -> i32 {
+        Connection::open(path)
+            .expect("open")
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("user_version")
+    }
+
+    #[test]
+    fn a_fresh_database_gets_the_current_schema_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("flash.db");
+        // The server creates the file empty (0600) before opening it.
+        std::fs::write(&path, b"").expect("create");
+        let store = SqliteStore::open(&path).expect("open");
+        store.create_app("a").expect("usable");
+        drop(store);
+        assert_eq!(user_version(&path), SCHEMA_VERSION);
+        // Opening again changes nothing.
+        let store = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(store.list_apps().expect("apps").len(), 1);
+        assert_eq!(user_version(&path), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn an_unversioned_database_of_todays_schema_is_recognised_and_stamped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("flash.db");
+        {
+            // What flash wrote before versions: the same tables, user_version 0, and one
+            // table it made later missing (it is created).
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(SCHEMA_V1).expect("schema");
+            conn.execute_batch(
+                "DROP TABLE environment_leases;
+                 INSERT INTO apps (id, name, created_at) VALUES ('app-1', 'kept', 1);",
+            )
+            .expect("data");
+        }
+        assert_eq!(user_version(&path), 0);
+        let store = SqliteStore::open(&path).expect("open");
+        assert_eq!(
+            store.get_app("app-1").expect("get").map(|a| a.name),
+            Some("kept".into())
+        );
+        let env = store.create_environment("app-1", "e").expect("env");
+        let (granted, _) = store
+            .acquire_lease(&env.id, "t", "me", 0, 10)
+            .expect("the missing table was created");
+        assert!(granted);
+        drop(store);
+        assert_eq!(user_version(&path), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_database_of_a_newer_flash_is_refused_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("flash.db");
+        drop(SqliteStore::open(&path).expect("open"));
+        Connection::open(&path)
+            .expect("open")
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .expect("stamp");
+        let err = SqliteStore::open(&path).err().expect("refused").to_string();
+        assert!(err.contains("newer flash"), "{err}");
+        assert!(err.contains("upgrade flash"), "{err}");
+        assert!(
+            err.contains(&format!("schema version {}", SCHEMA_VERSION + 1)),
+            "{err}"
+        );
+        assert_eq!(user_version(&path), SCHEMA_VERSION + 1, "left as it was");
+    }
+
+    #[test]
+    fn an_unversioned_database_of_another_layout_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("flash.db");
+        Connection::open(&path)
+            .expect("open")
+            .execute_batch("CREATE TABLE jobs (id TEXT PRIMARY KEY, payload TEXT);")
+            .expect("foreign table");
+        let err = SqliteStore::open(&path).err().expect("refused").to_string();
+        assert!(err.contains("table `jobs` lacks column"), "{err}");
+        assert!(err.contains("--data-dir"), "{err}");
+        assert_eq!(user_version(&path), 0, "not stamped");
+    }
 
     fn job(id: &str, ep: &str) -> Job {
         Job {

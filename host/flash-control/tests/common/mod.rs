@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flash_control::provisioner::Provisioner;
+use flash_control::supervisor::Supervisor;
 use flash_control::{Config, Server};
 use serde_json::{Value, json};
 
@@ -15,7 +15,7 @@ pub struct TestServer {
     pub url: String,
     pub key: String,
     pub dir: tempfile::TempDir,
-    pub provisioner: Arc<Provisioner>,
+    pub supervisor: Arc<Supervisor>,
     pub http: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -56,7 +56,7 @@ impl TestServer {
         let server = Server::bind(config).await.expect("bind server");
         let url = server.url();
         let key = server.api_key().to_string();
-        let provisioner = server.provisioner();
+        let supervisor = server.supervisor();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(server.run(async move {
             let _ = rx.await;
@@ -65,7 +65,7 @@ impl TestServer {
             url,
             key,
             dir,
-            provisioner,
+            supervisor,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()

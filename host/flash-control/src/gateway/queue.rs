@@ -1,0 +1,262 @@
+//! The queue API (reference §2): clients submit jobs to a queue-based endpoint and follow
+//! them (`run`, `runsync`, `status`, `stream`, `cancel`), and look at the endpoint
+//! (`health`, `metrics`) or empty its queue (`purge-queue`).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Reply, err, job_finished, ok, status_body, store_err};
+use crate::admission::{Caller, CallerOrWorker};
+use crate::state::AppState;
+use crate::store::{Endpoint, Job, JobStatus};
+use crate::util::{ApiError, now_ms};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v2/{ep}/run", post(run))
+        .route("/v2/{ep}/runsync", post(runsync))
+        .route("/v2/{ep}/status/{job}", get(status).post(status))
+        .route("/v2/{ep}/stream/{job}", get(stream).post(stream))
+        .route("/v2/{ep}/cancel/{job}", post(cancel))
+        .route("/v2/{ep}/health", get(health))
+        .route("/v2/{ep}/metrics", get(metrics))
+        .route("/v2/{ep}/purge-queue", post(purge_queue))
+}
+
+fn queue_endpoint(ep: &Endpoint) -> Result<(), ApiError> {
+    if ep.is_lb() {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "endpoint `{}` is load-balanced: call it at /lb/{}/<path>, not the queue API",
+                ep.id, ep.id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn submit(state: &AppState, ep: &Endpoint, body: Bytes) -> Result<Job, ApiError> {
+    queue_endpoint(ep)?;
+    let request: Value = serde_json::from_slice(&body).map_err(|e| {
+        err(
+            StatusCode::BAD_REQUEST,
+            format!("request body is not JSON: {e}"),
+        )
+    })?;
+    let Some(obj) = request.as_object() else {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "request body must be a JSON object with an `input` key",
+        ));
+    };
+    if !obj.contains_key("input") {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "request body needs an `input` key (an empty object is fine)",
+        ));
+    }
+    let queued = state.store.queued_count(&ep.id).map_err(store_err)?;
+    if queued >= state.config.max_queue as i64 {
+        return Err(err(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "queue of endpoint `{}` is full ({queued} jobs); retry later",
+                ep.id
+            ),
+        ));
+    }
+    let timeout_ms = obj
+        .get("policy")
+        .and_then(|p| p.get("executionTimeout"))
+        .and_then(Value::as_i64)
+        .unwrap_or(ep.execution_timeout_ms)
+        .max(0);
+    let job = Job {
+        // RunPod job ids look like `<uuid>-<region>`; keep the shape for log-reading tools.
+        id: format!("{}-l1", uuid::Uuid::new_v4()),
+        endpoint_id: ep.id.clone(),
+        webhook: obj
+            .get("webhook")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        request,
+        status: JobStatus::InQueue,
+        worker_id: None,
+        output: None,
+        error: None,
+        retries: 0,
+        timeout_ms,
+        created_at: now_ms(),
+        started_at: None,
+        completed_at: None,
+        lease_expires_at: None,
+    };
+    state.store.enqueue_job(&job).map_err(store_err)?;
+    state.signals.jobs_available(&ep.id);
+    // Scaling from zero should not wait for the next tick; otherwise the tick suffices and
+    // a reconcile pass per request would cost more than the request.
+    if state.supervisor.worker_counts(&ep.id).ready == 0 {
+        state.supervisor.kick();
+    }
+    Ok(job)
+}
+
+async fn run(State(state): State<AppState>, Caller(ep): Caller, body: Bytes) -> Reply {
+    let job = submit(&state, &ep, body).await?;
+    ok(json!({ "id": job.id, "status": job.status.as_str() }))
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    /// Milliseconds to wait for a final state (RunPod's `?wait=`).
+    wait: Option<u64>,
+}
+
+async fn runsync(
+    State(state): State<AppState>,
+    Caller(ep): Caller,
+    Query(q): Query<WaitQuery>,
+    body: Bytes,
+) -> Reply {
+    let job = submit(&state, &ep, body).await?;
+    let wait = q
+        .wait
+        .map(Duration::from_millis)
+        .unwrap_or(state.config.runsync_wait)
+        .min(Duration::from_secs(300));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut shutdown = state.signals.shutdown();
+    let notify = state.signals.job_waiter(&job.id);
+    let result = loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let current = match state.store.get_job(&job.id) {
+            Ok(j) => j.unwrap_or_else(|| job.clone()),
+            Err(e) => break Err(store_err(e)),
+        };
+        if current.status.is_terminal() {
+            break ok(status_body(&current));
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            // Transitions that do not notify (purge, retries exhausted) are seen on this poll.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep_until(deadline) => break ok(status_body(&current)),
+            _ = shutdown.wait_for(|s| *s) => break ok(status_body(&current)),
+        }
+    };
+    state.signals.forget_job(&job.id);
+    result
+}
+
+async fn status(
+    State(state): State<AppState>,
+    CallerOrWorker(ep): CallerOrWorker,
+    Path((_, job)): Path<(String, String)>,
+) -> Reply {
+    match state.store.get_job(&job).map_err(store_err)? {
+        Some(j) if j.endpoint_id == ep.id => ok(status_body(&j)),
+        _ => Err(err(
+            StatusCode::NOT_FOUND,
+            format!("job `{job}` not found on endpoint `{}`", ep.id),
+        )),
+    }
+}
+
+async fn stream(
+    State(state): State<AppState>,
+    CallerOrWorker(ep): CallerOrWorker,
+    Path((_, job)): Path<(String, String)>,
+) -> Reply {
+    match state.store.take_chunks(&job).map_err(store_err)? {
+        Some((j, chunks)) if j.endpoint_id == ep.id => {
+            let mut body = json!({
+                "id": j.id,
+                "status": j.status.as_str(),
+                "stream": chunks.into_iter().map(|c| json!({ "output": c })).collect::<Vec<_>>(),
+            });
+            if let Some(e) = &j.error {
+                body["error"] = Value::String(e.clone());
+            }
+            ok(body)
+        }
+        _ => Err(err(
+            StatusCode::NOT_FOUND,
+            format!("job `{job}` not found on endpoint `{}`", ep.id),
+        )),
+    }
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Caller(ep): Caller,
+    Path((_, job)): Path<(String, String)>,
+) -> Reply {
+    let before = match state.store.get_job(&job).map_err(store_err)? {
+        Some(j) if j.endpoint_id == ep.id => j,
+        _ => {
+            return Err(err(
+                StatusCode::NOT_FOUND,
+                format!("job `{job}` not found on endpoint `{}`", ep.id),
+            ));
+        }
+    };
+    let after = state
+        .store
+        .cancel_job(&job, now_ms())
+        .map_err(store_err)?
+        .unwrap_or(before.clone());
+    if !before.status.is_terminal() && after.status == JobStatus::Cancelled {
+        if let (JobStatus::InProgress, Some(worker)) = (before.status, &before.worker_id) {
+            state.signals.request_stop(worker, &job);
+        }
+        job_finished(&state, &after);
+    }
+    ok(json!({ "id": after.id, "status": after.status.as_str() }))
+}
+
+async fn health(State(state): State<AppState>, CallerOrWorker(ep): CallerOrWorker) -> Reply {
+    let c = state.store.job_counts(&ep.id).map_err(store_err)?;
+    let w = state.supervisor.worker_counts(&ep.id);
+    ok(json!({
+        "jobs": {
+            "completed": c.completed, "failed": c.failed, "inProgress": c.in_progress,
+            "inQueue": c.in_queue, "retried": c.retried,
+        },
+        "workers": {
+            "idle": w.idle, "initializing": w.initializing, "ready": w.ready,
+            "running": w.running, "throttled": w.throttled, "unhealthy": w.unhealthy,
+        },
+    }))
+}
+
+async fn metrics(State(state): State<AppState>, CallerOrWorker(ep): CallerOrWorker) -> Reply {
+    let w = state.supervisor.worker_counts(&ep.id);
+    ok(json!({
+        "readyWorkers": state.supervisor.ready_workers(&ep.id),
+        "workers": {
+            "ready": w.ready, "running": w.running, "idle": w.idle,
+            "initializing": w.initializing, "throttled": w.throttled, "unhealthy": w.unhealthy,
+        },
+    }))
+}
+
+async fn purge_queue(State(state): State<AppState>, Caller(ep): Caller) -> Reply {
+    let removed = state
+        .store
+        .purge_queue(&ep.id, now_ms())
+        .map_err(store_err)?;
+    if removed > 0 {
+        state.signals.job_finished();
+    }
+    ok(json!({ "removed": removed, "status": "completed" }))
+}
