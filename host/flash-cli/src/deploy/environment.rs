@@ -6,9 +6,10 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::resource_manager::{EnvironmentState, ResourceManager};
-use super::send::previous_deployment;
+use super::send::{lease_holder, previous_deployment};
 use super::{require_app, require_environment};
 use flash_api::StateManagerClient;
+use flash_deploy::lease::{Lease, LeaseOptions};
 use flash_deploy::mothership;
 use flash_deploy::provision::DeployContext;
 use flash_deploy::{MOTHERSHIP, str_field};
@@ -57,7 +58,20 @@ pub async fn new_environment(
         require_auth,
         image: image.map(str::to_string),
     };
-    let mothership_id = mothership::ensure_endpoint(sm, &env, &ctx).await?;
+    // Saving the mothership changes the environment: wait for a deploy in progress (the
+    // mothership itself reconciling after the last send, say) instead of being refused.
+    let lease = Lease::acquire(
+        sm,
+        &environment_id,
+        env_name,
+        &lease_holder("flash deploy new"),
+        &LeaseOptions::default(),
+        |holder| tracing::info!("waiting for {holder} to finish with `{env_name}`"),
+    )
+    .await?;
+    let saved = mothership::ensure_endpoint(lease.client(), &env, &ctx).await;
+    lease.release().await;
+    let mothership_id = saved?;
     if let Some(state) = state {
         state.update(|s| {
             let entry = s.environments.entry(env_name.to_string()).or_default();

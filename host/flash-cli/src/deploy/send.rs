@@ -236,15 +236,15 @@ fn read_build(flash_dir: &Path) -> Result<(Value, Manifest, Vec<u8>)> {
 }
 
 /// Who a send is, in the messages of others that wait for its lease.
-fn lease_holder() -> String {
+pub(crate) fn lease_holder(command: &str) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty());
     match host {
-        Some(host) => format!("`flash deploy send` on {host} (pid {})", std::process::id()),
-        None => format!("`flash deploy send` (pid {})", std::process::id()),
+        Some(host) => format!("`{command}` on {host} (pid {})", std::process::id()),
+        None => format!("`{command}` (pid {})", std::process::id()),
     }
 }
 
@@ -270,7 +270,7 @@ pub async fn send(
         sm,
         &env_id,
         env_name,
-        &lease_holder(),
+        &lease_holder("flash deploy send"),
         &options.lease,
         |holder| {
             progress.step(&format!(
