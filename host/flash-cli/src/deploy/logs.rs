@@ -199,7 +199,7 @@ mod tests {
         );
         assert_eq!(
             line(json!({"message": "thread 'main' panicked", "endpoint": "ep-1", "worker": "w-2"})),
-            "- api w-2 - thread 'main' panicked"
+            "- api w-2 -     thread 'main' panicked"
         );
     }
 }
