@@ -4,7 +4,8 @@
 # runs one `flash-host` worker per resource config), `flash deploy new/send` each to it,
 # `flash call` every function — the queue ones through the RunPod-compatible gateway, the
 # HTTP routes through the load-balanced proxy, including `predict`'s cross-config peer
-# call — then `flash deploy delete` and clean up. The first Python build installs the
+# call — prints the log lines of one job with `flash logs`, then `flash deploy delete` and
+# cleans up. The first Python build installs the
 # pinned componentize-py into the cache directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +51,10 @@ demo() {
             "$flash" call "$fn" "$args" --env demo || fail
         done
         "$flash" deploy info demo || fail
+        echo "==> [$example] flash logs demo --job <id>: what one embed job printed, on its worker"
+        job="$("$flash" call embed '{"text":"watch this job","dims":4}' --env demo --json |
+            python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')" || fail
+        "$flash" logs demo --job "$job" || fail
         echo "==> [$example] flash deploy delete demo"
         "$flash" deploy delete demo --yes || fail
     )
