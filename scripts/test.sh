@@ -29,5 +29,10 @@ if ! scripts/build-image.sh cpu --prereqs; then
     echo "warning: the container image test (image::) will fail until these are installed" >&2
 fi
 
+# The end-to-end tests run the `flash` and `flash-host` binaries. `cargo test` builds a
+# package's binaries only for that package's own integration tests, and flash-cli has none:
+# build them all first, or the tests would run whatever `flash` an earlier build left here.
+echo "==> cargo build --workspace --bins"
+cargo build --workspace --bins --locked
 echo "==> cargo test --workspace"
 cargo test --workspace --locked "$@"

@@ -104,8 +104,8 @@ pub fn bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.is_file(),
-        "binary `{}` not found; run the suite with `cargo test --workspace` (which builds every \
-         binary first) or `cargo build --workspace --bins`",
+        "binary `{}` not found; run the suite with scripts/test.sh, or `cargo build --workspace \
+         --bins` before `cargo test` (which builds flash-cli's binary for no test of its own)",
         path.display()
     );
     path
