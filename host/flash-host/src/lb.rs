@@ -12,6 +12,8 @@
 //!   answering `{"success":true,"result":…}` or a typed error with a matching HTTP status;
 //! - `GET /metrics`: the host's metrics ([`crate::metrics`]), unless the app has a route
 //!   of that path;
+//! - every request has an id (the caller's `x-request-id`, else a new one), sent back in
+//!   `x-request-id`: it tags the function's log lines as their `job`, and its peer calls;
 //! - `Authorization: Bearer <RUNPOD_API_KEY>` unless `FLASH_DISABLE_RP_AUTH=true`;
 //! - bodies over 10 MiB → 413; at most `concurrency` requests run at once (others wait);
 //!   graceful shutdown lets running requests finish.
@@ -23,7 +25,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -32,7 +34,7 @@ use flash_runtime::{CallError, ErrorKind};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use crate::app::decode_output;
+use crate::app::{CallTag, decode_output};
 use crate::job_input;
 use crate::registry::ServiceRegistry;
 use crate::role::Role;
@@ -100,6 +102,7 @@ pub fn router(
             on(
                 filter,
                 move |State(state): State<AppState>,
+                      Extension(id): Extension<RequestId>,
                       method: Method,
                       params: Option<Path<BTreeMap<String, String>>>,
                       Query(query): Query<Vec<(String, String)>>,
@@ -107,7 +110,7 @@ pub fn router(
                     let function = Arc::clone(&function);
                     async move {
                         let params = params.map(|Path(p)| p).unwrap_or_default();
-                        route_call(state, &function, method, params, query, body).await
+                        route_call(state, id, &function, method, params, query, body).await
                     }
                 },
             ),
@@ -136,7 +139,8 @@ pub fn router(
         .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
             Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
         ))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn(request_id));
     Ok(Router::new()
         .route("/ping", get(ping))
         .merge(protected)
@@ -181,6 +185,35 @@ pub async fn serve(
     flash_api::serve::serve(listener, router, config.header_read_timeout, shutdown)
         .await
         .context("serving HTTP")
+}
+
+/// The id of one request: the caller's `x-request-id` when it is a usable one, else a new
+/// `req-<uuid>`. It tags the function's log lines (`job`) and the peer calls it makes
+/// (`trace`), and comes back in the answer's `x-request-id`: `flash logs --job <id>`.
+#[derive(Debug, Clone)]
+struct RequestId(String);
+
+/// Header of [`RequestId`].
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("req-{}", uuid::Uuid::new_v4().simple()));
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
 }
 
 async fn auth(
@@ -239,7 +272,11 @@ fn error_response(err: &CallError) -> Response {
         .into_response()
 }
 
-async fn execute(State(state): State<AppState>, body: Bytes) -> Response {
+async fn execute(
+    State(state): State<AppState>,
+    Extension(RequestId(id)): Extension<RequestId>,
+    body: Bytes,
+) -> Response {
     let input: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -270,7 +307,10 @@ async fn execute(State(state): State<AppState>, body: Bytes) -> Response {
             &call.function,
             call.payload,
             call.depth,
-            call.trace.as_deref(),
+            CallTag {
+                job: Some(id),
+                trace: call.trace,
+            },
         )
         .await
     {
@@ -284,6 +324,7 @@ async fn execute(State(state): State<AppState>, body: Bytes) -> Response {
 
 async fn route_call(
     state: AppState,
+    RequestId(id): RequestId,
     function: &str,
     method: Method,
     params: BTreeMap<String, String>,
@@ -296,7 +337,15 @@ async fn route_call(
     };
     match state
         .registry
-        .call(function, payload.to_string(), 0, None)
+        .call(
+            function,
+            payload.to_string(),
+            0,
+            CallTag {
+                job: Some(id),
+                trace: None,
+            },
+        )
         .await
     {
         Ok(output) => match decode_output(function, &output) {

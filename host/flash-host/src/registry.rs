@@ -20,6 +20,7 @@ use flash_runtime::peer::BoxFuture;
 use flash_runtime::{CallError, ErrorKind, PeerRouter};
 use serde_json::{Value, json};
 
+use crate::app::CallTag;
 use crate::app::HostApp;
 use crate::job_input::{CALL_DEPTH_KEY, TRACE_KEY};
 
@@ -124,25 +125,24 @@ impl ServiceRegistry {
             .expect("the registry is alive while it routes")
     }
 
-    /// Runs `function` at call depth `depth` for job `trace` (the first of the chain, if
-    /// any): here if local, else on its endpoint.
+    /// Runs `function` at call depth `depth`, its log lines tagged by `call`: here if
+    /// local, else on its endpoint, which is told the job the call works for (`call`'s
+    /// trace, else its job).
     pub async fn call(
         &self,
         function: &str,
         input: String,
         depth: u32,
-        trace: Option<&str>,
+        call: CallTag,
     ) -> Result<String, CallError> {
         if self.app.is_local(function) {
-            let call = crate::app::CallTag {
-                job: None,
-                trace: trace.map(str::to_string),
-            };
             return self
                 .app
                 .invoke(function, &input, depth, self.router(), None, call)
                 .await;
         }
+        let trace = call.trace.or(call.job);
+        let trace = trace.as_deref();
         let Some(resource) = self.app.manifest.resource_of(function).map(str::to_string) else {
             return Err(self.app.unknown(function));
         };
@@ -418,7 +418,11 @@ impl PeerRouter for ServiceRegistry {
         depth: u32,
         trace: Option<&'a str>,
     ) -> BoxFuture<'a, Result<String, CallError>> {
-        Box::pin(ServiceRegistry::call(self, function, input, depth, trace))
+        let call = CallTag {
+            job: None,
+            trace: trace.map(str::to_string),
+        };
+        Box::pin(ServiceRegistry::call(self, function, input, depth, call))
     }
 }
 

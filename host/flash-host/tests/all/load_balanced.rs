@@ -323,3 +323,45 @@ async fn slow_request_heads_are_cut_off() {
     let hello = reqwest::get(format!("{base}/lb/hello")).await.unwrap();
     assert_eq!(hello.status(), 200);
 }
+
+/// Every request has an id: the caller's `x-request-id` when usable, else a new one. It
+/// comes back in the answer and tags what the function printed, as its `job`.
+#[tokio::test]
+async fn requests_carry_an_id_that_tags_the_functions_log_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_host, base) = start_lb(tmp.path(), &[("FLASH_DISABLE_RP_AUTH", "true")]).await;
+    let http = reqwest::Client::new();
+
+    let r = http
+        .get(format!("{base}/lb/hello?name=Ada"))
+        .header("x-request-id", "trace-me-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "trace-me-1");
+    // An id that is not one (spaces, too long) is replaced by a new one.
+    let r = http
+        .get(format!("{base}/lb/hello?name=Bob"))
+        .header("x-request-id", "not an id")
+        .send()
+        .await
+        .unwrap();
+    let fresh = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(fresh.starts_with("req-") && fresh.len() == 36, "{fresh}");
+
+    let lines: Vec<Value> = log(tmp.path(), "lb")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &Value| l["target"] == "guest")
+        .collect();
+    let job_of = |message: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == message)
+            .map(|l| l["job"].clone())
+            .unwrap_or_else(|| panic!("no `{message}` in {lines:?}"))
+    };
+    assert_eq!(job_of("greeting Ada"), "trace-me-1");
+    assert_eq!(job_of("greeting Bob"), fresh.as_str());
+}

@@ -147,6 +147,7 @@ fn lb_echo(value: Value) -> Result<Value> {
 /// `GET /lb/hello`: a greeting; `name` is optional.
 #[remote(TEST_LB, method = "GET", path = "/lb/hello")]
 fn lb_hello(name: Option<String>) -> Result<String> {
+    println!("greeting {}", name.as_deref().unwrap_or("world"));
     Ok(format!("hello, {}", name.as_deref().unwrap_or("world")))
 }
 
