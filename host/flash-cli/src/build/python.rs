@@ -178,22 +178,13 @@ pub fn call_graph(project: &Project, decl: &ComponentDecl) -> Result<CallGraph> 
     let cache = cache_dir()?.join("python");
     let toolchain = Toolchain::ensure(&cache, &|_| {})?;
     let sdk_root = embedded::PYTHON_SDK.write(&cache, "flash_sdk")?;
-    let result = Command::new(&toolchain.python)
-        .args(["-m", "flash_sdk._build", "calls"])
-        .current_dir(&staged)
-        .env("PYTHONPATH", &sdk_root)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .output()
-        .context("running Python")?;
-    if !result.status.success() {
-        bail!(
-            "scanning {} failed:\n{}",
-            staged.display(),
-            String::from_utf8_lossy(&result.stderr).trim_end()
-        );
-    }
-    serde_json::from_slice(&result.stdout).context("unexpected output of flash_sdk._build calls")
+    let stdout = toolchain.build_helper(
+        &["calls"],
+        &staged,
+        &[sdk_root],
+        &format!("scanning {}", staged.display()),
+    )?;
+    serde_json::from_slice(&stdout).context("unexpected output of flash_sdk._build calls")
 }
 
 /// The module componentize-py is pointed at: imports the app, exports the WIT world. It
@@ -718,33 +709,49 @@ impl Toolchain {
         python_path: &[PathBuf],
         modules: &[String],
     ) -> Result<Vec<String>> {
-        let joined = std::env::join_paths(python_path)?;
-        let result = Command::new(&self.python)
-            .args(["-m", "flash_sdk._build", "modules"])
-            .args(modules)
-            .current_dir(staged)
-            .env("PYTHONPATH", joined)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .output()
-            .context("running Python")?;
-        if !result.status.success() {
-            bail!(
-                "importing the app's modules failed:\n{}",
-                String::from_utf8_lossy(&result.stderr).trim_end()
-            );
-        }
+        let args: Vec<&str> = std::iter::once("modules")
+            .chain(modules.iter().map(String::as_str))
+            .collect();
+        let stdout =
+            self.build_helper(&args, staged, python_path, "importing the app's modules")?;
         #[derive(serde::Deserialize)]
         struct Report {
             dependencies: Vec<String>,
         }
-        let stdout = String::from_utf8_lossy(&result.stdout);
+        let stdout = String::from_utf8_lossy(&stdout);
         let report: Report = stdout
             .lines()
             .last()
             .and_then(|line| serde_json::from_str(line).ok())
             .with_context(|| format!("unexpected output of flash_sdk._build: {stdout}"))?;
         Ok(report.dependencies)
+    }
+
+    /// Runs `python -m flash_sdk._build <args>` in `cwd` with `python_path` and returns its
+    /// stdout; a failure is `<what> failed:` and its stderr.
+    fn build_helper(
+        &self,
+        args: &[&str],
+        cwd: &Path,
+        python_path: &[PathBuf],
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        let result = Command::new(&self.python)
+            .args(["-m", "flash_sdk._build"])
+            .args(args)
+            .current_dir(cwd)
+            .env("PYTHONPATH", std::env::join_paths(python_path)?)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null())
+            .output()
+            .context("running Python")?;
+        if !result.status.success() {
+            bail!(
+                "{what} failed:\n{}",
+                String::from_utf8_lossy(&result.stderr).trim_end()
+            );
+        }
+        Ok(result.stdout)
     }
 
     /// Whether the package index knows `package` at all.

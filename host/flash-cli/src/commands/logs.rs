@@ -50,14 +50,10 @@ pub struct LogsArgs {
 
 impl LogsArgs {
     pub async fn run(self) -> Result<()> {
-        let app = self
+        let (sm, app, env) = self
             .server
-            .app_name(self.app_name.as_deref(), "--app-name")?;
-        let sm = self.server.connect()?;
-        let env = match self.env {
-            Some(env) => env,
-            None => deploy::default_environment(&sm, &app).await?,
-        };
+            .connect_to_environment(self.app_name.as_deref(), self.env)
+            .await?;
         let request = LogRequest {
             app,
             env,

@@ -51,6 +51,23 @@ impl ServerOpts {
         self.project.clone().unwrap_or_else(|| PathBuf::from("."))
     }
 
+    /// Connects (see [`Self::connect`]) and resolves the app (`app_name` given with
+    /// `--app-name`, else the project's) and the environment (`env`, else the app's only
+    /// one): what `flash call` and `flash logs` act on.
+    pub async fn connect_to_environment(
+        &self,
+        app_name: Option<&str>,
+        env: Option<String>,
+    ) -> Result<(StateManagerClient, String, String)> {
+        let app = self.app_name(app_name, "--app-name")?;
+        let sm = self.connect()?;
+        let env = match env {
+            Some(env) => env,
+            None => flash::deploy::default_environment(&sm, &app).await?,
+        };
+        Ok((sm, app, env))
+    }
+
     /// The project (required).
     pub fn project(&self) -> Result<Project> {
         Project::discover(&self.start())
