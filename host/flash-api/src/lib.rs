@@ -19,6 +19,8 @@
 //!   time, `Bearer` in any case or a raw key), shared by every Flash server;
 //! - [`data_plane`]: where endpoints are reached (`flash server`'s own host or RunPod's
 //!   `api.runpod.ai`).
+//! - [`log_time`]: the timestamp format of workers' JSON log lines, which `flash server`
+//!   filters on;
 //! - [`serve`]: how every Flash server serves HTTP: `axum::serve` plus a header-read timeout
 //!   (slowloris) and keep-alive pings, with graceful shutdown;
 //! - `stub` (feature `stub`): a State Manager stand-in on loopback for tests.
@@ -28,6 +30,7 @@ pub mod config;
 pub mod credential;
 pub mod data_plane;
 pub mod error;
+pub mod log_time;
 pub mod operations;
 mod retry;
 pub mod serve;

@@ -117,17 +117,17 @@ fn worker_files(logs_dir: &Path, endpoint: &str) -> BTreeMap<String, PathBuf> {
         .collect()
 }
 
-/// Reads complete lines of `path` from `offset`; returns them and the offset after the
-/// last complete one (a line still being written is read next time).
-fn read_from(path: &Path, offset: u64) -> (Vec<String>, u64) {
+/// Hands each complete line of `path` from `offset` to `each`, and returns the offset after
+/// the last complete one (a line still being written is read next time). Lines are read
+/// one at a time: a large file costs time, not memory.
+fn read_from(path: &Path, offset: u64, mut each: impl FnMut(&str)) -> u64 {
     let Ok(mut file) = std::fs::File::open(path) else {
-        return (Vec::new(), offset);
+        return offset;
     };
     if file.seek(SeekFrom::Start(offset)).is_err() {
-        return (Vec::new(), offset);
+        return offset;
     }
     let mut reader = BufReader::new(file);
-    let mut lines = Vec::new();
     let mut position = offset;
     let mut buffer = Vec::new();
     loop {
@@ -143,18 +143,47 @@ fn read_from(path: &Path, offset: u64) -> (Vec<String>, u64) {
                     break; // incomplete: the worker is still writing it
                 }
                 position += n as u64;
-                let text = String::from_utf8_lossy(&buffer);
-                lines.push(text.trim_end_matches(['\n', '\r']).to_string());
+                each(String::from_utf8_lossy(&buffer).trim_end_matches(['\n', '\r']));
             }
         }
     }
-    (lines, position)
+    position
 }
 
 /// Where each followed file has been read up to.
 #[derive(Debug, Default)]
 pub struct Cursor {
     offsets: BTreeMap<PathBuf, u64>,
+}
+
+/// Reads what is new since `cursor` in the files of `endpoints`: the last `keep` matching
+/// lines of each file, in file order.
+fn read_matching(
+    logs_dir: &Path,
+    endpoints: &[String],
+    filter: &Filter,
+    cursor: &mut Cursor,
+    keep: usize,
+) -> Vec<Map<String, Value>> {
+    let mut out = Vec::new();
+    for endpoint in endpoints {
+        for (worker, path) in worker_files(logs_dir, endpoint) {
+            let offset = cursor.offsets.get(&path).copied().unwrap_or(0);
+            let mut kept = VecDeque::new();
+            let next = read_from(&path, offset, |text| {
+                let line = parse_line(text, endpoint, &worker);
+                if filter.matches(&line) {
+                    if kept.len() == keep {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line);
+                }
+            });
+            cursor.offsets.insert(path, next);
+            out.extend(kept);
+        }
+    }
+    out
 }
 
 /// Reads what is new since `cursor` in the files of `endpoints`: matching lines, in file
@@ -165,25 +194,11 @@ pub fn read_new(
     filter: &Filter,
     cursor: &mut Cursor,
 ) -> Vec<Map<String, Value>> {
-    let mut out = Vec::new();
-    for endpoint in endpoints {
-        for (worker, path) in worker_files(logs_dir, endpoint) {
-            let offset = cursor.offsets.get(&path).copied().unwrap_or(0);
-            let (lines, next) = read_from(&path, offset);
-            cursor.offsets.insert(path, next);
-            out.extend(
-                lines
-                    .iter()
-                    .map(|text| parse_line(text, endpoint, &worker))
-                    .filter(|line| filter.matches(line)),
-            );
-        }
-    }
-    out
+    read_matching(logs_dir, endpoints, filter, cursor, usize::MAX)
 }
 
 /// The last `tail` matching lines of `endpoints` in timestamp order, and the cursor after
-/// them for a follow.
+/// them for a follow. At most `tail` lines of each file are held at once.
 pub fn read_tail(
     logs_dir: &Path,
     endpoints: &[String],
@@ -191,7 +206,7 @@ pub fn read_tail(
     tail: usize,
 ) -> (Vec<Map<String, Value>>, Cursor) {
     let mut cursor = Cursor::default();
-    let mut lines = read_new(logs_dir, endpoints, filter, &mut cursor);
+    let mut lines = read_matching(logs_dir, endpoints, filter, &mut cursor, tail);
     // Stable: lines without a timestamp keep their place among their file's lines.
     lines.sort_by(|a, b| {
         let ts = |l: &Map<String, Value>| {
@@ -202,8 +217,8 @@ pub fn read_tail(
         };
         ts(a).cmp(&ts(b))
     });
-    let keep: VecDeque<_> = lines.into_iter().rev().take(tail).collect();
-    (keep.into_iter().rev().collect(), cursor)
+    let skip = lines.len().saturating_sub(tail);
+    (lines.split_off(skip), cursor)
 }
 
 fn error(status: StatusCode, message: String) -> Response {
@@ -259,10 +274,10 @@ pub async fn handler(
     let tail = query.tail.unwrap_or(DEFAULT_TAIL).min(MAX_TAIL);
     let filter = Filter {
         job: query.job.filter(|j| !j.is_empty()),
-        since: query.since_ms.map(timestamp_of_ms),
+        since: query.since_ms.map(flash_api::log_time::of_unix_ms),
     };
     let logs_dir = state.supervisor.logs_dir().to_path_buf();
-    let (lines, mut cursor) = {
+    let (lines, cursor) = {
         let (dir, endpoints, filter) = (logs_dir.clone(), endpoints.clone(), filter.clone());
         match tokio::task::spawn_blocking(move || read_tail(&dir, &endpoints, &filter, tail)).await
         {
@@ -282,45 +297,41 @@ pub async fn handler(
         return (content_type, first).into_response();
     }
     let mut shutdown = state.signals.shutdown();
-    let stream = async_stream(first, move || {
-        let lines = read_new(&logs_dir, &endpoints, &filter, &mut cursor);
-        ndjson(lines)
-    });
-    let body = Body::from_stream(futures::StreamExt::take_until(stream, async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    }));
+    let body = Body::from_stream(futures::StreamExt::take_until(
+        follow(first, cursor, move |cursor| {
+            ndjson(read_new(&logs_dir, &endpoints, &filter, cursor))
+        }),
+        async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        },
+    ));
     (content_type, body).into_response()
 }
 
-/// `first`, then whatever `next` returns, looked for every [`FOLLOW_POLL`] while there is
-/// nothing new (empty chunks are not sent).
-fn async_stream(
+/// `first`, then what `next` finds new after `cursor`, looked for on a blocking thread
+/// every [`FOLLOW_POLL`] while there is nothing new (empty chunks are not sent).
+fn follow(
     first: String,
-    mut next: impl FnMut() -> String + Send + 'static,
+    cursor: Cursor,
+    next: impl Fn(&mut Cursor) -> String + Send + Sync + 'static,
 ) -> impl futures::Stream<Item = Result<String, std::convert::Infallible>> + Send {
     use futures::StreamExt;
-    let rest = futures::stream::unfold((), move |()| {
-        let text = next();
+    let next = std::sync::Arc::new(next);
+    let rest = futures::stream::unfold(cursor, move |mut cursor| {
+        let next = std::sync::Arc::clone(&next);
         async move {
+            let (text, cursor) = tokio::task::spawn_blocking(move || (next(&mut cursor), cursor))
+                .await
+                .ok()?;
             if text.is_empty() {
                 tokio::time::sleep(FOLLOW_POLL).await;
             }
-            Some((Ok(text), ()))
+            Some((Ok(text), cursor))
         }
     });
     futures::stream::once(async move { Ok(first) })
         .chain(rest)
         .filter(|chunk| std::future::ready(!matches!(chunk, Ok(text) if text.is_empty())))
-}
-
-/// Unix milliseconds as the workers' timestamp format.
-pub fn timestamp_of_ms(ms: i64) -> String {
-    let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    time.format(&format).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -442,13 +453,5 @@ mod tests {
         assert!(f.matches(&on(&[("job", "peer-9"), ("trace", "j1")])));
         assert!(!f.matches(&on(&[("job", "j2")])));
         assert!(!f.matches(&on(&[])));
-    }
-
-    #[test]
-    fn since_is_in_the_workers_timestamp_format() {
-        assert_eq!(
-            timestamp_of_ms(1_700_000_000_123),
-            "2023-11-14T22:13:20.123000Z"
-        );
     }
 }

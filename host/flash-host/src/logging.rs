@@ -136,19 +136,13 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let line = self.object(timestamp_now(), event);
+        let line = self.object(
+            flash_api::log_time::format(time::OffsetDateTime::now_utc()),
+            event,
+        );
         let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
         writeln!(writer, "{text}")
     }
-}
-
-/// Now as RFC 3339 in UTC with microseconds.
-fn timestamp_now() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    now.format(&format).unwrap_or_default()
 }
 
 #[derive(Default)]
