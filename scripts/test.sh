@@ -2,7 +2,8 @@
 # Runs Flash's whole test suite on a fresh machine: installs what the tests need (the
 # wasm32-wasip2 target, a Python venv with the pinned real `runpod` package and
 # componentize-py under target/test-venv; for the container image test the
-# x86_64-unknown-linux-musl target, and as root musl-tools and buildah from Debian), then
+# x86_64-unknown-linux-musl target, and as root musl-tools and buildah from Debian; for the
+# console test Debian's chromium, as root), then
 # runs every test of the workspace. Guest components are compiled by the tests themselves
 # (see tests/src/lib.rs); the image test builds a release musl flash-host in the same target
 # dir (about 15 minutes on 2 cores the first time, cached after: tests/tests/all/image.rs).
@@ -27,6 +28,19 @@ export FLASH_TEST_VENV="$venv"
 echo "==> the CPU image's build tools (scripts/build-image.sh --prereqs)"
 if ! scripts/build-image.sh cpu --prereqs; then
     echo "warning: the container image test (image::) will fail until these are installed" >&2
+fi
+
+# The console test (tests/tests/all/console.rs) drives a real headless browser.
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${FLASH_TEST_CHROMIUM:-}" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "==> installing chromium from Debian (for the console test)"
+        if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; then
+            apt-get update -qq >/dev/null
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+        fi
+    else
+        echo "warning: no chromium; the console test (console::) will fail until it is installed (apt-get install chromium) or FLASH_TEST_CHROMIUM names one" >&2
+    fi
 fi
 
 # The end-to-end tests run the `flash` and `flash-host` binaries. `cargo test` builds a

@@ -157,6 +157,12 @@ impl StateManagerClient {
     /// `workers` of the endpoint's `GET {queue url}/health`, or `None` when it does not
     /// answer with it.
     pub async fn endpoint_workers(&self, id: &str) -> Option<Value> {
+        self.endpoint_health(id).await?.get("workers").cloned()
+    }
+
+    /// `/v2/{id}/health` of an endpoint: `jobs` (`inQueue`, `inProgress`, …) and `workers`;
+    /// `None` when it does not answer.
+    pub async fn endpoint_health(&self, id: &str) -> Option<Value> {
         let url = format!("{}/health", self.config.data_plane.queue_url(id));
         let resp = self
             .request(reqwest::Method::GET, &url)
@@ -165,7 +171,26 @@ impl StateManagerClient {
             .await
             .ok()
             .filter(|r| r.status().is_success())?;
-        resp.json::<Value>().await.ok()?.get("workers").cloned()
+        resp.json::<Value>().await.ok()
+    }
+
+    /// A `flash server`'s recent figures of these endpoints (`GET /v1/stats`: count,
+    /// failures, p50/p99 latency over `window`, last error), by endpoint id; `None` where
+    /// the control plane has no such API (RunPod) or does not answer.
+    pub async fn endpoint_stats(&self, ids: &[String], window: Duration) -> Option<Value> {
+        let url = format!("{}/v1/stats", self.base_url().trim_end_matches('/'));
+        let resp = self
+            .request(reqwest::Method::GET, &url)
+            .query(&[
+                ("endpoint", ids.join(",")),
+                ("window_s", window.as_secs().to_string()),
+            ])
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())?;
+        resp.json::<Value>().await.ok()?.get("endpoints").cloned()
     }
 
     /// Sends one GraphQL operation and returns its `data`. Queries are retried on

@@ -58,6 +58,15 @@ pub struct ServerArgs {
     /// Requeues of a job whose worker was lost before it is marked FAILED.
     #[arg(long, default_value_t = 3)]
     pub max_retries: i32,
+
+    /// A worker's log larger than this many MiB is rotated to `<worker>.log.1`, so a
+    /// worker's logs take at most twice this.
+    #[arg(long, default_value_t = 64, value_name = "MB")]
+    pub log_max_mb: u64,
+
+    /// The logs of workers that are gone are deleted this many hours after their last line.
+    #[arg(long, default_value_t = 168.0, value_name = "HOURS")]
+    pub log_retention_hours: f64,
 }
 
 /// `$FLASH_HOME`, else `~/.flash`.
@@ -95,6 +104,9 @@ impl ServerArgs {
         config.lease = secs(self.lease, "lease")?;
         config.ping_interval_ms = self.ping_interval.max(1000);
         config.max_retries = self.max_retries.max(0);
+        config.worker_log_max_bytes = self.log_max_mb.max(1).saturating_mul(1 << 20);
+        config.log_retention = Duration::try_from_secs_f64(self.log_retention_hours * 3600.0)
+            .context("--log-retention-hours must be a non-negative number of hours")?;
         Ok(config)
     }
 }

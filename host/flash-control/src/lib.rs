@@ -18,6 +18,8 @@
 //! - [`endpoints`]: what `saveEndpoint` means: an [`endpoints::EndpointSpec`] merged from
 //!   the input over the saved endpoint or the defaults, and validated, with flash-manifest's
 //!   types, defaults and bounds.
+//! - [`console`]: the web console at `/console` (apps, endpoints, live throughput and
+//!   latency, recent jobs and their log lines), behind a sign-in with the API key.
 //! - [`login`]: `flash login`'s auth requests and their approval page.
 //! - [`artifacts`]: signed, expiring upload and download URLs for build tarballs.
 //! - [`gateway`]: the queue API (`/v2/{endpoint}/run` …), the worker job protocol
@@ -27,6 +29,8 @@
 //!   (`process`), scales them by the pure rules of [`supervisor::scaling`], and leases
 //!   load-balanced workers to proxied requests (`lease`).
 //! - [`logs`]: the workers' log lines, filtered and followed (`GET /v1/logs`, `flash logs`).
+//! - [`metrics`]: what the server counts (`GET /metrics`, Prometheus text) and the recent
+//!   window of outcomes the console and `flash deploy info` read.
 //! - [`signals`]: in-process wake-ups between handlers, the upkeep and the supervisor.
 //! - [`store`]: the durable state behind all of the above, by concern
 //!   ([`store::DeployStore`], [`store::JobQueue`]): SQLite now, its schema versioned, and
@@ -37,11 +41,13 @@ pub mod admission;
 pub mod artifacts;
 pub mod auth;
 pub mod cli;
+pub mod console;
 pub mod endpoints;
 pub mod gateway;
 pub mod graphql;
 pub mod login;
 pub mod logs;
+pub mod metrics;
 pub mod server;
 pub mod signals;
 mod state;

@@ -16,6 +16,13 @@
 //! The answer is NDJSON, one JSON object per line, in timestamp order (followed lines in the
 //! order they are found). Lines that are not JSON (a crash's last words, an older worker)
 //! come as `{"message": …}`. Every line carries `endpoint` and `worker`.
+//!
+//! Logs are bounded on disk by [`upkeep`], which the server runs every
+//! [`UPKEEP_INTERVAL`]: a worker's log past `flash server --log-max-mb` is rotated to
+//! `<worker>.log.1` (copied, then truncated in place, because the worker keeps writing to
+//! the file it was started with, in append mode), so a worker holds at most twice that;
+//! the logs of workers that are gone are deleted once untouched for
+//! `--log-retention-hours`. Reading includes the rotated file, older lines first.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -39,6 +46,12 @@ pub const DEFAULT_TAIL: usize = 1000;
 
 /// Most lines one request may ask for.
 pub const MAX_TAIL: usize = 100_000;
+
+/// How often the server rotates and expires logs ([`upkeep`]).
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The suffix of a worker's rotated log (`<worker>.log.1`).
+const ROTATED: &str = ".log.1";
 
 /// How often a follow looks for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
@@ -98,23 +111,135 @@ pub fn parse_line(text: &str, endpoint: &str, worker: &str) -> Map<String, Value
     line
 }
 
-/// The worker log files of `endpoint` under `logs_dir`, by worker id.
-fn worker_files(logs_dir: &Path, endpoint: &str) -> BTreeMap<String, PathBuf> {
+/// The worker log files of `endpoint` under `logs_dir`: (worker id, path), each worker's
+/// rotated file (when `rotated`) before its current one.
+fn worker_files(logs_dir: &Path, endpoint: &str, rotated: bool) -> Vec<(String, PathBuf)> {
     let Ok(entries) = std::fs::read_dir(logs_dir.join(endpoint)) else {
-        return BTreeMap::new();
+        return Vec::new();
     };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let path = entry.path();
-            let worker = path
-                .file_name()?
-                .to_str()?
-                .strip_suffix(".log")?
-                .to_string();
-            Some((worker, path))
-        })
+    let mut files: BTreeMap<(String, bool), PathBuf> = BTreeMap::new();
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if let Some(worker) = name.strip_suffix(".log") {
+            files.insert((worker.to_string(), true), path);
+        } else if let Some(worker) = name.strip_suffix(ROTATED).filter(|_| rotated) {
+            files.insert((worker.to_string(), false), path);
+        }
+    }
+    files
+        .into_iter()
+        .map(|((worker, _), path)| (worker, path))
         .collect()
+}
+
+/// What one [`upkeep`] pass did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Upkeep {
+    /// Logs rotated for being larger than the limit.
+    pub rotated: usize,
+    /// Logs deleted: their worker is gone and they were untouched for the retention.
+    pub deleted: usize,
+}
+
+/// Bounds the worker logs under `logs_dir`: rotates each current log larger than
+/// `max_bytes` and deletes the logs of workers not in `live` untouched since
+/// `now - retention`, then endpoint directories left empty. Failures are logged and
+/// skipped: the next pass tries again.
+pub fn upkeep(
+    logs_dir: &Path,
+    max_bytes: u64,
+    retention: Duration,
+    live: &std::collections::HashSet<String>,
+    now: std::time::SystemTime,
+) -> Upkeep {
+    let mut done = Upkeep::default();
+    let Ok(endpoints) = std::fs::read_dir(logs_dir) else {
+        return done;
+    };
+    let cutoff = now.checked_sub(retention);
+    for endpoint in endpoints.filter_map(Result::ok) {
+        let Some(name) = endpoint.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        for (worker, path) in worker_files(logs_dir, &name, true) {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let stale = cutoff.is_some_and(|cutoff| meta.modified().is_ok_and(|m| m < cutoff));
+            if !live.contains(&worker) && stale {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => done.deleted += 1,
+                    Err(e) => {
+                        tracing::warn!(log = %path.display(), error = %e, "deleting an old worker log")
+                    }
+                }
+                continue;
+            }
+            let current = path.extension().is_some_and(|e| e == "log");
+            if current && meta.len() > max_bytes {
+                match rotate(&path) {
+                    Ok(()) => done.rotated += 1,
+                    Err(e) => {
+                        tracing::warn!(log = %path.display(), error = %e, "rotating a worker log")
+                    }
+                }
+            }
+        }
+        // Only an empty directory is removed.
+        let _ = std::fs::remove_dir(endpoint.path());
+    }
+    done
+}
+
+/// Runs [`upkeep`] every [`UPKEEP_INTERVAL`] with the server's settings, until it stops.
+pub async fn keep_bounded(state: AppState) {
+    let mut shutdown = state.signals.shutdown();
+    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let logs_dir = state.supervisor.logs_dir().to_path_buf();
+        let live = state.supervisor.live_workers();
+        let (max_bytes, retention) = (
+            state.config.worker_log_max_bytes,
+            state.config.log_retention,
+        );
+        let done = tokio::task::spawn_blocking(move || {
+            upkeep(
+                &logs_dir,
+                max_bytes,
+                retention,
+                &live,
+                std::time::SystemTime::now(),
+            )
+        })
+        .await
+        .unwrap_or_default();
+        if done != Upkeep::default() {
+            tracing::info!(
+                rotated = done.rotated,
+                deleted = done.deleted,
+                "worker logs rotated and expired"
+            );
+        }
+    }
+}
+
+/// `<worker>.log` → `<worker>.log.1` (replacing it), then empties `<worker>.log` in place
+/// for the worker that still writes to it.
+fn rotate(path: &Path) -> std::io::Result<()> {
+    let mut rotated = path.as_os_str().to_owned();
+    rotated.push(".1");
+    std::fs::copy(path, &rotated)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .set_len(0)
 }
 
 /// Hands each complete line of `path` from `offset` to `each`, and returns the offset after
@@ -123,6 +248,11 @@ fn worker_files(logs_dir: &Path, endpoint: &str) -> BTreeMap<String, PathBuf> {
 fn read_from(path: &Path, offset: u64, mut each: impl FnMut(&str)) -> u64 {
     let Ok(mut file) = std::fs::File::open(path) else {
         return offset;
+    };
+    // A file shorter than what was read of it was rotated (emptied in place): start over.
+    let offset = match file.metadata() {
+        Ok(meta) if meta.len() < offset => 0,
+        _ => offset,
     };
     if file.seek(SeekFrom::Start(offset)).is_err() {
         return offset;
@@ -164,10 +294,11 @@ fn read_matching(
     filter: &Filter,
     cursor: &mut Cursor,
     keep: usize,
+    rotated: bool,
 ) -> Vec<Map<String, Value>> {
     let mut out = Vec::new();
     for endpoint in endpoints {
-        for (worker, path) in worker_files(logs_dir, endpoint) {
+        for (worker, path) in worker_files(logs_dir, endpoint, rotated) {
             let offset = cursor.offsets.get(&path).copied().unwrap_or(0);
             let mut kept = VecDeque::new();
             let next = read_from(&path, offset, |text| {
@@ -194,7 +325,9 @@ pub fn read_new(
     filter: &Filter,
     cursor: &mut Cursor,
 ) -> Vec<Map<String, Value>> {
-    read_matching(logs_dir, endpoints, filter, cursor, usize::MAX)
+    // A rotated file holds lines already read from the current one: a follow reads only
+    // current files.
+    read_matching(logs_dir, endpoints, filter, cursor, usize::MAX, false)
 }
 
 /// The last `tail` matching lines of `endpoints` in timestamp order, and the cursor after
@@ -206,7 +339,7 @@ pub fn read_tail(
     tail: usize,
 ) -> (Vec<Map<String, Value>>, Cursor) {
     let mut cursor = Cursor::default();
-    let mut lines = read_matching(logs_dir, endpoints, filter, &mut cursor, tail);
+    let mut lines = read_matching(logs_dir, endpoints, filter, &mut cursor, tail, true);
     // Stable: lines without a timestamp keep their place among their file's lines.
     lines.sort_by(|a, b| {
         let ts = |l: &Map<String, Value>| {
@@ -357,6 +490,97 @@ mod tests {
             v["job"] = json!(job);
         }
         v.to_string() + "\n"
+    }
+
+    #[test]
+    fn big_logs_rotate_and_read_back_whole_and_old_logs_of_gone_workers_expire() {
+        use std::collections::HashSet;
+        use std::time::SystemTime;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let eps = vec!["ep".to_string()];
+        let every = Filter::default();
+        for i in 0..10 {
+            write(
+                dir,
+                "ep",
+                "w-live",
+                &line(
+                    &format!("2026-01-01T00:00:0{i}Z"),
+                    None,
+                    &format!("old {i}"),
+                ),
+            );
+        }
+        let live: HashSet<String> = ["w-live".to_string()].into();
+        let week = Duration::from_secs(7 * 24 * 3600);
+        let now = SystemTime::now();
+        let done = upkeep(dir, 100, week, &live, now);
+        assert_eq!(
+            done,
+            Upkeep {
+                rotated: 1,
+                deleted: 0
+            }
+        );
+        let current = dir.join("ep/w-live.log");
+        assert_eq!(std::fs::metadata(&current).unwrap().len(), 0);
+        assert!(dir.join("ep/w-live.log.1").is_file());
+        // A follow that had read the file before it was rotated starts over on it.
+        let (_, mut cursor) = read_tail(dir, &eps, &every, 5);
+        write(
+            dir,
+            "ep",
+            "w-live",
+            &line("2026-01-01T00:00:10Z", None, "new 10"),
+        );
+        let followed = read_new(dir, &eps, &every, &mut cursor);
+        assert_eq!(followed.len(), 1);
+        assert_eq!(followed[0]["message"], "new 10");
+        // Reading shows the rotated lines before the current ones.
+        let (tail, _) = read_tail(dir, &eps, &every, 3);
+        let messages: Vec<_> = tail
+            .iter()
+            .map(|l| l["message"].as_str().unwrap())
+            .collect();
+        assert_eq!(messages, ["old 8", "old 9", "new 10"]);
+        // A small log is left alone.
+        assert_eq!(upkeep(dir, 1 << 20, week, &live, now), Upkeep::default());
+
+        // A gone worker's logs go once untouched for the retention, a live one's never.
+        write(
+            dir,
+            "ep-gone",
+            "w-gone",
+            &line("2026-01-01T00:00:00Z", None, "bye"),
+        );
+        let later = now + week + Duration::from_secs(60);
+        assert_eq!(
+            upkeep(dir, 1 << 20, week, &HashSet::new(), now),
+            Upkeep::default(),
+            "not yet stale"
+        );
+        let done = upkeep(dir, 1 << 20, week, &live, later);
+        assert_eq!(
+            done,
+            Upkeep {
+                rotated: 0,
+                deleted: 1
+            }
+        );
+        assert!(
+            !dir.join("ep-gone").exists(),
+            "its empty directory goes too"
+        );
+        assert!(current.is_file() && dir.join("ep/w-live.log.1").is_file());
+        let done = upkeep(dir, 1 << 20, week, &HashSet::new(), later);
+        assert_eq!(
+            done,
+            Upkeep {
+                rotated: 0,
+                deleted: 2
+            }
+        );
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub struct Config {
     /// Between `SIGTERM` and `SIGKILL` when stopping a worker.
     pub stop_grace: Duration,
     pub max_restart_backoff: Duration,
+    /// A worker log larger than this is rotated (one rotated file is kept).
+    pub worker_log_max_bytes: u64,
+    /// How long the logs of workers that are gone are kept after their last line.
+    pub log_retention: Duration,
 }
 
 impl Config {
@@ -94,6 +98,8 @@ impl Config {
             reconcile_interval: Duration::from_millis(250),
             stop_grace: Duration::from_secs(5),
             max_restart_backoff: Duration::from_secs(30),
+            worker_log_max_bytes: 64 << 20,
+            log_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -196,6 +202,7 @@ impl Server {
             config.max_artifact_bytes,
         ));
         let signals = Arc::new(Signals::default());
+        let metrics = Arc::new(crate::metrics::ServerMetrics::default());
         let supervisor = Arc::new(Supervisor::new(
             SupervisorConfig {
                 worker_command: config.worker_command.clone(),
@@ -214,6 +221,7 @@ impl Server {
             signals.clone(),
             artifacts.clone(),
             auth.clone(),
+            metrics.clone(),
         ));
         let state = AppState {
             store,
@@ -222,6 +230,7 @@ impl Server {
             artifacts,
             signals,
             supervisor,
+            metrics,
             logins: Default::default(),
             // Webhooks and the load-balanced proxy: a worker or webhook that does not accept
             // a connection in 10 s is down (each request sets its own total timeout).
@@ -273,6 +282,9 @@ impl Server {
         let requeued = state
             .store
             .requeue_all_running(now_ms(), state.config.max_retries)?;
+        for job in &requeued.failed {
+            state.metrics.job_finished(job);
+        }
         if !requeued.requeued.is_empty() {
             tracing::warn!(
                 jobs = requeued.requeued.len(),
@@ -298,9 +310,15 @@ impl Server {
             .merge(graphql_routes)
             .merge(queue_routes)
             .merge(lb_routes)
+            .merge(crate::console::router())
             .route("/artifacts/{*key}", put(artifacts::put).get(artifacts::get))
             .route("/flash/login", get(login::page).post(login::decide))
             .route(crate::logs::LOGS_PATH, get(crate::logs::handler))
+            .route(crate::metrics::METRICS_PATH, get(crate::metrics::handler))
+            .route(
+                crate::metrics::STATS_PATH,
+                get(crate::metrics::stats_handler),
+            )
             .route(
                 "/ping",
                 get(|| async { axum::Json(json!({ "status": "healthy" })) }),
@@ -318,6 +336,7 @@ impl Server {
             .with_state(state.clone());
 
         let maintenance = tokio::spawn(gateway::maintenance(state.clone()));
+        let log_upkeep = tokio::spawn(crate::logs::keep_bounded(state.clone()));
         let reconcile = tokio::spawn(state.supervisor.clone().run());
         let signals = state.signals.clone();
         let supervisor = state.supervisor.clone();
@@ -355,6 +374,7 @@ impl Server {
         }
         state.supervisor.sweep_strays();
         maintenance.abort();
+        log_upkeep.abort();
         reconcile.abort();
         result
     }

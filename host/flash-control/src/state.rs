@@ -18,6 +18,8 @@ pub struct AppState {
     pub artifacts: Arc<ArtifactStore>,
     pub signals: Arc<Signals>,
     pub supervisor: Arc<Supervisor>,
+    /// What the server counts ([`crate::metrics`]).
+    pub metrics: Arc<crate::metrics::ServerMetrics>,
     /// `flash login` requests waiting for approval (in memory).
     pub logins: Arc<crate::login::LoginRequests>,
     /// Client for webhooks and the load-balancer proxy.

@@ -6,6 +6,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use flash::deploy::{self, SendOptions, SendProgress};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::output;
 use super::target::{ServerOpts, ask, require_terminal};
 
 /// Deploy the app to an environment, and manage environments.
@@ -208,30 +209,39 @@ impl DeployArgs {
                 println!("volumes      none");
                 let mut table = Table::new();
                 table.load_preset(UTF8_FULL_CONDENSED);
-                table.set_header(vec!["resource", "type", "endpoint", "url", "workers"]);
+                table.set_header(vec![
+                    "resource",
+                    "type",
+                    "endpoint",
+                    "url",
+                    "workers",
+                    "queue",
+                    "last 5 min",
+                ]);
+                let mut errors = Vec::new();
                 for ep in &info.endpoints {
-                    let workers = match &ep.workers {
-                        Some(w) => {
-                            let n = |k: &str| w.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-                            format!(
-                                "{} ready, {} running, {} idle, {} initializing",
-                                n("ready"),
-                                n("running"),
-                                n("idle"),
-                                n("initializing")
-                            )
-                        }
-                        None => "unknown".into(),
-                    };
+                    let row = output::EndpointFigures::of(
+                        ep.health.as_ref(),
+                        ep.stats.as_ref(),
+                        ep.load_balanced,
+                    );
+                    if let Some(error) = row.last_error {
+                        errors.push((ep.resource.clone(), error));
+                    }
                     table.add_row(vec![
                         ep.resource.clone(),
                         if ep.load_balanced { "LB" } else { "QB" }.to_string(),
                         ep.endpoint_id.clone(),
                         ep.url.clone(),
-                        workers,
+                        row.workers,
+                        row.queue,
+                        row.recent,
                     ]);
                 }
                 println!("{table}");
+                for (resource, error) in errors {
+                    println!("last error   {resource}: {error}");
+                }
                 Ok(())
             }
             DeployCommand::Delete { env, app_name, yes } => {

@@ -140,9 +140,15 @@ pub struct EndpointInfo {
     pub endpoint_id: String,
     pub url: String,
     pub load_balanced: bool,
-    /// `workers` of `/v2/{id}/health`, when it answered.
-    pub workers: Option<Value>,
+    /// `/v2/{id}/health` (`jobs` and `workers`), when it answered.
+    pub health: Option<Value>,
+    /// A `flash server`'s figures of the last [`STATS_WINDOW`] (`count`, `failed`,
+    /// `p50Ms`, `p99Ms`, `lastError`); `None` on RunPod, which has no such API.
+    pub stats: Option<Value>,
 }
+
+/// The span `deploy info`'s latency figures cover.
+pub const STATS_WINDOW: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// What `deploy info` shows.
 #[derive(Debug)]
@@ -190,7 +196,8 @@ pub async fn info(
                     .map(str::to_string)
                     .unwrap_or_else(|| sm.endpoint_url(id, lb)),
                 load_balanced: lb,
-                workers: None,
+                health: None,
+                stats: None,
             });
         }
     }
@@ -207,12 +214,20 @@ pub async fn info(
                 endpoint_id: id.to_string(),
                 url: sm.endpoint_url(id, lb),
                 load_balanced: lb,
-                workers: None,
+                health: None,
+                stats: None,
             });
         }
     }
+    let ids: Vec<String> = endpoints.iter().map(|e| e.endpoint_id.clone()).collect();
+    let stats = if ids.is_empty() {
+        None
+    } else {
+        sm.endpoint_stats(&ids, STATS_WINDOW).await
+    };
     for ep in &mut endpoints {
-        ep.workers = sm.endpoint_workers(&ep.endpoint_id).await;
+        ep.health = sm.endpoint_health(&ep.endpoint_id).await;
+        ep.stats = stats.as_ref().and_then(|s| s.get(&ep.endpoint_id)).cloned();
     }
     Ok(EnvironmentInfo {
         app: app_name.to_string(),

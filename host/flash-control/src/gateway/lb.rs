@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -68,9 +68,44 @@ const HOP_HEADERS: [&str; 6] = [
     "content-length",
 ];
 
-/// Forwards one request to a leased worker of `caller`'s endpoint (whose key the extractor
-/// checked).
+/// Forwards one request (see [`forward`]) and counts it in the server's metrics: its
+/// status, the time until the answer's head, and its request id (the worker's
+/// `x-request-id`, which tags the function's log lines).
 async fn lb_forward(
+    state: AppState,
+    caller: LbCaller,
+    path: String,
+    method: Method,
+    headers: HeaderMap,
+    query: Option<String>,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let ep_id = caller.endpoint.id.clone();
+    let metrics = state.metrics.clone();
+    let (response, gateway_error) =
+        forward(state, caller, path, method, headers, query, body).await;
+    let request_id = response
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok());
+    metrics.lb_request(
+        &ep_id,
+        request_id,
+        response.status(),
+        started.elapsed(),
+        gateway_error.as_deref(),
+    );
+    response
+}
+
+/// The header a `flash-host` worker names each request's id in.
+const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Forwards one request to a leased worker of `caller`'s endpoint (whose key the extractor
+/// checked). When the gateway answers itself (no worker, a timeout), its message comes
+/// with the answer.
+async fn forward(
     state: AppState,
     LbCaller { endpoint: ep, open }: LbCaller,
     path: String,
@@ -78,28 +113,26 @@ async fn lb_forward(
     headers: HeaderMap,
     query: Option<String>,
     body: Body,
-) -> Response {
+) -> (Response, Option<String>) {
     let ep_id = ep.id.clone();
     if !ep.is_lb() {
-        return err(
+        return answer(
             StatusCode::BAD_REQUEST,
             format!("endpoint `{ep_id}` is queue-based: use /v2/{ep_id}/run"),
-        )
-        .into_response();
+        );
     }
     let Some(lease) = state
         .supervisor
         .acquire_lb(&ep.id, state.config.lb_wait)
         .await
     else {
-        return err(
+        return answer(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
                 "no worker of endpoint `{ep_id}` became ready within {:?}; see its worker logs",
                 state.config.lb_wait
             ),
-        )
-        .into_response();
+        );
     };
     let mut url = format!("http://{}/{}", lease.addr, path);
     if let Some(q) = query {
@@ -165,31 +198,36 @@ async fn lb_forward(
                 let _held = &lease;
                 chunk
             });
-            (status, out_headers, Body::from_stream(download)).into_response()
+            (
+                (status, out_headers, Body::from_stream(download)).into_response(),
+                None,
+            )
         }
-        Err(_) if too_large.load(Ordering::Relaxed) => err(
+        Err(_) if too_large.load(Ordering::Relaxed) => answer(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "the request body is larger than {} bytes, the most a load-balanced endpoint \
                  accepts",
                 state.config.max_lb_body
             ),
-        )
-        .into_response(),
-        Err(e) if e.is_timeout() => err(
+        ),
+        Err(e) if e.is_timeout() => answer(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
                 "worker of endpoint `{ep_id}` did not answer within {:?}",
                 lb_timeout(&ep)
             ),
-        )
-        .into_response(),
-        Err(e) => err(
+        ),
+        Err(e) => answer(
             StatusCode::BAD_GATEWAY,
             format!("worker of endpoint `{ep_id}` failed: {e}"),
-        )
-        .into_response(),
+        ),
     }
+}
+
+/// The gateway's own answer, with its message for the metrics.
+fn answer(status: StatusCode, message: String) -> (Response, Option<String>) {
+    (err(status, message.clone()).into_response(), Some(message))
 }
 
 /// The whole of one proxied request, answer included: the endpoint's execution timeout,

@@ -103,8 +103,10 @@ pub fn status_body(job: &Job) -> Value {
     body
 }
 
-/// Bookkeeping once a job reached a final state: wake `/runsync` waiters, fire its webhook.
+/// Bookkeeping once a job reached a final state: count it, wake `/runsync` waiters, fire its
+/// webhook.
 pub fn job_finished(state: &AppState, job: &Job) {
+    state.metrics.job_finished(job);
     state.signals.notify_job(&job.id);
     state.signals.job_finished();
     let Some(url) = job

@@ -100,6 +100,7 @@ async fn submit(state: &AppState, ep: &Endpoint, body: Bytes) -> Result<Job, Api
         lease_expires_at: None,
     };
     state.store.enqueue_job(&job).map_err(store_err)?;
+    state.metrics.job_submitted(&ep.id);
     state.signals.jobs_available(&ep.id);
     // Scaling from zero should not wait for the next tick; otherwise the tick suffices and
     // a reconcile pass per request would cost more than the request.
@@ -256,6 +257,7 @@ async fn purge_queue(State(state): State<AppState>, Caller(ep): Caller) -> Reply
         .purge_queue(&ep.id, now_ms())
         .map_err(store_err)?;
     if removed > 0 {
+        state.metrics.jobs_purged(&ep.id, removed);
         state.signals.job_finished();
     }
     ok(json!({ "removed": removed, "status": "completed" }))

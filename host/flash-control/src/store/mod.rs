@@ -357,6 +357,9 @@ pub trait DeployStore: Send + Sync + 'static {
 pub trait JobQueue: Send + Sync + 'static {
     fn enqueue_job(&self, job: &Job) -> StoreResult<()>;
     fn get_job(&self, id: &str) -> StoreResult<Option<Job>>;
+    /// The endpoint's last `limit` jobs, newest first, whatever their status (finished ones
+    /// until the retention window deletes them).
+    fn recent_jobs(&self, endpoint_id: &str, limit: usize) -> StoreResult<Vec<Job>>;
     /// Hands up to `max` queued jobs of the endpoint (oldest first) to `worker_id`, leased
     /// until `lease_until`.
     fn claim_jobs(

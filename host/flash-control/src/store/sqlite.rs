@@ -824,6 +824,22 @@ impl JobQueue for SqliteStore {
             .map_err(backend)
     }
 
+    fn recent_jobs(&self, endpoint_id: &str, limit: usize) -> StoreResult<Vec<Job>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE endpoint_id = ?1 ORDER BY seq DESC LIMIT ?2"
+            ))
+            .map_err(backend)?;
+        stmt.query_map(
+            rusqlite::params![endpoint_id, i64::try_from(limit).unwrap_or(i64::MAX)],
+            job_row,
+        )
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)
+    }
+
     fn claim_jobs(
         &self,
         endpoint_id: &str,
@@ -1231,6 +1247,40 @@ mod tests {
             completed_at: None,
             lease_expires_at: None,
         }
+    }
+
+    #[test]
+    fn recent_jobs_are_the_endpoints_newest_first_whatever_their_status() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("db")).expect("open");
+        for (id, ep) in [("a", "ep"), ("b", "other"), ("c", "ep"), ("d", "ep")] {
+            store.enqueue_job(&job(id, ep)).expect("enqueue");
+        }
+        let now = now_ms();
+        store
+            .claim_jobs("ep", "w1", 1, now, now + 1000)
+            .expect("claim");
+        store
+            .finish_job("a", "w1", &JobOutcome::Completed(None), now)
+            .expect("finish");
+        let ids = |limit| {
+            store
+                .recent_jobs("ep", limit)
+                .expect("recent")
+                .into_iter()
+                .map(|j| (j.id, j.status))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(10),
+            [
+                ("d".to_string(), JobStatus::InQueue),
+                ("c".to_string(), JobStatus::InQueue),
+                ("a".to_string(), JobStatus::Completed)
+            ]
+        );
+        assert_eq!(ids(1).len(), 1);
+        assert!(store.recent_jobs("none", 5).expect("recent").is_empty());
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub use process::{
 use crate::artifacts::ArtifactStore;
 use crate::auth::Auth;
 use crate::endpoints::scaler_of;
+use crate::metrics::{ScaleDirection, ServerMetrics};
 use crate::signals::Signals;
 use crate::store::{Endpoint, Store};
 use crate::util::now_ms;
@@ -165,6 +166,8 @@ pub struct Supervisor {
     http: reqwest::Client,
     /// Derives the keys workers hold ([`Auth::worker_api_key`]).
     auth: Auth,
+    /// Scale events and jobs failed for lost workers are counted here.
+    metrics: Arc<ServerMetrics>,
 }
 
 /// What a worker of an endpoint is started with; a changed fingerprint replaces workers.
@@ -181,11 +184,13 @@ impl Supervisor {
         signals: Arc<Signals>,
         artifacts: Arc<ArtifactStore>,
         auth: Auth,
+        metrics: Arc<ServerMetrics>,
     ) -> Self {
         Self {
             cfg,
             store,
             auth,
+            metrics,
             signals,
             artifacts,
             inner: Mutex::default(),
@@ -302,6 +307,11 @@ impl Supervisor {
             .unwrap_or_default();
         ids.sort();
         ids
+    }
+
+    /// The ids of every worker process this supervisor runs.
+    pub fn live_workers(&self) -> std::collections::HashSet<String> {
+        self.lock().index.keys().cloned().collect()
     }
 
     /// Process ids of an endpoint's workers (for tests and diagnostics).
@@ -513,6 +523,7 @@ impl Supervisor {
         let target = scaling::target(&policy, &demand, counts);
         if n_active < target && !self.stopping.load(Ordering::SeqCst) {
             let n = scaling::starts(target, n_active, pool.crashes, now);
+            let before = pool.workers.len();
             for _ in 0..n {
                 let launch = Launch {
                     endpoint: ep,
@@ -534,6 +545,10 @@ impl Supervisor {
                     }
                 }
             }
+            let started = pool.workers.len() - before;
+            if started > 0 {
+                self.metrics.scaled(&ep.id, ScaleDirection::Up, started);
+            }
         } else if n_active > target {
             let idle_timeout =
                 Duration::from_secs(u64::try_from(ep.idle_timeout.max(0)).unwrap_or(60));
@@ -546,6 +561,10 @@ impl Supervisor {
             .into_iter()
             .map(str::to_string)
             .collect();
+            if !drain.is_empty() {
+                self.metrics
+                    .scaled(&ep.id, ScaleDirection::Down, drain.len());
+            }
             for id in drain {
                 if let Some(w) = pool.workers.get_mut(&id) {
                     tracing::info!(endpoint = %ep.id, worker = %id, "idle: scaling down");
@@ -598,6 +617,9 @@ impl Supervisor {
                 Ok(r) => {
                     if !r.requeued.is_empty() {
                         tracing::warn!(worker = %id, jobs = ?r.requeued, "worker gone: jobs requeued");
+                    }
+                    for job in &r.failed {
+                        self.metrics.job_finished(job);
                     }
                     if !r.failed.is_empty() {
                         self.signals.job_finished();

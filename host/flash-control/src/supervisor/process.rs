@@ -172,7 +172,12 @@ pub(super) fn spawn(cfg: &SupervisorConfig, launch: Launch<'_>) -> Result<Proces
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating log dir {}", dir.display()))?;
     }
-    let log = std::fs::File::create(&log_path)
+    // Append mode: when the log is rotated (emptied in place, crate::logs::upkeep), the
+    // worker's next line goes to the start of the file, not past a hole.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
     let base = &cfg.base_url;
     let v2 = format!("{base}/v2/{}", ep.id);
