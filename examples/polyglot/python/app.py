@@ -4,6 +4,9 @@
   `text_stats` endpoint: `flash_sdk.peer_call` calls any function of the app by name.
 * `GET /preview?text=...&words=...` (load-balanced) awaits the Python function `summarize`
   on `py_worker`: a peer call between two Python endpoints.
+* `POST /title` (load-balanced) awaits the Rust function `headline`, which calls the
+  Python function `summarize`: Python → Rust → Python. A failure deep in that chain
+  reaches the caller with where it began (`flash call title '{"text": ""}'`).
 * `summarize` (queue, `py_worker`) is what the Rust function `headline` calls.
 """
 
@@ -25,8 +28,16 @@ async def preview(text: str, words: int = 3) -> dict:
     return {"summary": await summarize(text, words), "words": words}
 
 
+@api.post("/title")
+async def title(text: str) -> dict:
+    """A headline made in Rust from a summary made in Python."""
+    return {"title": await peer_call("headline", text=text)}
+
+
 @Endpoint(name="py_worker", cpu="cpu3c-1-2", workers=(0, 2))
 def summarize(text: str, words: int = 3) -> str:
     """The first `words` words of `text`, with an ellipsis when there is more."""
     parts = text.split()
+    if not parts:
+        raise ValueError("nothing to summarize: the text is empty")
     return " ".join(parts[:words]) + (" ..." if len(parts) > words else "")

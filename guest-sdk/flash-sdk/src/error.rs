@@ -97,6 +97,17 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     traceback: Option<String>,
+    origin: Option<Origin>,
+}
+
+/// Where a failure that came back through peer calls began: the function that failed
+/// first, the resource config that serves it, and the functions in between (in call
+/// order). The host records it; an error passed on with `?` keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub function: String,
+    pub resource_config: String,
+    pub via: Vec<String>,
 }
 
 impl Error {
@@ -106,6 +117,7 @@ impl Error {
             kind,
             message: message.to_string(),
             traceback: None,
+            origin: None,
         }
     }
 
@@ -140,6 +152,11 @@ impl Error {
         self.traceback.as_deref()
     }
 
+    /// Where the failure began, when it came back through peer calls.
+    pub fn origin(&self) -> Option<&Origin> {
+        self.origin.as_ref()
+    }
+
     /// Prefixes the message with `context: `, keeping the kind and traceback.
     pub fn context(self, context: impl fmt::Display) -> Self {
         Error {
@@ -155,6 +172,11 @@ impl Error {
             kind: ErrorKind::from_wit(error.kind),
             message: error.message,
             traceback: error.traceback,
+            origin: error.origin.map(|o| Origin {
+                function: o.function,
+                resource_config: o.resource_config,
+                via: o.via,
+            }),
         }
     }
 
@@ -163,6 +185,11 @@ impl Error {
             kind: self.kind.to_wit(),
             message: self.message,
             traceback: self.traceback,
+            origin: self.origin.map(|o| wit::ErrorOrigin {
+                function: o.function,
+                resource_config: o.resource_config,
+                via: o.via,
+            }),
         }
     }
 }

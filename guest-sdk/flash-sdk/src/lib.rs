@@ -83,7 +83,7 @@ pub mod bindings {
 }
 
 pub use config::{Compute, EndpointKind, ResourceConfig, ScalerType};
-pub use error::{Context, Error, ErrorKind, Result};
+pub use error::{Context, Error, ErrorKind, Origin, Result};
 pub use executor::block_on;
 pub use flash_sdk_macros::remote;
 pub use matrix::Matrix;

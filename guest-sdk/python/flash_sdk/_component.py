@@ -40,6 +40,7 @@ from wit_world.imports.types import (
     Description,
     EndpointKind,
     ErrorKind,
+    ErrorOrigin,
     FunctionSpec,
     GpuSpec,
     Placement,
@@ -64,7 +65,14 @@ class _PeerTransport:
         except Err as err:
             error: CallError = err.value
             kind = error.kind.name.lower().replace("_", "-")
-            raise RemoteError(kind, error.message, error.traceback) from None
+            origin = None
+            if error.origin is not None:
+                origin = {
+                    "function": error.origin.function,
+                    "resource": error.origin.resource_config,
+                    "via": list(error.origin.via),
+                }
+            raise RemoteError(kind, error.message, error.traceback, origin) from None
 
     def emit(self, chunk: str) -> None:
         progress.emit(chunk)
@@ -194,4 +202,18 @@ class Invoke(exports.Invoke):
             return _runtime.invoke(function, input)
         except _runtime.CallFailure as failure:
             kind = _ERROR_KINDS.get(str(failure.kind), ErrorKind.INTERNAL)
-            raise Err(CallError(kind=kind, message=failure.message, traceback=failure.traceback))
+            origin = None
+            if failure.origin:
+                origin = ErrorOrigin(
+                    function=failure.origin["function"],
+                    resource_config=failure.origin["resource"],
+                    via=list(failure.origin.get("via") or []),
+                )
+            raise Err(
+                CallError(
+                    kind=kind,
+                    message=failure.message,
+                    traceback=failure.traceback,
+                    origin=origin,
+                )
+            )

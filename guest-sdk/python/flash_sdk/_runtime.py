@@ -44,13 +44,20 @@ class Transport(Protocol):
 
 
 class CallFailure(Exception):
-    """A failed `invoke`: the WIT `call-error` (kind, message, traceback)."""
+    """A failed `invoke`: the WIT `call-error` (kind, message, traceback, origin)."""
 
-    def __init__(self, kind: ErrorKind | str, message: str, traceback: str | None = None):
+    def __init__(
+        self,
+        kind: ErrorKind | str,
+        message: str,
+        traceback: str | None = None,
+        origin: dict | None = None,
+    ):
         super().__init__(message)
         self.kind = ErrorKind(kind)
         self.message = message
         self.traceback = traceback
+        self.origin = origin
 
 
 @dataclasses.dataclass
@@ -199,7 +206,7 @@ def invoke(name: str, payload: str) -> str:
         if inspect.isawaitable(result):
             result = run_coroutine(result)
     except RemoteError as e:
-        raise CallFailure(e.kind, e.message, e.traceback or _traceback(e)) from None
+        raise CallFailure(e.kind, e.message, e.traceback or _traceback(e), e.origin) from None
     except Exception as e:
         raise CallFailure(ErrorKind.USER_ERROR, _message(e), _traceback(e)) from None
     try:

@@ -40,10 +40,18 @@ class RemoteError(Exception):
 
     `kind` is an `ErrorKind`, `message` the callee's message, and `traceback` where the
     failure happened when the callee reported it (a Python traceback, a Rust or JavaScript
-    stack), else None. Left uncaught, it fails the calling function with the same kind.
+    stack), else None. `origin` says where a failure that came back through peer calls
+    began: `{"function": …, "resource": …, "via": [functions in between]}`, else None.
+    Left uncaught, it fails the calling function with the same kind and origin.
     """
 
-    def __init__(self, kind: ErrorKind | str, message: str, traceback: str | None = None):
+    def __init__(
+        self,
+        kind: ErrorKind | str,
+        message: str,
+        traceback: str | None = None,
+        origin: dict | None = None,
+    ):
         try:
             self.kind = ErrorKind(kind)
         except ValueError:
@@ -51,4 +59,5 @@ class RemoteError(Exception):
             message = f"{kind}: {message}"
         self.message = message
         self.traceback = traceback or None
+        self.origin = origin or None
         super().__init__(f"{self.kind.value}: {message}")

@@ -22,6 +22,10 @@ async fn main() -> std::process::ExitCode {
                     if let Some(traceback) = &failed.traceback {
                         eprintln!("\n{}", traceback.trim_end());
                     }
+                    if let Some(id) = &failed.id {
+                        let env = failed.env.as_deref().unwrap_or("<env>");
+                        eprintln!("\nits log lines: flash logs {env} --job {id}");
+                    }
                     std::process::ExitCode::from(failed.exit_code())
                 }
                 None => std::process::ExitCode::FAILURE,

@@ -224,6 +224,19 @@ impl HostApp {
         let result = instances.invoke(function, input, &ctx).await;
         self.metrics
             .record_call(function, &result, started.elapsed());
+        // A failure goes in the log with its job, so `flash logs --job` shows it on every
+        // worker it crossed.
+        if let Err(err) = &result {
+            tracing::warn!(
+                function,
+                job = ctx.call_id.as_deref(),
+                trace = ctx.trace.as_deref(),
+                kind = err.kind.as_str(),
+                origin = err.origin.as_ref().map(|o| o.to_string()),
+                "`{function}` failed: {}",
+                err.message
+            );
+        }
         result
     }
 

@@ -267,6 +267,7 @@ fn error_response(err: &CallError) -> Response {
             "error": err.message,
             "kind": err.kind,
             "traceback": err.traceback,
+            "origin": err.origin,
         })),
     )
         .into_response()

@@ -415,17 +415,21 @@ async fn run_job(
     crate::app::decode_output(&call.function, &output)
 }
 
-/// The error string the runpod SDK posts: JSON with `error_type`, `error_message`, ….
+/// The error string the runpod SDK posts: JSON with `error_type`, `error_message`, …,
+/// and Flash's `error_origin` when the failure came back through peer calls.
 pub fn error_string(err: &flash_runtime::CallError, worker_id: &str) -> String {
-    json!({
+    let mut error = json!({
         "error_type": err.kind.as_str(),
         "error_message": err.message,
         "error_traceback": err.traceback.as_deref().unwrap_or_default(),
         "hostname": hostname(),
         "worker_id": worker_id,
         "runpod_version": RUNPOD_PROTOCOL_VERSION,
-    })
-    .to_string()
+    });
+    if let Some(origin) = &err.origin {
+        error["error_origin"] = json!(origin);
+    }
+    error.to_string()
 }
 
 fn hostname() -> String {
@@ -517,7 +521,9 @@ pub async fn run_once(registry: &ServiceRegistry, input: Value) -> (bool, Value)
     let (result, stream) = tokio::join!(run_job(registry, &job, Some(sink)), collect);
     let mut body = match result {
         Ok(output) => json!({ "output": output }),
-        Err(err) => json!({ "error": { "kind": err.kind, "message": err.message } }),
+        Err(err) => {
+            json!({ "error": { "kind": err.kind, "message": err.message, "origin": err.origin } })
+        }
     };
     if !stream.is_empty() {
         body["stream"] = Value::Array(stream);

@@ -159,7 +159,7 @@ impl ServiceRegistry {
                 if err.kind == ErrorKind::Unavailable {
                     self.directory.invalidate().await;
                 }
-                Err(err)
+                Err(err.through_peer(function, &resource))
             }
             Err(_) => Err(CallError::new(
                 ErrorKind::Timeout,
@@ -167,7 +167,8 @@ impl ServiceRegistry {
                     "peer call to `{function}` on resource `{resource}` did not finish within {:.1} s",
                     started.elapsed().as_secs_f64()
                 ),
-            )),
+            )
+            .through_peer(function, &resource)),
         };
         self.app
             .metrics
@@ -255,10 +256,11 @@ impl ServiceRegistry {
                     .cloned()
                     .unwrap_or(Value::Null)
                     .to_string()),
-                _ => Err(
-                    remote_error(function, response.get("error"), response.get("kind"))
-                        .with_traceback(response.get("traceback").and_then(string_of)),
-                ),
+                _ => Err(CallError {
+                    origin: origin_of(response.get("origin")),
+                    ..remote_error(function, response.get("error"), response.get("kind"))
+                        .with_traceback(response.get("traceback").and_then(string_of))
+                }),
             }
         } else {
             let body = json!({ "input": { "function_name": function, "input": payload, CALL_DEPTH_KEY: depth, TRACE_KEY: trace } });
@@ -404,10 +406,20 @@ fn remote_error(function: &str, error: Option<&Value>, kind: Option<&Value>) -> 
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        return CallError::new(kind, message)
-            .with_traceback(map.get("error_traceback").and_then(string_of));
+        return CallError {
+            origin: origin_of(map.get("error_origin")),
+            ..CallError::new(kind, message)
+                .with_traceback(map.get("error_traceback").and_then(string_of))
+        };
     }
     CallError::new(ErrorKind::RemoteFailure, text)
+}
+
+/// A peer's `origin` (`error_origin` in a job error), when it sent a well-formed one.
+fn origin_of(value: Option<&Value>) -> Option<flash_runtime::ErrorOrigin> {
+    value
+        .filter(|v| !v.is_null())
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
 }
 
 impl PeerRouter for ServiceRegistry {

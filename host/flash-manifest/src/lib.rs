@@ -29,7 +29,7 @@ pub use manifest::{
 pub use validate::{ValidationError, ValidationErrors};
 
 /// The WIT package every component of this Flash version must target.
-pub const CONTRACT: &str = "flash:runtime@0.3.0";
+pub const CONTRACT: &str = "flash:runtime@0.4.0";
 
 /// Hex-encoded SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -62,6 +62,32 @@ pub struct CallError {
     /// Where the failure happened, as the guest reported it (a Python traceback, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceback: Option<String>,
+    /// Where a failure that came back through peer calls began (WIT `error-origin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<ErrorOrigin>,
+}
+
+/// The function a failure began in and the peer calls it came back through (WIT
+/// `error-origin`). On the wire: `{"function", "resource", "via"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorOrigin {
+    pub function: String,
+    #[serde(rename = "resource")]
+    pub resource_config: String,
+    /// The functions in between, in call order.
+    #[serde(default)]
+    pub via: Vec<String>,
+}
+
+impl std::fmt::Display for ErrorOrigin {
+    /// `hop_three (resource web, via stage_two)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (resource {}", self.function, self.resource_config)?;
+        if !self.via.is_empty() {
+            write!(f, ", via {}", self.via.join(", "))?;
+        }
+        f.write_str(")")
+    }
 }
 
 impl CallError {
@@ -70,7 +96,25 @@ impl CallError {
             kind,
             message: message.into(),
             traceback: None,
+            origin: None,
         }
+    }
+
+    /// The error as the caller of `function` (served by `resource_config`) sees it when a
+    /// peer call to it failed: a failure that began there gets that origin; one that came
+    /// through it from further away keeps its origin, with `function` added to the path.
+    pub fn through_peer(mut self, function: &str, resource_config: &str) -> Self {
+        match &mut self.origin {
+            Some(origin) => origin.via.insert(0, function.to_string()),
+            None => {
+                self.origin = Some(ErrorOrigin {
+                    function: function.to_string(),
+                    resource_config: resource_config.to_string(),
+                    via: Vec::new(),
+                })
+            }
+        }
+        self
     }
 
     /// The same error with `traceback` attached (an empty one counts as none).
@@ -112,7 +156,14 @@ impl From<ErrorKind> for types::ErrorKind {
 
 impl From<types::CallError> for CallError {
     fn from(e: types::CallError) -> Self {
-        Self::new(e.kind.into(), e.message).with_traceback(e.traceback)
+        Self {
+            origin: e.origin.map(|o| ErrorOrigin {
+                function: o.function,
+                resource_config: o.resource_config,
+                via: o.via,
+            }),
+            ..Self::new(e.kind.into(), e.message).with_traceback(e.traceback)
+        }
     }
 }
 
@@ -122,6 +173,44 @@ impl From<CallError> for types::CallError {
             kind: e.kind.into(),
             message: e.message,
             traceback: e.traceback,
+            origin: e.origin.map(|o| types::ErrorOrigin {
+                function: o.function,
+                resource_config: o.resource_config,
+                via: o.via,
+            }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_keeps_where_it_began_across_peer_hops() {
+        // hop_one → stage_two → hop_three, which fails.
+        let at_stage_two =
+            CallError::new(ErrorKind::InvalidInput, "bad text").through_peer("hop_three", "web");
+        let at_hop_one = at_stage_two.through_peer("stage_two", "api");
+        let origin = at_hop_one.origin.clone().unwrap();
+        assert_eq!(
+            origin.to_string(),
+            "hop_three (resource web, via stage_two)"
+        );
+        assert_eq!(at_hop_one.kind, ErrorKind::InvalidInput);
+        // On the wire.
+        let wire = serde_json::to_value(&at_hop_one).unwrap();
+        assert_eq!(
+            wire["origin"],
+            serde_json::json!({"function": "hop_three", "resource": "web", "via": ["stage_two"]})
+        );
+        let back: CallError = serde_json::from_value(wire).unwrap();
+        assert_eq!(back, at_hop_one);
+        // Through the WIT record and back.
+        let wit: types::CallError = at_hop_one.clone().into();
+        assert_eq!(CallError::from(wit), at_hop_one);
+        // Without an origin nothing is added.
+        let plain = serde_json::to_value(CallError::new(ErrorKind::Timeout, "slow")).unwrap();
+        assert!(plain.get("origin").is_none(), "{plain}");
     }
 }

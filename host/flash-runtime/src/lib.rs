@@ -38,7 +38,7 @@ mod state;
 pub use aot_cache::AotCache;
 pub use component::FunctionComponentPre;
 pub use engine::{Engine, EngineOptions};
-pub use error::{CallError, ErrorKind};
+pub use error::{CallError, ErrorKind, ErrorOrigin};
 pub use flash_nn::{BudgetExceeded, HostBudget};
 pub use invoke::{CallContext, InvokeLimits, PROGRESS_QUEUE, ProgressSink, progress_channel};
 pub use limiter::MemoryCapExceeded;

@@ -129,7 +129,7 @@ def bind(function: Function, payload: str) -> list[Any]:
 
 
 def fail(kind: ErrorKind, message: str) -> Err:
-    return Err(CallError(kind=kind, message=message, traceback=None))
+    return Err(CallError(kind=kind, message=message, traceback=None, origin=None))
 
 
 class Describe(exports.Describe):

@@ -183,8 +183,10 @@ fn deploy_lifecycle_on_the_embedded_server() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr
-            .ends_with("\nerror: `embed` failed: invalid-input: dims must be in 1..=4096, got 0\n"),
+        stderr.contains(
+            "\nerror: `embed` failed: invalid-input: dims must be in 1..=4096, got 0\n\n\
+             its log lines: flash logs dev --job "
+        ),
         "{stderr}"
     );
     let out = flash(

@@ -253,6 +253,41 @@ fn polyglot_functions_call_each_other_across_languages() {
     assert_eq!(preview, json!({"summary": "to be ...", "words": 2}));
     let preview = call(dir, &server, "preview", r#"{"text": "42", "words": 1}"#);
     assert_eq!(preview, json!({"summary": "42", "words": 1}));
+    // Python → Rust → Python, and a failure at the far end: the caller learns where it
+    // began and what it came through, and how to read that request's log lines.
+    let title = call(dir, &server, "title", r#"{"text": "one two three four"}"#);
+    assert_eq!(title, json!({"title": "ONE TWO THREE ..."}));
+    let out = flash(
+        dir,
+        &server.url,
+        &home,
+        &["call", "title", r#"{"text": " "}"#, "--env", "dev"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "\nerror: `title` failed: user-error in summarize (resource py_worker, via headline): \
+             ValueError: nothing to summarize: the text is empty\n"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("raise ValueError"),
+        "the far end's traceback:\n{stderr}"
+    );
+    let request = stderr
+        .split("its log lines: flash logs dev --job ")
+        .nth(1)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no log hint in:\n{stderr}"));
+    let lines = ok(
+        &flash(dir, &server.url, &home, &["logs", "dev", "--job", request]),
+        Some(&server),
+    );
+    for resource in ["py_api", "text_stats", "py_worker"] {
+        assert!(lines.contains(resource), "no {resource} line in:\n{lines}");
+    }
 
     // The build found who calls whom in both languages' sources: `py_worker`'s only
     // function calls no one, so its workers were given no API key; the callers were.

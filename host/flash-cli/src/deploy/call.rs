@@ -45,7 +45,7 @@ pub struct CallOutput {
 
 /// A call that reached the endpoint and failed: in the function, or refused on its way.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("`{function}` failed: {kind}: {message}")]
+#[error("`{function}` failed: {kind}{}: {message}", origin.as_ref().map(|o| format!(" in {o}")).unwrap_or_default())]
 pub struct CallFailed {
     pub function: String,
     /// The WIT `error-kind` (`user-error`, `invalid-input`, `timeout`, …), or `unavailable`,
@@ -54,8 +54,23 @@ pub struct CallFailed {
     pub message: String,
     /// The guest's traceback (Python's, a demangled Rust backtrace), if it sent one.
     pub traceback: Option<String>,
+    /// Where the failure began when it came back through peer calls (`hop_three (resource
+    /// web, via stage_two)`).
+    pub origin: Option<flash_runtime::ErrorOrigin>,
+    /// The job id, or the load-balanced request's `x-request-id`: what `flash logs --job`
+    /// takes.
+    pub id: Option<String>,
+    /// The environment called, for the `flash logs` hint.
+    pub env: Option<String>,
     /// The answer as received (`flash call --json` prints it).
     pub raw: Value,
+}
+
+/// A well-formed `origin` (`error_origin` in a job's error), if any.
+fn origin_of(value: Option<&Value>) -> Option<flash_runtime::ErrorOrigin> {
+    value
+        .filter(|v| !v.is_null())
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
 }
 
 /// Exit codes of `flash call`, by class of failure (documented in its `--help`).
@@ -107,6 +122,9 @@ impl CallFailed {
             "CANCELLED" => "cancelled",
             _ => "user-error",
         };
+        let origin = parsed
+            .as_ref()
+            .and_then(|p| origin_of(p.get("error_origin")));
         let (kind, message, traceback) = match &parsed {
             Some(p) => (
                 text(p, "error_type").unwrap_or_else(|| status_kind.to_string()),
@@ -128,13 +146,21 @@ impl CallFailed {
             kind,
             message,
             traceback,
+            origin,
+            id: job.get("id").and_then(Value::as_str).map(str::to_string),
+            env: None,
             raw: job.clone(),
         }
     }
 
     /// From a load-balanced answer with HTTP `status`: flash-host answers
     /// `{"error", "kind", "traceback"}`; a gateway or another server may answer anything.
-    fn from_http(function: &str, status: reqwest::StatusCode, body: &Value) -> Self {
+    fn from_http(
+        function: &str,
+        status: reqwest::StatusCode,
+        body: &Value,
+        request_id: Option<String>,
+    ) -> Self {
         let by_status = match status.as_u16() {
             401 | 403 => "unauthorized",
             400 | 404 | 405 | 413 | 422 => "invalid-input",
@@ -156,6 +182,9 @@ impl CallFailed {
                 other => format!("HTTP {status}: {other}"),
             }),
             traceback: field("traceback"),
+            origin: origin_of(body.get("origin")),
+            id: request_id,
+            env: None,
             raw: body.clone(),
         }
     }
@@ -165,6 +194,26 @@ impl CallFailed {
 /// returns the function's result, or a [`CallFailed`] when the function (or its endpoint)
 /// failed.
 pub async fn call(
+    sm: &StateManagerClient,
+    app_name: &str,
+    env_name: &str,
+    function: &str,
+    kwargs: &Value,
+    timeout: Duration,
+) -> Result<CallOutput> {
+    call_in(sm, app_name, env_name, function, kwargs, timeout)
+        .await
+        .map_err(|e| match e.downcast::<CallFailed>() {
+            Ok(failed) => CallFailed {
+                env: Some(env_name.to_string()),
+                ..failed
+            }
+            .into(),
+            Err(e) => e,
+        })
+}
+
+async fn call_in(
     sm: &StateManagerClient,
     app_name: &str,
     env_name: &str,
@@ -258,6 +307,9 @@ async fn call_lb(
                 kind: "timeout".into(),
                 message: format!("{method} {target} did not answer in time; raise --timeout"),
                 traceback: None,
+                origin: None,
+                id: None,
+                env: None,
                 raw: Value::Null,
             }
             .into());
@@ -265,10 +317,15 @@ async fn call_lb(
         Err(e) => return Err(sm.request_failed(&target, e).into()),
     };
     let status = resp.status();
+    let request_id = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let text = resp.text().await.unwrap_or_default();
     let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     if !status.is_success() {
-        return Err(CallFailed::from_http(function, status, &value).into());
+        return Err(CallFailed::from_http(function, status, &value, request_id).into());
     }
     Ok(CallOutput {
         output: value.clone(),
@@ -342,6 +399,9 @@ async fn call_queue(
                 kind: "timeout".into(),
                 message: format!("did not finish in time (job {id} is {status}); raise --timeout"),
                 traceback: None,
+                origin: None,
+                id: Some(id.clone()),
+                env: None,
                 raw: job,
             }
             .into());
@@ -413,8 +473,12 @@ mod tests {
     #[test]
     fn a_failed_route_is_read_out_of_its_error_body() {
         let body = json!({"success": false, "error": "no ready worker", "kind": "unavailable", "traceback": null});
-        let failed =
-            CallFailed::from_http("stats", reqwest::StatusCode::SERVICE_UNAVAILABLE, &body);
+        let failed = CallFailed::from_http(
+            "stats",
+            reqwest::StatusCode::SERVICE_UNAVAILABLE,
+            &body,
+            None,
+        );
         assert_eq!(
             failed.to_string(),
             "`stats` failed: unavailable: no ready worker"
@@ -425,14 +489,46 @@ mod tests {
             "stats",
             reqwest::StatusCode::GATEWAY_TIMEOUT,
             &json!("upstream timed out"),
+            None,
         );
         assert_eq!(gateway.kind, "timeout");
         assert_eq!(
             gateway.message,
             "HTTP 504 Gateway Timeout: upstream timed out"
         );
-        let denied = CallFailed::from_http("stats", reqwest::StatusCode::UNAUTHORIZED, &json!({}));
+        let denied =
+            CallFailed::from_http("stats", reqwest::StatusCode::UNAUTHORIZED, &json!({}), None);
         assert_eq!(denied.exit_code(), exit::REFUSED);
+    }
+
+    #[test]
+    fn a_failure_that_came_through_peers_says_where_it_began() {
+        let origin = json!({"function": "hop_three", "resource": "web", "via": ["stage_two"]});
+        let error = json!({
+            "error_type": "invalid-input",
+            "error_message": "text is empty",
+            "error_origin": origin,
+        });
+        let job = json!({"id": "job-9", "status": "FAILED", "error": error.to_string()});
+        let failed = CallFailed::from_job("hop_one", "FAILED", &job);
+        assert_eq!(
+            failed.to_string(),
+            "`hop_one` failed: invalid-input in hop_three (resource web, via stage_two): text is empty"
+        );
+        assert_eq!(failed.id.as_deref(), Some("job-9"));
+        assert_eq!(failed.exit_code(), exit::REFUSED);
+        let body = json!({"success": false, "error": "boom", "kind": "user-error", "origin": {"function": "rank", "resource": "ranker", "via": []}});
+        let failed = CallFailed::from_http(
+            "top",
+            reqwest::StatusCode::INTERNAL_SERVER_ERROR,
+            &body,
+            Some("req-1".into()),
+        );
+        assert_eq!(
+            failed.to_string(),
+            "`top` failed: user-error in rank (resource ranker): boom"
+        );
+        assert_eq!(failed.id.as_deref(), Some("req-1"));
     }
 
     #[test]
