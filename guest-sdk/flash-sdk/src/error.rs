@@ -97,7 +97,8 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     traceback: Option<String>,
-    origin: Option<Origin>,
+    // Boxed: most errors have none, and `Result<T, Error>` stays small.
+    origin: Option<Box<Origin>>,
 }
 
 /// Where a failure that came back through peer calls began: the function that failed
@@ -154,7 +155,7 @@ impl Error {
 
     /// Where the failure began, when it came back through peer calls.
     pub fn origin(&self) -> Option<&Origin> {
-        self.origin.as_ref()
+        self.origin.as_deref()
     }
 
     /// Prefixes the message with `context: `, keeping the kind and traceback.
@@ -172,10 +173,12 @@ impl Error {
             kind: ErrorKind::from_wit(error.kind),
             message: error.message,
             traceback: error.traceback,
-            origin: error.origin.map(|o| Origin {
-                function: o.function,
-                resource_config: o.resource_config,
-                via: o.via,
+            origin: error.origin.map(|o| {
+                Box::new(Origin {
+                    function: o.function,
+                    resource_config: o.resource_config,
+                    via: o.via,
+                })
             }),
         }
     }
@@ -185,7 +188,7 @@ impl Error {
             kind: self.kind.to_wit(),
             message: self.message,
             traceback: self.traceback,
-            origin: self.origin.map(|o| wit::ErrorOrigin {
+            origin: self.origin.map(|o| *o).map(|o| wit::ErrorOrigin {
                 function: o.function,
                 resource_config: o.resource_config,
                 via: o.via,

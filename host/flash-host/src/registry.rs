@@ -257,7 +257,7 @@ impl ServiceRegistry {
                     .unwrap_or(Value::Null)
                     .to_string()),
                 _ => Err(CallError {
-                    origin: origin_of(response.get("origin")),
+                    origin: origin_of(response.get("origin")).map(Box::new),
                     ..remote_error(function, response.get("error"), response.get("kind"))
                         .with_traceback(response.get("traceback").and_then(string_of))
                 }),
@@ -407,7 +407,7 @@ fn remote_error(function: &str, error: Option<&Value>, kind: Option<&Value>) -> 
             .unwrap_or_default()
             .to_string();
         return CallError {
-            origin: origin_of(map.get("error_origin")),
+            origin: origin_of(map.get("error_origin")).map(Box::new),
             ..CallError::new(kind, message)
                 .with_traceback(map.get("error_traceback").and_then(string_of))
         };

@@ -63,8 +63,9 @@ pub struct CallError {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceback: Option<String>,
     /// Where a failure that came back through peer calls began (WIT `error-origin`).
+    /// Boxed: most errors have none, and `Result<T, CallError>` stays small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub origin: Option<ErrorOrigin>,
+    pub origin: Option<Box<ErrorOrigin>>,
 }
 
 /// The function a failure began in and the peer calls it came back through (WIT
@@ -107,11 +108,11 @@ impl CallError {
         match &mut self.origin {
             Some(origin) => origin.via.insert(0, function.to_string()),
             None => {
-                self.origin = Some(ErrorOrigin {
+                self.origin = Some(Box::new(ErrorOrigin {
                     function: function.to_string(),
                     resource_config: resource_config.to_string(),
                     via: Vec::new(),
-                })
+                }))
             }
         }
         self
@@ -157,10 +158,12 @@ impl From<ErrorKind> for types::ErrorKind {
 impl From<types::CallError> for CallError {
     fn from(e: types::CallError) -> Self {
         Self {
-            origin: e.origin.map(|o| ErrorOrigin {
-                function: o.function,
-                resource_config: o.resource_config,
-                via: o.via,
+            origin: e.origin.map(|o| {
+                Box::new(ErrorOrigin {
+                    function: o.function,
+                    resource_config: o.resource_config,
+                    via: o.via,
+                })
             }),
             ..Self::new(e.kind.into(), e.message).with_traceback(e.traceback)
         }
@@ -173,7 +176,7 @@ impl From<CallError> for types::CallError {
             kind: e.kind.into(),
             message: e.message,
             traceback: e.traceback,
-            origin: e.origin.map(|o| types::ErrorOrigin {
+            origin: e.origin.map(|o| *o).map(|o| types::ErrorOrigin {
                 function: o.function,
                 resource_config: o.resource_config,
                 via: o.via,
