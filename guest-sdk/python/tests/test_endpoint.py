@@ -3,7 +3,7 @@
 Every rule is checked against the real `runpod_flash` package from PyPI (pinned in
 tests/requirements.txt): the same arguments must give the same exception type and text.
 Options Flash refuses are checked with Flash's own texts. Run by `cargo test` through
-tests/tests/python.rs, or alone: `python -m unittest discover -s guest-sdk/python/tests`.
+tests/tests/all/python.rs, or alone: `python -m unittest discover -s guest-sdk/python/tests`.
 """
 
 import asyncio

@@ -28,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::state::AppState;
 use crate::store::{Artifact, DeployStore, StoreError};
 use flash_api::credential::keys_match;
+use flash_manifest::atomic::{Staged, Visibility};
 
 use crate::util::{ApiError, now_ms};
 
@@ -245,13 +246,19 @@ pub async fn put(
         .and_then(|v| v.to_str().ok())
         .map(str::to_ascii_lowercase);
 
+    // Streamed into a staged replacement of the file (`flash_manifest::atomic`): a failed,
+    // oversized or mismatched upload leaves nothing behind, a stored one is complete.
     let path = arts.path_of(&key);
-    let tmp = path.with_extension(format!("part-{}", uuid::Uuid::new_v4().simple()));
     let result = async {
         if let Some(parent) = path.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
-        let mut file = tokio::fs::File::create(&tmp).await?;
+        let target = path.clone();
+        let mut staged =
+            tokio::task::spawn_blocking(move || Staged::new(&target, Visibility::Shared))
+                .await
+                .map_err(std::io::Error::other)??;
+        let mut file = tokio::fs::File::from_std(staged.file().try_clone()?);
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut stream = body.into_data_stream();
@@ -264,18 +271,15 @@ pub async fn put(
             hasher.update(&chunk);
             file.write_all(&chunk).await?;
         }
-        file.sync_all().await?;
-        Ok::<_, std::io::Error>(Ok((hex::encode(hasher.finalize()), size)))
+        // Waits for the writes in flight; `commit` syncs them to disk.
+        file.flush().await?;
+        Ok::<_, std::io::Error>(Ok((staged, hex::encode(hasher.finalize()), size)))
     }
     .await;
-    let (sha, size) = match result {
+    let (staged, sha, size) = match result {
         Ok(Ok(done)) => done,
-        Ok(Err(resp)) => {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return resp;
-        }
+        Ok(Err(resp)) => return resp,
         Err(e) => {
-            let _ = tokio::fs::remove_file(&tmp).await;
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("storing artifact `{key}`: {e}"),
@@ -285,7 +289,6 @@ pub async fn put(
     if let Some(expected) = expected_sha
         && expected != sha
     {
-        let _ = tokio::fs::remove_file(&tmp).await;
         return error(
             StatusCode::BAD_REQUEST,
             format!(
@@ -293,7 +296,11 @@ pub async fn put(
             ),
         );
     }
-    if let Err(e) = tokio::fs::rename(&tmp, &path).await {
+    let committed = tokio::task::spawn_blocking(move || staged.commit())
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+    if let Err(e) = committed {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("storing artifact `{key}`: {e}"),

@@ -309,16 +309,16 @@ async fn read_manifest(path: PathBuf) -> Result<Manifest, String> {
         .map_err(|e| format!("reading the local manifest: {e}"))?
 }
 
-/// Writes `value` as pretty JSON to `path` atomically: a uniquely named temp file in the same
-/// directory, flushed to disk, then renamed over the target. Skips the write when the file
-/// already holds the same document.
+/// Writes `value` as pretty JSON to `path` with [`flash_manifest::atomic::write`] (a crash
+/// leaves the old file or the new one). Skips the write when the file already holds the same
+/// document.
 async fn write_back(path: PathBuf, value: Value) -> Result<(), String> {
-    tokio::task::spawn_blocking(move || write_atomically(&path, &value))
+    tokio::task::spawn_blocking(move || write_if_changed(&path, &value))
         .await
         .map_err(|e| format!("writing the local manifest: {e}"))?
 }
 
-fn write_atomically(path: &Path, value: &Value) -> Result<(), String> {
+fn write_if_changed(path: &Path, value: &Value) -> Result<(), String> {
     if let Ok(existing) = std::fs::read(path)
         && serde_json::from_slice::<Value>(&existing).is_ok_and(|old| &old == value)
     {

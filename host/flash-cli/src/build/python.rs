@@ -581,11 +581,7 @@ impl Preinit {
                 if std::fs::read(&library).ok().as_deref() != Some(*bytes) {
                     std::fs::create_dir_all(cache)
                         .with_context(|| format!("creating {}", cache.display()))?;
-                    let partial = tempfile::NamedTempFile::new_in(cache)
-                        .with_context(|| format!("creating a file in {}", cache.display()))?;
-                    std::fs::write(partial.path(), bytes)?;
-                    partial
-                        .persist(&library)
+                    flash_manifest::atomic::write(&library, bytes)
                         .with_context(|| format!("writing {}", library.display()))?;
                 }
                 library

@@ -152,7 +152,7 @@ impl ResourceManager {
             "migrated the deploy state layout"
         );
         state.version = STATE_VERSION;
-        self.write_atomic(state)
+        self.write_state(state)
     }
 
     /// A consistent snapshot (shared lock).
@@ -180,14 +180,15 @@ impl ResourceManager {
             self.migrate_unlocked(&mut state)?;
             let out = change(&mut state);
             state.version = STATE_VERSION;
-            self.write_atomic(&state)?;
+            self.write_state(&state)?;
             Ok(out)
         })();
         let _ = lock.unlock();
         result
     }
 
-    fn write_atomic(&self, state: &State) -> Result<()> {
+    /// Replaces the state file with `state` ([`flash_manifest::atomic::write`]).
+    fn write_state(&self, state: &State) -> Result<()> {
         let mut bytes = serde_json::to_vec_pretty(state).context("serialising deploy state")?;
         bytes.push(b'\n');
         flash_manifest::atomic::write(&self.path, &bytes)

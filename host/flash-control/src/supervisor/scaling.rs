@@ -173,7 +173,7 @@ mod tests {
         }
     }
 
-    /// `REQUEST_COUNT` 1 with 0..=3 workers (tests/scaling.rs: six jobs, three workers, then
+    /// `REQUEST_COUNT` 1 with 0..=3 workers (tests/all/scaling.rs: six jobs, three workers, then
     /// back to zero).
     #[test]
     fn request_count_follows_outstanding_jobs_up_to_workers_max() {
@@ -210,7 +210,7 @@ mod tests {
         );
     }
 
-    /// `QUEUE_DELAY` 1 with 1..=2 workers (tests/scaling.rs: a second worker once jobs wait
+    /// `QUEUE_DELAY` 1 with 1..=2 workers (tests/all/scaling.rs: a second worker once jobs wait
     /// over a second, then back to workersMin and not below).
     #[test]
     fn queue_delay_adds_one_worker_per_delay_and_respects_workers_min() {
@@ -305,7 +305,7 @@ mod tests {
             Duration::from_secs(30)
         );
         // In 4 s a crashing worker is started 4 times (at 0, 0.5, 1.5 and 3.5 s), not
-        // hundreds (tests/scaling.rs used to check this with a real sleep).
+        // hundreds (tests/all/scaling.rs used to check this with a real sleep).
         let mut at = Duration::ZERO;
         let mut starts_in_4s = 0;
         let mut n = 0;

@@ -2,11 +2,9 @@
 //! every operation of reference §1.3 as the Flash client sends it, the error-text contracts,
 //! artifact upload/download checks and atomic concurrent manifest updates.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{SAVE_ENDPOINT, TestServer};
+use crate::common::{SAVE_ENDPOINT, TestServer};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -537,7 +535,23 @@ async fn artifact_uploads_are_checked() {
         .as_str()
         .expect("url")
         .to_string();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // With a zero TTL the URL expires at the end of the second it was signed in (`expires`,
+    // in whole seconds): wait for the clock to pass it (bounded poll), then use it.
+    let expires: u64 = url
+        .split_once("expires=")
+        .and_then(|(_, v)| v.split('&').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no expires in {url}"));
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while unix_now() <= expires {
+        assert!(std::time::Instant::now() < deadline, "{url} never expired");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let r = reqwest::Client::new()
         .put(&url)
         .body(vec![1u8; 4])

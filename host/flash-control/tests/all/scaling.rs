@@ -7,11 +7,11 @@
 //! functions; these tests prove that real processes follow them. They wait by polling with
 //! deadlines, never by sleeping for a guessed time.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use crate::common::TestServer;
 use serde_json::{Value, json};
 
 fn total(h: &Value) -> i64 {

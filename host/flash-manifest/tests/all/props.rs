@@ -17,10 +17,10 @@
 //! `manifest.rs` (`PROPTEST_CASES` sets every property's count):
 //!
 //! ```sh
-//! PROPTEST_CASES=20000 cargo test -p flash-manifest --release --test props
+//! PROPTEST_CASES=20000 cargo test -p flash-manifest --release --test all props::
 //! ```
 //!
-//! A failure prints the shrunk input and saves its seed in `tests/props.proptest-regressions`;
+//! A failure prints the shrunk input and saves its seed in `tests/all/props.proptest-regressions`;
 //! commit that file, so the case runs first from then on. docs/architecture.md ("Property
 //! tests") lists every property test of Flash.
 

@@ -3,13 +3,13 @@
 //! the server itself is killed with `SIGKILL` (restart → requeue → complete). Real
 //! processes throughout: runpod-python workers, and the `flash server` binary.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use crate::common::TestServer;
 use flash_tests::ChildGuard;
 use serde_json::{Value, json};
 

@@ -3,13 +3,13 @@
 //! without `Content-Length`), and the load-balanced proxy streams both ways, answers 413
 //! itself and never turns a worker's broken answer into a short 200.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::TestServer;
+use crate::common::TestServer;
 use serde_json::json;
 
 const HUNDRED_MB: usize = 100 << 20;

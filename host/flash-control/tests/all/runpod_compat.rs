@@ -2,11 +2,11 @@
 //! (`runpod.Endpoint`) against our queue API, and its worker (`runpod.serverless.start`),
 //! spawned by our supervisor, taking and completing jobs from our gateway.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{TestServer, run_python};
+use crate::common::{TestServer, run_python};
 use serde_json::json;
 
 const CLIENT: &str = r#"

@@ -1,7 +1,8 @@
 //! UI tests for the build-time validation rules, in the style of Spin's manifest tests:
-//! each `ui/<case>.json` (an app's component descriptions) sits beside `ui/<case>.err`, the
-//! exact error it must produce. Re-bless after an intended message change with
-//! `FLASH_TEST_BLESS=1 cargo test -p flash-manifest --test validation_ui`.
+//! each `tests/ui/<case>.json` (an app's component descriptions) sits beside
+//! `tests/ui/<case>.err`, the exact error it must produce. Re-bless after an intended
+//! message change with `FLASH_TEST_BLESS=1 cargo test -p flash-manifest --test all
+//! validation_ui`.
 
 use std::path::Path;
 
