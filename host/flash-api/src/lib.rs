@@ -31,6 +31,7 @@ pub mod credential;
 pub mod data_plane;
 pub mod error;
 pub mod log_time;
+pub mod logging;
 pub mod operations;
 mod retry;
 pub mod serve;

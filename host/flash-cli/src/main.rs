@@ -11,7 +11,10 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = commands::Cli::parse();
-    commands::init_tracing(cli.verbose);
+    if let Err(error) = commands::init_tracing(cli.verbose, &cli.command) {
+        eprintln!("error: {error}");
+        return std::process::ExitCode::from(2);
+    }
     match cli.command.run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

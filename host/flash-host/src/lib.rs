@@ -12,7 +12,6 @@
 //! - [`queue`]: the RunPod-compatible queue worker;
 //! - [`lb`]: the load-balanced HTTP server (routes, `/ping`, `/execute`, `/metrics`);
 //! - [`metrics`]: what a host counts, in Prometheus' text format;
-//! - [`logging`]: the host's log, JSON lines off a terminal;
 //! - [`mothership`]: the environment's mothership (reconciles child endpoints on boot);
 //! - [`job_input`]: how job inputs and `/execute` bodies name functions and arguments;
 //! - [`role`]: the [`role::Role`] trait the queue worker, load-balanced server and
@@ -25,7 +24,6 @@ pub mod env;
 pub mod host;
 pub mod job_input;
 pub mod lb;
-pub mod logging;
 pub mod manifest_fetcher;
 pub mod metrics;
 pub mod models;

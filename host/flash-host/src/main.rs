@@ -29,7 +29,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    if let Err(error) = flash_host::logging::init() {
+    if let Err(error) = flash_api::logging::init() {
         eprintln!("error: {error}");
         return std::process::ExitCode::from(2);
     }

@@ -1,5 +1,6 @@
 //! Watching a deployed app: `flash server`'s `/metrics`, `/v1/stats` and
-//! `flash deploy info` count real traffic exactly, and its web console, driven in a real
+//! `flash deploy info` count real traffic exactly, the server logs JSON lines, and its web
+//! console, driven in a real
 //! headless Chromium (Debian's `chromium`; `scripts/test.sh` installs it), signs in, shows
 //! the deployed endpoints, shows a job run while the page is open, and that job's log line.
 //!
@@ -217,6 +218,20 @@ fn the_console_and_metrics_show_a_deployed_app_and_its_jobs() {
             && info.contains("FAILED ")
             && info.contains(": invalid-input: dims must be in 1..=4096, got 0"),
         "{info}"
+    );
+
+    // flash server's own log, off a terminal, is JSON lines, as its workers' are.
+    let log = server.log();
+    let started: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "worker started")
+        .collect();
+    assert!(
+        started.iter().any(|l| l["endpoint"] == gpu
+            && l["level"] == "INFO"
+            && l["timestamp"].as_str().is_some_and(|t| t.ends_with('Z'))),
+        "{log}"
     );
 
     // The console, in a real browser.

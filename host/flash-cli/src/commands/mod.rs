@@ -77,17 +77,22 @@ impl Command {
     }
 }
 
-/// Logs go to stderr so that command output on stdout stays machine-readable.
-pub fn init_tracing(verbose: u8) {
+/// Logs go to stderr so that command output on stdout stays machine-readable. `flash
+/// server` is a server: off a terminal it logs JSON lines, as its workers do
+/// (`flash_api::logging`; `FLASH_LOG_FORMAT=text|json` chooses); the other commands talk
+/// to a person and always log text.
+pub fn init_tracing(verbose: u8, command: &Command) -> Result<(), String> {
+    use flash_api::logging::{LogFormat, init_with};
+    use std::io::IsTerminal;
     let default = match verbose {
         0 => "warn,flash=info",
         1 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let format = match command {
+        Command::Server(_) => LogFormat::from_env(std::io::stderr().is_terminal())?,
+        _ => LogFormat::Text,
+    };
+    init_with(default, format);
+    Ok(())
 }

@@ -139,7 +139,7 @@ async fn guest_output_is_logged_tagged_escaped_and_capped() {
     );
 }
 
-/// Off a terminal the host logs JSON lines (crate::logging): each guest line is the
+/// Off a terminal the host logs JSON lines (flash_api::logging): each guest line is the
 /// `message` of one object tagged with its function, job and stream, whatever it holds.
 #[tokio::test]
 async fn off_a_terminal_every_log_line_is_a_json_object() {

@@ -1,6 +1,7 @@
-//! The host's log: human lines on a terminal, JSON lines anywhere else.
+//! The log of Flash's servers (`flash-host` workers and `flash server`): human lines on a
+//! terminal, JSON lines anywhere else.
 //!
-//! A worker's log is read by programs (`flash logs`, the platform's log collector) far more
+//! A server's log is read by programs (`flash logs`, the platform's log collector) far more
 //! often than by eyes on a terminal, so off a terminal every event is one JSON object per
 //! line, as RunPod workers log:
 //!
@@ -25,7 +26,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// How the host writes its log.
+/// How a server writes its log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -55,12 +56,18 @@ impl LogFormat {
     }
 }
 
-/// Installs the host's global subscriber (stderr, `RUST_LOG`, default `info`).
+/// Installs a worker's global subscriber (stderr, `RUST_LOG`, default `info`), in the
+/// format [`LogFormat::from_env`] chooses.
 pub fn init() -> Result<(), String> {
     let format = LogFormat::from_env(std::io::stderr().is_terminal())?;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
-    });
+    init_with("info,wasmtime=warn,cranelift=warn", format);
+    Ok(())
+}
+
+/// Installs the global subscriber: stderr, `RUST_LOG` else `default_filter`, `format`.
+pub fn init_with(default_filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -68,7 +75,6 @@ pub fn init() -> Result<(), String> {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.event_format(JsonLines::from_process_env()).init(),
     }
-    Ok(())
 }
 
 /// One JSON object per event, with the worker's identity in every line.
@@ -137,7 +143,7 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let line = self.object(
-            flash_api::log_time::format(time::OffsetDateTime::now_utc()),
+            crate::log_time::format(time::OffsetDateTime::now_utc()),
             event,
         );
         let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
