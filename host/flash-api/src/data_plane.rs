@@ -9,6 +9,11 @@
 
 use crate::error::ApiError;
 
+/// The header in which a load-balanced `flash-host` names the WIT error kind of a failed
+/// call (`user-error`, …), so that a proxy (`flash server`'s metrics and console) can say
+/// what failed without reading the body, which streams through.
+pub const ERROR_KIND_HEADER: &str = "x-flash-error-kind";
+
 /// The environment variable that overrides the queue API base (runpod-python's name).
 pub const ENDPOINT_BASE_URL_ENV: &str = "RUNPOD_ENDPOINT_BASE_URL";
 

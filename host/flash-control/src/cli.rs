@@ -125,6 +125,8 @@ pub async fn serve(args: ServerArgs) -> Result<()> {
     );
     println!("  GraphQL:   {url}/graphql   (RUNPOD_API_BASE_URL={url})");
     println!("  queue API: {url}/v2         (RUNPOD_ENDPOINT_BASE_URL={url}/v2)");
+    println!("  console:   {url}/console    (sign in with the API key)");
+    println!("  metrics:   {url}/metrics    (Prometheus text, with the API key)");
     server.run(shutdown_signal()).await
 }
 

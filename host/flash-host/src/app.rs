@@ -233,7 +233,12 @@ impl HostApp {
                 trace = ctx.trace.as_deref(),
                 kind = err.kind.as_str(),
                 origin = err.origin.as_ref().map(|o| o.to_string()),
-                "`{function}` failed: {}",
+                "`{function}` failed: {}{}: {}",
+                err.kind.as_str(),
+                err.origin
+                    .as_ref()
+                    .map(|o| format!(" in {o}"))
+                    .unwrap_or_default(),
                 err.message
             );
         }

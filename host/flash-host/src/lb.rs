@@ -262,6 +262,7 @@ fn error_response(err: &CallError) -> Response {
         StatusCode::from_u16(err.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,
+        [(flash_api::data_plane::ERROR_KIND_HEADER, err.kind.as_str())],
         axum::Json(json!({
             "success": false,
             "error": err.message,

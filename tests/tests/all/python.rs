@@ -288,6 +288,25 @@ fn polyglot_functions_call_each_other_across_languages() {
     for resource in ["py_api", "text_stats", "py_worker"] {
         assert!(lines.contains(resource), "no {resource} line in:\n{lines}");
     }
+    assert!(
+        lines.contains("WARN  `headline` failed: user-error in summarize (resource py_worker): "),
+        "{lines}"
+    );
+    // The server saw the route fail, and what failed, without reading its body.
+    let api = endpoint_id(dir, "py_api");
+    let stats: Value = reqwest::blocking::Client::new()
+        .get(format!("{}/v1/stats?endpoint={api}", server.url))
+        .bearer_auth(server.key())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let last = &stats["endpoints"][&api]["lastError"];
+    assert_eq!(last["id"], request, "{stats}");
+    assert_eq!(
+        last["error"], "user-error (HTTP 500 Internal Server Error)",
+        "{stats}"
+    );
 
     // The build found who calls whom in both languages' sources: `py_worker`'s only
     // function calls no one, so its workers were given no API key; the callers were.

@@ -85,16 +85,31 @@ async fn lb_forward(
     let metrics = state.metrics.clone();
     let (response, gateway_error) =
         forward(state, caller, path, method, headers, query, body).await;
-    let request_id = response
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok());
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let request_id = header(REQUEST_ID_HEADER);
+    let status = response.status();
+    // What failed: the gateway's own message, else the worker's error kind and the status.
+    let error = gateway_error.or_else(|| {
+        status.is_server_error().then(|| {
+            let reason = status.canonical_reason().unwrap_or("");
+            match header(flash_api::data_plane::ERROR_KIND_HEADER) {
+                Some(kind) => format!("{kind} (HTTP {} {reason})", status.as_u16()),
+                None => format!("HTTP {} {reason}", status.as_u16()),
+            }
+        })
+    });
     metrics.lb_request(
         &ep_id,
-        request_id,
-        response.status(),
+        request_id.as_deref(),
+        status,
         started.elapsed(),
-        gateway_error.as_deref(),
+        error.as_deref(),
     );
     response
 }
