@@ -50,3 +50,7 @@ echo "==> cargo build --workspace --bins"
 cargo build --workspace --bins --locked
 echo "==> cargo test --workspace"
 cargo test --workspace --locked "$@"
+# Every bench in its seconds-long smoke form (without `--bench`), so a bench that no
+# longer runs is found here and not when someone needs its numbers.
+echo "==> cargo test --workspace --benches (smoke runs)"
+cargo test --workspace --locked --benches "$@"

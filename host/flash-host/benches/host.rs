@@ -171,6 +171,8 @@ fn spawn_host(artifact: &Path, cache_dir: &Path, log: &Path) -> Result<Host> {
         .env("HOME", std::env::var("HOME").unwrap_or_default())
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
+        // `boot_once` reads the cache hit from the text format's line.
+        .env("FLASH_LOG_FORMAT", "text")
         .env("FLASH_RESOURCE_NAME", "test_lb")
         .env("FLASH_DISABLE_RP_AUTH", "true")
         .env("FLASH_LISTEN_ADDR", format!("127.0.0.1:{port}"))
@@ -366,6 +368,22 @@ async fn main() -> Result<()> {
         ));
     }
 
+    // What counting a call costs: every call a host serves is counted
+    // (`flash_host::metrics`: a counter and a histogram, labelled by function and result).
+    eprintln!("metrics ...");
+    let metrics = flash_host::metrics::HostMetrics::default();
+    let counted: u32 = if smoke { 1_000 } else { 200_000 };
+    let ok: std::result::Result<(), flash_runtime::CallError> = Ok(());
+    let started = Instant::now();
+    for i in 0..counted {
+        metrics.record_call("add", &ok, Duration::from_micros(20 + u64::from(i % 64)));
+    }
+    let per_count = started.elapsed() / counted;
+    call_rows.push(format!(
+        "| counting one call (`HostMetrics::record_call`) | {counted} | {} | – | – |",
+        us(per_count)
+    ));
+
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
@@ -413,7 +431,8 @@ async fn main() -> Result<()> {
         let b = boot_once(&http, &artifact, &warm_cache, &tmp.path().join("boot.log")).await?;
         ensure!(
             b.cached,
-            "a boot with a primed cache recompiled the component"
+            "a boot with a primed cache recompiled the component; its log:\n{}",
+            std::fs::read_to_string(tmp.path().join("boot.log")).unwrap_or_default()
         );
         warm.push(b);
     }

@@ -344,6 +344,11 @@ pub fn needed_files(
             &function.component_sha256,
         ) {
             Ok(Some(component)) => {
+                tracing::info!(
+                    component = %function.component,
+                    cached = true,
+                    "loaded component"
+                );
                 preloaded.insert(function.component.clone(), component);
             }
             Ok(None) | Err(_) => {
