@@ -1,7 +1,8 @@
 //! Jobs per second through the control plane: client `/runsync` → gateway → worker → back.
 //!
 //! Run: `cargo bench -p flash-control --bench gateway_throughput` (add `-- --secs 10` to
-//! measure longer). For each worker kind and each concurrency `c` (1 and 16) it saves an
+//! measure longer, `-- --protocol-only` for the gateway's own ceiling without worker
+//! processes). For each worker kind and each concurrency `c` (1 and 16) it saves an
 //! endpoint with `c` workers (`workersMin = workersMax = c`), waits until all are ready, then
 //! `c` client tasks each send trivial jobs back to back with `/runsync` for the measuring
 //! window. Jobs are durable (SQLite WAL) and take a long-polled `job-take` like in
@@ -69,10 +70,7 @@ struct Kind {
     artifact: Option<Vec<u8>>,
 }
 
-fn kinds() -> Result<Vec<Kind>> {
-    let python = flash_tests::python()?;
-    let worker =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/worker.py");
+fn kinds(protocol_only: bool) -> Result<Vec<Kind>> {
     let mut kinds = vec![Kind {
         name: "protocol loop (in-process, no worker)",
         in_process: true,
@@ -80,6 +78,12 @@ fn kinds() -> Result<Vec<Kind>> {
         env: Vec::new(),
         artifact: None,
     }];
+    if protocol_only {
+        return Ok(kinds);
+    }
+    let python = flash_tests::python()?;
+    let worker =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/worker.py");
     kinds.push(Kind {
         name: "runpod-python 1.12.0",
         in_process: false,
@@ -327,6 +331,7 @@ async fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse::<f64>().ok())
         .unwrap_or(5.0);
+    let protocol_only = args.iter().any(|a| a == "--protocol-only");
     let dir = tempfile::tempdir()?;
     let mut config = Config::new(dir.path().to_path_buf(), "127.0.0.1:0".parse()?);
     config.allow_worker_command_override = true;
@@ -346,7 +351,7 @@ async fn main() -> Result<()> {
     println!("| worker | concurrency | jobs | jobs/s |");
     println!("|---|---:|---:|---:|");
     let mut results = Vec::new();
-    for kind in kinds()? {
+    for kind in kinds(protocol_only)? {
         for c in [1usize, 16] {
             let (rate, n) = measure(&client, &kind, c, window).await?;
             println!("| {} | {c} | {n} | {rate:.1} |", kind.name);

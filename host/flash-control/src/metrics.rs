@@ -524,7 +524,7 @@ impl ServerMetrics {
                 })
                 .set(1);
             if !ep.is_lb() {
-                let counts = store.job_counts(&ep.id)?;
+                let counts = store.queue_depth(&ep.id)?;
                 self.queue_depth.get_or_create(&labels).set(counts.in_queue);
                 self.jobs_in_progress
                     .get_or_create(&labels)
@@ -638,7 +638,7 @@ pub async fn stats_handler(
         let queue = if ep.is_lb() {
             serde_json::Value::Null
         } else {
-            match state.store.job_counts(&ep.id) {
+            match state.store.queue_depth(&ep.id) {
                 Ok(c) => json!({
                     "waiting": c.in_queue,
                     "running": c.in_progress,

@@ -45,6 +45,20 @@ impl Signals {
         self.endpoint(endpoint_id).notify_waiters();
     }
 
+    /// Wakes one taker of an endpoint: one job was added. Waking them all would make every
+    /// long-polling worker race for the one job (a claim each, one wins); a woken taker that
+    /// claims nothing it could have (draining, shutting down) passes the wake-up on
+    /// ([`Signals::pass_on`]), and tokio hands a wake-up whose waiter went away to the next.
+    pub fn job_added(&self, endpoint_id: &str) {
+        self.endpoint(endpoint_id).notify_one();
+    }
+
+    /// Passes a wake-up from [`Signals::job_added`] that its taker did not use to another
+    /// taker of the endpoint.
+    pub fn pass_on(notify: &Notify) {
+        notify.notify_one();
+    }
+
     /// Wakes the takers of every endpoint.
     pub fn wake_all(&self) {
         let map = self.available.lock().unwrap_or_else(|e| e.into_inner());

@@ -101,10 +101,12 @@ async fn submit(state: &AppState, ep: &Endpoint, body: Bytes) -> Result<Job, Api
     };
     state.store.enqueue_job(&job).map_err(store_err)?;
     state.metrics.job_submitted(&ep.id);
-    state.signals.jobs_available(&ep.id);
+    state.signals.job_added(&ep.id);
     // Scaling from zero should not wait for the next tick; otherwise the tick suffices and
-    // a reconcile pass per request would cost more than the request.
-    if state.supervisor.worker_counts(&ep.id).ready == 0 {
+    // a reconcile pass per request would cost more than the request. An endpoint that may
+    // run no worker (`workersMax` and `workersMin` 0: its workers come from elsewhere) has
+    // nothing to scale.
+    if ep.workers_max.max(ep.workers_min) > 0 && state.supervisor.worker_counts(&ep.id).ready == 0 {
         state.supervisor.kick();
     }
     Ok(job)

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::{Reply, err, job_finished, ok, store_err};
 use crate::admission::CallerOrWorker;
+use crate::signals::Signals;
 use crate::state::AppState;
 use crate::store::{ChunkPush, Job, JobOutcome};
 use crate::util::{ApiError, now_ms};
@@ -51,8 +52,13 @@ async fn take(
     let deadline = tokio::time::Instant::now() + state.config.take_hold;
     let notify = state.signals.endpoint(ep);
     let mut shutdown = state.signals.shutdown();
+    // Whether this taker was woken for a job (one taker is woken per added job).
+    let mut woken = false;
     loop {
         if state.supervisor.is_draining(worker) || *shutdown.borrow() {
+            if woken {
+                Signals::pass_on(&notify);
+            }
             return Ok(None);
         }
         let notified = notify.notified();
@@ -60,16 +66,21 @@ async fn take(
         notified.as_mut().enable();
         let now = now_ms();
         let lease_until = now + state.config.lease.as_millis() as i64;
-        let jobs = state
-            .store
-            .claim_jobs(ep, worker, max, now, lease_until)
-            .map_err(store_err)?;
+        let jobs = match state.store.claim_jobs(ep, worker, max, now, lease_until) {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                if woken {
+                    Signals::pass_on(&notify);
+                }
+                return Err(store_err(e));
+            }
+        };
         if !jobs.is_empty() {
             state.supervisor.assigned(ep, worker);
             return Ok(Some(jobs));
         }
         tokio::select! {
-            _ = &mut notified => {}
+            _ = &mut notified => woken = true,
             _ = tokio::time::sleep_until(deadline) => return Ok(None),
             _ = shutdown.wait_for(|s| *s) => return Ok(None),
         }

@@ -255,6 +255,17 @@ pub struct JobCounts {
     pub oldest_queued_at: Option<i64>,
 }
 
+/// An endpoint's live queue, what the scaler and the metrics read on every pass: unlike
+/// [`JobCounts`] it never counts finished jobs, so its cost does not grow with the history
+/// the retention window keeps.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueueDepth {
+    pub in_queue: i64,
+    pub in_progress: i64,
+    /// Creation time of the oldest queued job.
+    pub oldest_queued_at: Option<i64>,
+}
+
 /// What became of a pushed stream chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkPush {
@@ -394,6 +405,17 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Cancels every queued job of the endpoint; returns how many.
     fn purge_queue(&self, endpoint_id: &str, now: i64) -> StoreResult<usize>;
     fn job_counts(&self, endpoint_id: &str) -> StoreResult<JobCounts>;
+    /// The queued and running jobs of the endpoint, without the finished ones (the
+    /// supervisor asks on every reconcile pass). The default derives it from
+    /// [`JobQueue::job_counts`]; a backend with an index on the status does better.
+    fn queue_depth(&self, endpoint_id: &str) -> StoreResult<QueueDepth> {
+        let c = self.job_counts(endpoint_id)?;
+        Ok(QueueDepth {
+            in_queue: c.in_queue,
+            in_progress: c.in_progress,
+            oldest_queued_at: c.oldest_queued_at,
+        })
+    }
     /// Jobs waiting in the endpoint's queue, counted on the queue index alone (every
     /// submit asks).
     fn queued_count(&self, endpoint_id: &str) -> StoreResult<i64>;

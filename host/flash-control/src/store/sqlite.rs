@@ -14,6 +14,7 @@
 //! than this flash knows is refused, never opened: an older flash could corrupt what it
 //! does not understand.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -72,6 +73,10 @@ const JOB_COLUMNS: &str = "id, endpoint_id, request, webhook, status, worker_id,
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Endpoints read or written so far, by id: every gateway request looks its endpoint
+    /// up, and parsing its JSON each time cost more than the job's own SQL. Changed only
+    /// while `conn` is held, together with the table, so it never disagrees with it.
+    endpoints: Mutex<HashMap<String, Endpoint>>,
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -124,6 +129,13 @@ fn lease_of(conn: &Connection, env_id: &str) -> StoreResult<Option<EnvironmentLe
     )
     .optional()
     .map_err(backend)
+}
+
+/// One job by id, with a cached statement (every status poll and result asks).
+fn job_by_id(conn: &Connection, id: &str) -> StoreResult<Option<Job>> {
+    conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
+        .and_then(|mut stmt| stmt.query_row([id], job_row).optional())
+        .map_err(backend)
 }
 
 fn build_row(r: &Row) -> rusqlite::Result<Build> {
@@ -281,13 +293,20 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn, path, version)?;
+        // Room for every statement the job paths cache (the default holds 16).
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(Self {
             conn: Mutex::new(conn),
+            endpoints: Mutex::default(),
         })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn endpoint_cache(&self) -> MutexGuard<'_, HashMap<String, Endpoint>> {
+        self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn requeue_where(
@@ -747,26 +766,38 @@ impl DeployStore for SqliteStore {
 
     fn save_endpoint(&self, endpoint: &Endpoint) -> StoreResult<()> {
         let data = serde_json::to_string(endpoint).map_err(|e| StoreError::Backend(e.into()))?;
-        self.conn()
-            .execute(
-                "INSERT INTO endpoints (id, data, created_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (id) DO UPDATE SET data = excluded.data",
-                params![endpoint.id, data, now_ms()],
-            )
-            .map_err(backend)?;
+        let conn = self.conn();
+        let saved = conn.execute(
+            "INSERT INTO endpoints (id, data, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+            params![endpoint.id, data, now_ms()],
+        );
+        let mut cache = self.endpoint_cache();
+        match saved {
+            Ok(_) => cache.insert(endpoint.id.clone(), endpoint.clone()),
+            // Unknown whether it was written: read it again next time.
+            Err(_) => cache.remove(&endpoint.id),
+        };
+        saved.map_err(backend)?;
         Ok(())
     }
 
     fn get_endpoint(&self, id: &str) -> StoreResult<Option<Endpoint>> {
-        let data: Option<String> = self
-            .conn()
-            .query_row("SELECT data FROM endpoints WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()
+        if let Some(ep) = self.endpoint_cache().get(id) {
+            return Ok(Some(ep.clone()));
+        }
+        let conn = self.conn();
+        let data: Option<String> = conn
+            .prepare_cached("SELECT data FROM endpoints WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([id], |r| r.get(0)).optional())
             .map_err(backend)?;
-        data.map(|d| serde_json::from_str(&d).map_err(|e| StoreError::Backend(e.into())))
-            .transpose()
+        let endpoint: Option<Endpoint> = data
+            .map(|d| serde_json::from_str(&d).map_err(|e| StoreError::Backend(e.into())))
+            .transpose()?;
+        if let Some(ep) = &endpoint {
+            self.endpoint_cache().insert(ep.id.clone(), ep.clone());
+        }
+        Ok(endpoint)
     }
 
     fn list_endpoints(&self) -> StoreResult<Vec<Endpoint>> {
@@ -785,43 +816,37 @@ impl DeployStore for SqliteStore {
     }
 
     fn delete_endpoint(&self, id: &str) -> StoreResult<bool> {
-        let n = self
-            .conn()
-            .execute("DELETE FROM endpoints WHERE id = ?1", [id])
-            .map_err(backend)?;
-        Ok(n > 0)
+        let conn = self.conn();
+        let deleted = conn.execute("DELETE FROM endpoints WHERE id = ?1", [id]);
+        self.endpoint_cache().remove(id);
+        Ok(deleted.map_err(backend)? > 0)
     }
 }
 
 impl JobQueue for SqliteStore {
     fn enqueue_job(&self, job: &Job) -> StoreResult<()> {
-        self.conn()
-            .execute(
-                "INSERT INTO jobs (id, endpoint_id, request, webhook, status, retries, timeout_ms, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)",
-                params![
+        let conn = self.conn();
+        conn.prepare_cached(
+            "INSERT INTO jobs (id, endpoint_id, request, webhook, status, retries, timeout_ms, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
                     job.id,
                     job.endpoint_id,
                     json_text(&job.request),
                     job.webhook,
                     job.status.as_str(),
                     job.timeout_ms,
-                    job.created_at
-                ],
-            )
-            .map_err(backend)?;
+                job.created_at
+            ])
+        })
+        .map_err(backend)?;
         Ok(())
     }
 
     fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
-        self.conn()
-            .query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                [id],
-                job_row,
-            )
-            .optional()
-            .map_err(backend)
+        job_by_id(&self.conn(), id)
     }
 
     fn recent_jobs(&self, endpoint_id: &str, limit: usize) -> StoreResult<Vec<Job>> {
@@ -878,17 +903,21 @@ impl JobQueue for SqliteStore {
         now: i64,
     ) -> StoreResult<Option<Job>> {
         let conn = self.conn();
+        let execute = |sql: &str, args: &[&dyn rusqlite::ToSql]| {
+            conn.prepare_cached(sql)
+                .and_then(|mut stmt| stmt.execute(args))
+        };
         let n = match outcome {
-            JobOutcome::Progress(p) => conn.execute(
+            JobOutcome::Progress(p) => execute(
                 "UPDATE jobs SET output = ?3 WHERE id = ?1 AND worker_id = ?2 AND status = 'IN_PROGRESS'",
                 params![job_id, worker_id, json_text(p)],
             ),
-            JobOutcome::Completed(output) => conn.execute(
+            JobOutcome::Completed(output) => execute(
                 "UPDATE jobs SET status = 'COMPLETED', output = ?3, completed_at = ?4, lease_expires_at = NULL
                  WHERE id = ?1 AND worker_id = ?2 AND status = 'IN_PROGRESS'",
                 params![job_id, worker_id, output.as_ref().map(json_text), now],
             ),
-            JobOutcome::Failed { error, output } => conn.execute(
+            JobOutcome::Failed { error, output } => execute(
                 "UPDATE jobs SET status = 'FAILED', error = ?3, output = ?4, completed_at = ?5,
                  lease_expires_at = NULL
                  WHERE id = ?1 AND worker_id = ?2 AND status = 'IN_PROGRESS'",
@@ -899,13 +928,7 @@ impl JobQueue for SqliteStore {
         if n == 0 {
             return Ok(None);
         }
-        conn.query_row(
-            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-            [job_id],
-            job_row,
-        )
-        .optional()
-        .map_err(backend)
+        job_by_id(&conn, job_id)
     }
 
     fn extend_leases(&self, worker_id: &str, job_ids: &[String], until: i64) -> StoreResult<()> {
@@ -1009,6 +1032,28 @@ impl JobQueue for SqliteStore {
                 failed: r.get(3)?,
                 retried: r.get(4)?,
                 oldest_queued_at: r.get(5)?,
+            })
+        })
+        .map_err(backend)
+    }
+
+    fn queue_depth(&self, endpoint_id: &str) -> StoreResult<QueueDepth> {
+        // Two range scans of the `jobs_queue` index (endpoint, status): finished jobs are
+        // never visited.
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT
+                   (SELECT COUNT(*) FROM jobs WHERE endpoint_id = ?1 AND status = 'IN_QUEUE'),
+                   (SELECT COUNT(*) FROM jobs WHERE endpoint_id = ?1 AND status = 'IN_PROGRESS'),
+                   (SELECT MIN(created_at) FROM jobs WHERE endpoint_id = ?1 AND status = 'IN_QUEUE')",
+            )
+            .map_err(backend)?;
+        stmt.query_row([endpoint_id], |r| {
+            Ok(QueueDepth {
+                in_queue: r.get(0)?,
+                in_progress: r.get(1)?,
+                oldest_queued_at: r.get(2)?,
             })
         })
         .map_err(backend)

@@ -500,7 +500,7 @@ impl Supervisor {
                 waiting: pool.lb_demand as u64,
             }
         } else {
-            let c = self.store.job_counts(&ep.id)?;
+            let c = self.store.queue_depth(&ep.id)?;
             let count = |n: i64| u64::try_from(n).unwrap_or(0);
             Demand::Queue {
                 queued: count(c.in_queue),
