@@ -488,6 +488,13 @@ impl ServerMetrics {
             .collect()
     }
 
+    /// The newest outcome of `endpoint_id` with this job or request id.
+    pub fn find(&self, endpoint_id: &str, id: &str) -> Option<Outcome> {
+        self.recent()
+            .get(endpoint_id)
+            .and_then(|r| r.outcomes.iter().rev().find(|o| o.id == id).cloned())
+    }
+
     /// The last `n` outcomes of `endpoint_id`, newest first.
     pub fn latest(&self, endpoint_id: &str, n: usize) -> Vec<Outcome> {
         self.recent()

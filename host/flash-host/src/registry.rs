@@ -257,7 +257,8 @@ impl ServiceRegistry {
                     .unwrap_or(Value::Null)
                     .to_string()),
                 _ => Err(CallError {
-                    origin: origin_of(response.get("origin")).map(Box::new),
+                    origin: flash_runtime::ErrorOrigin::from_wire(response.get("origin"))
+                        .map(Box::new),
                     ..remote_error(function, response.get("error"), response.get("kind"))
                         .with_traceback(response.get("traceback").and_then(string_of))
                 }),
@@ -407,19 +408,12 @@ fn remote_error(function: &str, error: Option<&Value>, kind: Option<&Value>) -> 
             .unwrap_or_default()
             .to_string();
         return CallError {
-            origin: origin_of(map.get("error_origin")).map(Box::new),
+            origin: flash_runtime::ErrorOrigin::from_wire(map.get("error_origin")).map(Box::new),
             ..CallError::new(kind, message)
                 .with_traceback(map.get("error_traceback").and_then(string_of))
         };
     }
     CallError::new(ErrorKind::RemoteFailure, text)
-}
-
-/// A peer's `origin` (`error_origin` in a job error), when it sent a well-formed one.
-fn origin_of(value: Option<&Value>) -> Option<flash_runtime::ErrorOrigin> {
-    value
-        .filter(|v| !v.is_null())
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
 }
 
 impl PeerRouter for ServiceRegistry {

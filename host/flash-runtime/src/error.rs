@@ -80,6 +80,16 @@ pub struct ErrorOrigin {
     pub via: Vec<String>,
 }
 
+impl ErrorOrigin {
+    /// The origin a peer or worker sent (`origin` in a load-balanced error body,
+    /// `error_origin` in a job's error), if it is a well-formed one.
+    pub fn from_wire(value: Option<&serde_json::Value>) -> Option<Self> {
+        value
+            .filter(|v| !v.is_null())
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+    }
+}
+
 impl std::fmt::Display for ErrorOrigin {
     /// `hop_three (resource web, via stage_two)`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -66,13 +66,6 @@ pub struct CallFailed {
     pub raw: Value,
 }
 
-/// A well-formed `origin` (`error_origin` in a job's error), if any.
-fn origin_of(value: Option<&Value>) -> Option<flash_runtime::ErrorOrigin> {
-    value
-        .filter(|v| !v.is_null())
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-}
-
 /// Exit codes of `flash call`, by class of failure (documented in its `--help`).
 pub mod exit {
     /// The function failed while it ran: an exception in its code, an internal error, a
@@ -124,7 +117,7 @@ impl CallFailed {
         };
         let origin = parsed
             .as_ref()
-            .and_then(|p| origin_of(p.get("error_origin")));
+            .and_then(|p| flash_runtime::ErrorOrigin::from_wire(p.get("error_origin")));
         let (kind, message, traceback) = match &parsed {
             Some(p) => (
                 text(p, "error_type").unwrap_or_else(|| status_kind.to_string()),
@@ -182,7 +175,7 @@ impl CallFailed {
                 other => format!("HTTP {status}: {other}"),
             }),
             traceback: field("traceback"),
-            origin: origin_of(body.get("origin")),
+            origin: flash_runtime::ErrorOrigin::from_wire(body.get("origin")),
             id: request_id,
             env: None,
             raw: body.clone(),

@@ -303,7 +303,7 @@ fn queue_text(state: &AppState, ep: &Endpoint) -> String {
     if ep.is_lb() {
         return "–".into();
     }
-    match state.store.job_counts(&ep.id) {
+    match state.store.queue_depth(&ep.id) {
         Ok(c) => format!("{} waiting, {} running", c.in_queue, c.in_progress),
         Err(e) => format!("unreadable: {e}"),
     }
@@ -597,11 +597,7 @@ async fn job_page(
             Err(e) => return failure("reading the job", e),
         }
     };
-    let outcome = state
-        .metrics
-        .latest(&ep.id, crate::metrics::RECENT_OUTCOMES)
-        .into_iter()
-        .find(|o| o.id == job_id);
+    let outcome = state.metrics.find(&ep.id, &job_id);
     let related = related_endpoints(&state, &ep);
     let names: BTreeMap<String, String> = related
         .iter()
