@@ -16,14 +16,12 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flash-target}"
 duration="${BENCH_SECONDS:-5}"
 
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
-venv="${FLASH_BENCH_VENV:-$HOME/.cache/flash-bench-venv}"
-pins="fastapi==0.165.0 starlette==1.10.0 uvicorn==0.55.0 pydantic==2.14.4"
-if [ "$(cat "$venv/.pins" 2>/dev/null)" != "$pins" ]; then
-    echo "==> FastAPI venv at $venv ($pins)" >&2
+venv="${FLASH_BENCH_VENV:-$HOME/.cache/flash-bench-peers-venv}"
+if ! cmp -s "$venv/.requirements" scripts/bench/requirements.txt; then
+    echo "==> peers' Python venv at $venv (scripts/bench/requirements.txt)" >&2
     rm -rf "$venv" && python3 -m venv "$venv"
-    # shellcheck disable=SC2086
-    "$venv/bin/pip" install --quiet --disable-pip-version-check $pins
-    echo "$pins" >"$venv/.pins"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/bench/requirements.txt
+    cp scripts/bench/requirements.txt "$venv/.requirements"
 fi
 
 echo "==> release build of flash and flash-host" >&2

@@ -15,6 +15,7 @@
 //! - [`onnxruntime_lib`] finds the ONNX Runtime shared library inside that venv's
 //!   `onnxruntime` package (what `ORT_DYLIB_PATH` points `flash-host` at), and
 //!   [`inference_models`] writes the inference example's models with its script.
+//! - [`bench_results::record`] hands a bench's figures to `scripts/bench.sh`.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod bench_results;
 pub mod control_plane;
 
 /// The repository root (the workspace directory).

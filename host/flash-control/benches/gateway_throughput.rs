@@ -2,7 +2,7 @@
 //!
 //! Run: `cargo bench -p flash-control --bench gateway_throughput` (add `-- --secs 10` to
 //! measure longer, `-- --protocol-only` for the gateway's own ceiling without worker
-//! processes). For each worker kind and each concurrency `c` (1 and 16) it saves an
+//! processes, `-- --wrk` to load it with wrk instead of the bench's own client loop). For each worker kind and each concurrency `c` (1 and 16) it saves an
 //! endpoint with `c` workers (`workersMin = workersMax = c`), waits until all are ready, then
 //! `c` client tasks each send trivial jobs back to back with `/runsync` for the measuring
 //! window. Jobs are durable (SQLite WAL) and take a long-polled `job-take` like in
@@ -62,6 +62,8 @@ impl Client {
 
 struct Kind {
     name: &'static str,
+    /// Its name in `FLASH_BENCH_RESULTS`.
+    key: &'static str,
     /// No process: in-bench tasks speak the worker protocol (`job-take` → `job-done`)
     /// directly, measuring the gateway and store alone.
     in_process: bool,
@@ -73,6 +75,7 @@ struct Kind {
 fn kinds(protocol_only: bool) -> Result<Vec<Kind>> {
     let mut kinds = vec![Kind {
         name: "protocol loop (in-process, no worker)",
+        key: "protocol",
         in_process: true,
         argv: Vec::new(),
         env: Vec::new(),
@@ -86,6 +89,7 @@ fn kinds(protocol_only: bool) -> Result<Vec<Kind>> {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/worker.py");
     kinds.push(Kind {
         name: "runpod-python 1.12.0",
+        key: "runpod_python",
         in_process: false,
         argv: vec![python.display().to_string(), worker.display().to_string()],
         env: vec![
@@ -108,6 +112,7 @@ fn kinds(protocol_only: bool) -> Result<Vec<Kind>> {
         };
         kinds.push(Kind {
             name: "flash-host",
+            key: "flash_host",
             in_process: false,
             argv,
             env: env
@@ -174,11 +179,107 @@ async fn deploy_artifact(c: &Client, name: &str, tarball: &[u8]) -> Result<Strin
     Ok(env)
 }
 
+/// `wrk` as the load generator (`--wrk`): the client side is a real tool, as
+/// `scripts/bench.sh` requires, instead of this bench's own request loop.
+struct Wrk {
+    dir: tempfile::TempDir,
+}
+
+impl Wrk {
+    fn new() -> Result<Self> {
+        let found = std::process::Command::new("wrk")
+            .arg("--version")
+            .output()
+            .is_ok();
+        if !found {
+            bail!("--wrk needs wrk on PATH (apt-get install wrk)");
+        }
+        Ok(Self {
+            dir: tempfile::tempdir()?,
+        })
+    }
+
+    /// `/runsync` at `concurrency` for 1 s of warm-up, then for `window`; every answer
+    /// must be a `COMPLETED` job. Returns jobs/s and the count.
+    fn measure(
+        &self,
+        url: &str,
+        endpoint: &str,
+        key: &str,
+        input: &Value,
+        concurrency: usize,
+        window: Duration,
+    ) -> Result<(f64, u64)> {
+        let body = json!({ "input": input }).to_string();
+        let script = self.dir.path().join("runsync.lua");
+        std::fs::write(
+            &script,
+            format!(
+                r#"wrk.method = "POST"
+wrk.body = [==[{body}]==]
+wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer {key}"
+local threads = {{}}
+function setup(thread) table.insert(threads, thread) end
+function init(args) failed = 0 end
+function response(status, headers, body)
+  if status ~= 200 or not string.find(body, '"COMPLETED"', 1, true) then failed = failed + 1 end
+end
+function done(summary, latency, requests)
+  local f = 0
+  for _, t in ipairs(threads) do f = f + t:get("failed") end
+  io.write(string.format("flash-bench-failed %d\n", f))
+end
+"#
+            ),
+        )?;
+        let run = |secs: f64| -> Result<(f64, u64)> {
+            let threads = concurrency.clamp(1, 2);
+            let out = std::process::Command::new("wrk")
+                .args([
+                    format!("-t{threads}"),
+                    format!("-c{concurrency}"),
+                    format!("-d{}s", secs.ceil().max(1.0)),
+                    "-s".into(),
+                    script.display().to_string(),
+                    format!("{url}/v2/{endpoint}/runsync"),
+                ])
+                .output()
+                .context("running wrk")?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let field = |prefix: &str| -> Option<f64> {
+                text.lines()
+                    .find_map(|l| l.trim().strip_prefix(prefix))
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse().ok())
+            };
+            let failed = field("flash-bench-failed").unwrap_or(f64::NAN);
+            if !out.status.success() || failed != 0.0 {
+                bail!(
+                    "wrk: {failed} jobs did not complete:\n{text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let rate = field("Requests/sec:").context("wrk printed no Requests/sec")?;
+            let count = text
+                .lines()
+                .find(|l| l.contains(" requests in "))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .context("wrk printed no request count")?;
+            Ok((rate, count))
+        };
+        run(1.0)?;
+        run(window.as_secs_f64())
+    }
+}
+
 async fn measure(
     c: &Arc<Client>,
     kind: &Kind,
     concurrency: usize,
     window: Duration,
+    wrk: Option<&Wrk>,
 ) -> Result<(f64, u64)> {
     let mut env: Vec<Value> = kind
         .env
@@ -267,6 +368,19 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let job = job_input()?;
+    if let Some(wrk) = wrk {
+        let result = wrk.measure(&c.url, &ep, &c.key, &job, concurrency, window);
+        stop.store(true, Ordering::Relaxed);
+        for l in loops {
+            l.abort();
+        }
+        c.gql(
+            "mutation($id: String!) { deleteEndpoint(id: $id) }",
+            json!({ "id": ep }),
+        )
+        .await?;
+        return result;
+    }
     let run = |count: Arc<AtomicU64>, until: Instant| {
         let c = c.clone();
         let ep = ep.clone();
@@ -332,6 +446,11 @@ async fn main() -> Result<()> {
         .and_then(|s| s.parse::<f64>().ok())
         .unwrap_or(5.0);
     let protocol_only = args.iter().any(|a| a == "--protocol-only");
+    let wrk = if args.iter().any(|a| a == "--wrk") {
+        Some(Wrk::new()?)
+    } else {
+        None
+    };
     let dir = tempfile::tempdir()?;
     let mut config = Config::new(dir.path().to_path_buf(), "127.0.0.1:0".parse()?);
     config.allow_worker_command_override = true;
@@ -353,8 +472,9 @@ async fn main() -> Result<()> {
     let mut results = Vec::new();
     for kind in kinds(protocol_only)? {
         for c in [1usize, 16] {
-            let (rate, n) = measure(&client, &kind, c, window).await?;
+            let (rate, n) = measure(&client, &kind, c, window, wrk.as_ref()).await?;
             println!("| {} | {c} | {n} | {rate:.1} |", kind.name);
+            flash_tests::bench_results::record(&format!("gateway.{}.c{c}", kind.key), rate)?;
             results.push((kind.name, c, rate));
         }
     }

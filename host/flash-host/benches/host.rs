@@ -357,11 +357,19 @@ async fn main() -> Result<()> {
         };
         let pre = FunctionComponentPre::from_bytes(&engine, "rust-guest", &bytes, sha.clone())?;
         let fresh = bench_fresh(&pre, &plan).await?;
+        let hot = bench_hot(&pre, &plan).await?;
+        if pooling && keep_resident == keep {
+            // The configuration flash-host serves with: the figures scripts/bench.sh quotes.
+            flash_tests::bench_results::record(
+                "host.fresh_call_us",
+                fresh.p50.as_secs_f64() * 1e6,
+            )?;
+            flash_tests::bench_results::record("host.hot_call_us", hot.p50.as_secs_f64() * 1e6)?;
+        }
         call_rows.push(call_row(
             &format!("fresh-instance call (`invoke`), {label}"),
             &fresh,
         ));
-        let hot = bench_hot(&pre, &plan).await?;
         call_rows.push(call_row(
             &format!("hot call (`LiveInstance::invoke`), {label}"),
             &hot,
@@ -474,6 +482,12 @@ async fn main() -> Result<()> {
     println!("|---|---:|---:|---:|---:|");
     for (name, boots) in [("cold (empty)", &cold), ("warm (hit)", &warm)] {
         let firsts: Vec<Duration> = boots.iter().map(|b| b.to_first_call).collect();
+        let key = if name.starts_with("cold") {
+            "host.cold_boot_ms"
+        } else {
+            "host.warm_boot_ms"
+        };
+        flash_tests::bench_results::record(key, median(firsts.clone()).as_secs_f64() * 1e3)?;
         let min = firsts.iter().min().copied().unwrap_or_default();
         let max = firsts.iter().max().copied().unwrap_or_default();
         println!(

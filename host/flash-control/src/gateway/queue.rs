@@ -138,23 +138,27 @@ async fn runsync(
     let deadline = tokio::time::Instant::now() + wait;
     let mut shutdown = state.signals.shutdown();
     let notify = state.signals.job_waiter(&job.id);
+    // Polls the status alone; the whole job (input and output, possibly megabytes) is read
+    // once, for the answer.
+    let answer = |state: &AppState| match state.store.get_job(&job.id) {
+        Ok(current) => ok(status_body(current.as_ref().unwrap_or(&job))),
+        Err(e) => Err(store_err(e)),
+    };
     let result = loop {
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let current = match state.store.get_job(&job.id) {
-            Ok(j) => j.unwrap_or_else(|| job.clone()),
+        match state.store.job_status(&job.id) {
+            Ok(Some(status)) if status.is_terminal() => break answer(&state),
+            Ok(_) => {}
             Err(e) => break Err(store_err(e)),
-        };
-        if current.status.is_terminal() {
-            break ok(status_body(&current));
         }
         tokio::select! {
             _ = &mut notified => {}
             // Transitions that do not notify (purge, retries exhausted) are seen on this poll.
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = tokio::time::sleep_until(deadline) => break ok(status_body(&current)),
-            _ = shutdown.wait_for(|s| *s) => break ok(status_body(&current)),
+            _ = tokio::time::sleep_until(deadline) => break answer(&state),
+            _ = shutdown.wait_for(|s| *s) => break answer(&state),
         }
     };
     state.signals.forget_job(&job.id);

@@ -368,6 +368,11 @@ pub trait DeployStore: Send + Sync + 'static {
 pub trait JobQueue: Send + Sync + 'static {
     fn enqueue_job(&self, job: &Job) -> StoreResult<()>;
     fn get_job(&self, id: &str) -> StoreResult<Option<Job>>;
+    /// A job's status alone: what a waiter polls, without reading (and parsing) the
+    /// job's input and output, which may be megabytes.
+    fn job_status(&self, id: &str) -> StoreResult<Option<JobStatus>> {
+        Ok(self.get_job(id)?.map(|j| j.status))
+    }
     /// The endpoint's last `limit` jobs, newest first, whatever their status (finished ones
     /// until the retention window deletes them).
     fn recent_jobs(&self, endpoint_id: &str, limit: usize) -> StoreResult<Vec<Job>>;

@@ -849,6 +849,15 @@ impl JobQueue for SqliteStore {
         job_by_id(&self.conn(), id)
     }
 
+    fn job_status(&self, id: &str) -> StoreResult<Option<JobStatus>> {
+        let conn = self.conn();
+        let status: Option<String> = conn
+            .prepare_cached("SELECT status FROM jobs WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([id], |r| r.get(0)).optional())
+            .map_err(backend)?;
+        Ok(status.map(|s| JobStatus::parse(&s).unwrap_or(JobStatus::Failed)))
+    }
+
     fn recent_jobs(&self, endpoint_id: &str, limit: usize) -> StoreResult<Vec<Job>> {
         let conn = self.conn();
         let mut stmt = conn
