@@ -9,8 +9,13 @@
  * pre-initialised, so no call pays for it. A function whose only parameter is a
  * destructuring pattern (`function f({ text, dims })`) receives the object of named
  * arguments as it is. Functions whose source is unavailable (natively bound ones) can
- * name their parameters with `fn(f, { params: [...] })`.
+ * name their parameters with `fn(f, { params: [...] })`. In a component, `flash build`
+ * records the names from the app's sources before bundling (see `params.ts`).
  */
+
+import { Param, recorded } from './params.js';
+
+export type { Param } from './params.js';
 
 /** A payload that does not fit the function: the WIT `invalid-input`. */
 export class InvalidInput extends Error {}
@@ -18,19 +23,10 @@ export class InvalidInput extends Error {}
 /** A result that is not JSON. */
 export class NotJson extends Error {}
 
-/** One parameter as written in the source. */
-export interface Param {
-  name: string;
-  /** It has a default value (`words = 3`): it may be left out. */
-  optional: boolean;
-  /** `...rest`: takes the surplus positional arguments. */
-  rest: boolean;
-  /** A destructuring pattern (`{ a, b }` or `[a, b]`), not a name. */
-  pattern: boolean;
-}
-
-/** The parameters of `fn`, read from its source text. */
+/** The parameters of `fn`: recorded at build time, else read from its source text. */
 export function params(fn: (...args: never[]) => unknown): Param[] {
+  const known = recorded(fn);
+  if (known) return known;
   const source = Function.prototype.toString.call(fn);
   return splitParams(paramList(source)).map(parseParam);
 }

@@ -18,6 +18,7 @@
  */
 
 import { Param, params as readParams } from './binding.js';
+import { sourceName } from './params.js';
 import { CpuInstanceType, CudaVersion, DataCenter, GpuGroup, GpuType, ServerlessScalerType } from './resources.js';
 import * as runtime from './runtime.js';
 import { AnyFunction, FunctionEntry, ResourceSpec } from './runtime.js';
@@ -403,7 +404,7 @@ export class Endpoint {
 }
 
 function functionName(target: AnyFunction, options: RegisterOptions): string {
-  const name = options.name ?? target.name;
+  const name = options.name ?? sourceName(target);
   if (!name) {
     throw new Error(
       'a Flash function needs a name: register a named function (`async function embed(...) ' +

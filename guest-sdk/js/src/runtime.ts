@@ -194,8 +194,7 @@ export async function invoke(name: string, payload: string): Promise<string> {
   }
   let result: unknown;
   try {
-    const target = entry.target;
-    result = await target(...args);
+    result = await __flash_call__(entry.target, args);
   } catch (e) {
     if (e instanceof RemoteError) {
       throw new CallFailure(e.kind, e.detail, e.traceback ?? e.stack, e.origin);
@@ -220,11 +219,24 @@ function message(e: unknown): string {
   }
 }
 
+/** Calls the user's function; its name marks where the SDK's frames begin in a stack. */
+async function __flash_call__(target: AnyFunction, args: unknown[]): Promise<unknown> {
+  return await target(...args);
+}
+
+/** The stack of `e` down to the user's function: without the SDK's frames and the engine's
+ * (componentize-js's initializer). */
 function traceback(e: unknown): string | undefined {
   if (!(e instanceof Error) || !e.stack) return undefined;
+  const frames: string[] = [];
+  for (const line of e.stack.split('\n')) {
+    if (line.includes('__flash_call__')) break;
+    if (line.trim() !== '' && !line.includes('initializer.js')) frames.push(line);
+  }
   // SpiderMonkey's stacks are frames only; V8's start with the message.
   const header = message(e);
-  return e.stack.startsWith(header) ? e.stack : `${header}\n${e.stack}`;
+  const stack = frames.join('\n');
+  return stack.startsWith(header) ? stack : `${header}\n${stack}`;
 }
 
 function sameConfig(entry: FunctionEntry): boolean {

@@ -109,7 +109,12 @@ pub fn build(project: &Project, decl: &ComponentDecl, output: &dyn Fn(&str)) -> 
         .with_context(|| format!("creating {}", lock_path.display()))?;
     lock.lock()
         .with_context(|| format!("locking {}", lock_path.display()))?;
-    let shim = preinit.prepare(&cache.join("python"), &fingerprint, &work, output)?;
+    // wizer hands its environment to the guest, which keeps it in the snapshot: the shim's
+    // status file (named in that environment) lives at a fixed path too.
+    let status_dir = std::env::temp_dir().join("flash-js-preinit");
+    std::fs::create_dir_all(&status_dir)
+        .with_context(|| format!("creating {}", status_dir.display()))?;
+    let shim = preinit.prepare(&cache.join("python"), &fingerprint, &status_dir, output)?;
     let partial = work.join(format!("{}.wasm.partial", decl.name));
     let bundle_name = format!("{}.js", decl.name);
     let mut wizer_env = serde_json::Map::new();
@@ -331,17 +336,18 @@ impl Toolchain {
         let mut digest = Sha256::new();
         digest.update(TOOLCHAIN_PACKAGE);
         digest.update(TOOLCHAIN_LOCK);
-        digest.update(DRIVER);
         let dir = cache.join(format!(
             "toolchain-{}",
             &hex::encode(digest.finalize())[..16]
         ));
         let toolchain = Self { node, npm, dir };
+        // Every build runs Node.js: say what is missing before anything else.
+        toolchain.check_node()?;
         let ready = toolchain.dir.join(".flash-ready");
         if ready.is_file() {
+            toolchain.write_driver()?;
             return Ok(toolchain);
         }
-        toolchain.check_node()?;
         std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
         let lock_path = cache.join("toolchain.lock");
         let lock = std::fs::File::create(&lock_path)
@@ -349,6 +355,7 @@ impl Toolchain {
         lock.lock()
             .with_context(|| format!("locking {}", lock_path.display()))?;
         if ready.is_file() {
+            toolchain.write_driver()?;
             return Ok(toolchain);
         }
         output(&format!(
@@ -360,13 +367,24 @@ impl Toolchain {
         std::fs::create_dir_all(&toolchain.dir)?;
         std::fs::write(toolchain.dir.join("package.json"), TOOLCHAIN_PACKAGE)?;
         std::fs::write(toolchain.dir.join("package-lock.json"), TOOLCHAIN_LOCK)?;
-        std::fs::write(toolchain.dir.join("build.mjs"), DRIVER)?;
         run(
             toolchain.npm_ci().current_dir(&toolchain.dir),
             &format!("installing {TOOLCHAIN} (npm ci)"),
         )?;
         std::fs::write(&ready, TOOLCHAIN)?;
+        toolchain.write_driver()?;
         Ok(toolchain)
+    }
+
+    /// Writes this `flash`'s `build.mjs` next to the installed packages (the install is
+    /// keyed by the lockfile only, so a new driver does not reinstall them).
+    fn write_driver(&self) -> Result<()> {
+        let path = self.dir.join("build.mjs");
+        if std::fs::read(&path).ok().as_deref() != Some(DRIVER.as_bytes()) {
+            flash_manifest::atomic::write(&path, DRIVER.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
     }
 
     /// Node.js is there and new enough, and so is npm.
@@ -444,7 +462,6 @@ impl Toolchain {
         if deps.join(".flash-ready").is_file() {
             return Ok(modules);
         }
-        self.check_node()?;
         output(&format!(
             "installing npm dependencies from {}",
             lockfile.display()
@@ -499,10 +516,16 @@ impl Toolchain {
         });
         let status = child.wait().context("waiting for node")?;
         if !status.success() {
-            bail!(
-                "building the JavaScript component failed ({status}):\n{}",
-                lines.join("\n")
-            );
+            let text = lines.join("\n");
+            let hint = if text.contains("You cannot call arbitrary imported functions during Wizer")
+            {
+                "\nhint: the app's modules are evaluated at build time, where componentize-js \
+                 offers no random numbers (Math.random, crypto.getRandomValues) and no I/O: \
+                 call them inside functions, which run at call time"
+            } else {
+                ""
+            };
+            bail!("building the JavaScript component failed ({status}):\n{text}{hint}");
         }
         Ok(())
     }

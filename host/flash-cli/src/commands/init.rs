@@ -61,7 +61,11 @@ impl InitArgs {
             println!(
                 "Created Flash project `{}` ({}) in {}",
                 self.name,
-                if typescript { "TypeScript" } else { "JavaScript" },
+                if typescript {
+                    "TypeScript"
+                } else {
+                    "JavaScript"
+                },
                 dir.display()
             );
             println!("Next:\n  cd {}\n  flash build\n  flash run", dir.display());
@@ -159,9 +163,7 @@ pub fn scaffold_js(dir: &Path, name: &str, typescript: bool) -> Result<()> {
         JS_TEMPLATE.to_string()
     } else {
         // The template without its type annotations.
-        JS_TEMPLATE
-            .replace(": Record<string, string>", "")
-            .replace(": string", "")
+        JS_TEMPLATE.replace(": string", "")
     };
     let mut files = vec![
         (
@@ -242,7 +244,7 @@ api.post('/process', async function process(message: string) {
   return { status: 'success', gpu: await gpuHello(message) };
 });
 
-api.get('/health', async function health(): Promise<Record<string, string>> {
+api.get('/health', async function health() {
   return { status: 'healthy' };
 });
 "#;
