@@ -331,7 +331,10 @@ fn polyglot_functions_call_each_other_across_languages() {
         ),
         "{stderr}"
     );
-    assert!(stderr.contains("shout@"), "the JavaScript stack:\n{stderr}");
+    assert!(
+        stderr.contains("nothing to shout: the text is empty\n") && stderr.contains("@text_js.js:"),
+        "the JavaScript stack:\n{stderr}"
+    );
 
     // The server saw the route fail, and what failed, without reading its body.
     let api = endpoint_id(dir, "py_api");
