@@ -77,6 +77,7 @@ start_host() {
 # wrk at concurrency `c` on `url`: "req/s p50 p99" (latencies as wrk prints them).
 load() {
     local url=$1 c=$2 threads=$(( $2 < 2 ? 1 : 2 ))
+    [ -d "$work" ] || { echo "the work dir $work is gone" >&2; exit 1; }
     wrk -t"$threads" -c"$c" -d"${duration}s" --latency "$url" >"$work/wrk.txt"
     local rps p50 p99
     rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
