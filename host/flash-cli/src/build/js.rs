@@ -294,7 +294,7 @@ fn fingerprint(staged: &Path, recipe: &[&str]) -> Result<String> {
 
 /// The SDK's TypeScript sources, once per content; returns their folder.
 fn write_sdk(cache: &Path) -> Result<PathBuf> {
-    Ok(embedded::JS_SDK.write(cache, "")?)
+    embedded::JS_SDK.write(cache, "")
 }
 
 /// The WIT folder componentize-js reads: [`JS_WORLD`] with the contract and its
