@@ -16,13 +16,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flash-target}"
 duration="${BENCH_SECONDS:-5}"
 
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
-venv="${FLASH_BENCH_VENV:-$HOME/.cache/flash-bench-peers-venv}"
-if ! cmp -s "$venv/.requirements" scripts/bench/requirements.txt; then
-    echo "==> peers' Python venv at $venv (scripts/bench/requirements.txt)" >&2
-    rm -rf "$venv" && python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/bench/requirements.txt
-    cp scripts/bench/requirements.txt "$venv/.requirements"
-fi
+venv=$(scripts/bench/venv.sh) # the peers, pinned: scripts/bench/requirements.txt
 
 echo "==> release build of flash and flash-host" >&2
 cargo build --release --locked -p flash-cli -p flash-host >&2

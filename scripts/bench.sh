@@ -20,7 +20,8 @@
 #   deploy send of 10 configs, and until every endpoint has a ready worker;
 #   peer-call overhead, p50 and p99 (scripts/bench/peer-app on a real flash server, wrk);
 #   a 10 MiB payload round trip vs runpod-flash's cloudpickle + base64 (scripts/bench/payload.py);
-#   then the sections of scripts/bench-python.sh and the inference bench, as they print them.
+#   then the sections of scripts/bench-python.sh, scripts/bench-js.sh and the inference bench,
+#   as they print them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -31,7 +32,7 @@ update_docs=1
 for arg in "$@"; do
     case "$arg" in
         --no-docs) update_docs=0 ;;
-        -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "unknown argument: $arg (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -50,13 +51,7 @@ if ! command -v wrk >/dev/null; then
 fi
 rustup target add wasm32-wasip2 >/dev/null
 
-venv="${FLASH_BENCH_VENV:-$HOME/.cache/flash-bench-peers-venv}"
-if ! cmp -s "$venv/.requirements" scripts/bench/requirements.txt; then
-    step "peers' Python venv at $venv (scripts/bench/requirements.txt)"
-    rm -rf "$venv" && python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/bench/requirements.txt
-    cp scripts/bench/requirements.txt "$venv/.requirements"
-fi
+venv=$(scripts/bench/venv.sh) # the peers, pinned: scripts/bench/requirements.txt
 
 wasmtime_version=48.0.8 # the wasmtime flash-host embeds (vendor/wasmtime)
 wasmtime="$HOME/.cache/flash-bench-tools/wasmtime-$wasmtime_version/bin/wasmtime"
@@ -254,6 +249,8 @@ PY
 # --- the per-language and inference sections (their own tables) ---------------------------
 step "Python functions: scripts/bench-python.sh"
 FLASH_BENCH_VENV="$venv" BENCH_SECONDS="$duration" scripts/bench-python.sh >"$work/python.md"
+step "JavaScript functions: scripts/bench-js.sh"
+FLASH_BENCH_VENV="$venv" BENCH_SECONDS="$duration" scripts/bench-js.sh >"$work/js.md"
 step "inference: cargo bench -p flash-host --bench nn"
 cargo bench --locked -p flash-host --bench nn >"$work/nn.md"
 
@@ -263,7 +260,7 @@ docs=()
 [ "$update_docs" = 1 ] && docs=(--docs docs/benchmarks.md)
 touch "$work/notes.md"
 python3 scripts/bench/report.py "$FLASH_BENCH_RESULTS" --facts "$facts" --notes "$work/notes.md" "${docs[@]}"
-for part in host gateway deploy python nn; do
+for part in host gateway deploy python js nn; do
     echo
     echo "<details><summary>$part bench output</summary>"
     echo

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Flash's whole test suite on a fresh machine: installs what the tests need (the
 # wasm32-wasip2 target, a Python venv with the pinned real `runpod` package and
-# componentize-py under target/test-venv; for the container image test the
+# componentize-py under target/test-venv; Node.js and npm (as root, from Debian, when
+# missing) and the JS SDK's pinned TypeScript; for the container image test the
 # x86_64-unknown-linux-musl target, and as root musl-tools and buildah from Debian; for the
 # console test Debian's chromium, as root), then
 # runs every test of the workspace. Guest components are compiled by the tests themselves
@@ -28,6 +29,25 @@ export FLASH_TEST_VENV="$venv"
 echo "==> the CPU image's build tools (scripts/build-image.sh --prereqs)"
 if ! scripts/build-image.sh cpu --prereqs; then
     echo "warning: the container image test (image::) will fail until these are installed" >&2
+fi
+
+# JavaScript components (tests/tests/all/js.rs, the polyglot example) are built with Node.js
+# and npm: `flash build` installs its pinned esbuild and componentize-js with npm itself,
+# and the SDK's unit tests install the pinned TypeScript (guest-sdk/js/package-lock.json).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "==> installing nodejs and npm from Debian (for JavaScript components)"
+        if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null 2>&1; then
+            apt-get update -qq >/dev/null
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+        fi
+    else
+        echo "warning: no node/npm; the JavaScript tests (js::, python::polyglot*) will fail until Node.js 20+ and npm are installed" >&2
+    fi
+fi
+if command -v npm >/dev/null 2>&1; then
+    echo "==> npm ci in guest-sdk/js (the JS SDK's pinned TypeScript)"
+    (cd guest-sdk/js && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # The console test (tests/tests/all/console.rs) drives a real headless browser.

@@ -17,6 +17,7 @@ fn main() {
     let mut out = String::new();
     for (name, dir, extension) in [
         ("PYTHON_SDK", root.join("guest-sdk/python/flash_sdk"), "py"),
+        ("JS_SDK", root.join("guest-sdk/js/src"), "ts"),
         ("WIT", root.join("wit"), "wit"),
     ] {
         println!("cargo:rerun-if-changed={}", dir.display());

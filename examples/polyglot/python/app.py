@@ -7,7 +7,9 @@
 * `POST /title` (load-balanced) awaits the Rust function `headline`, which calls the
   Python function `summarize`: Python → Rust → Python. A failure deep in that chain
   reaches the caller with where it began (`flash call title '{"text": ""}'`).
-* `summarize` (queue, `py_worker`) is what the Rust function `headline` calls.
+* `POST /loud` (load-balanced) awaits the JavaScript function `shout` on `js_worker`.
+* `summarize` (queue, `py_worker`) is what the Rust function `headline` and the JavaScript
+  route `POST /report` call.
 """
 
 from flash_sdk import Endpoint, current_resource, peer_call
@@ -32,6 +34,12 @@ async def preview(text: str, words: int = 3) -> dict:
 async def title(text: str) -> dict:
     """A headline made in Rust from a summary made in Python."""
     return {"title": await peer_call("headline", text=text)}
+
+
+@api.post("/loud")
+async def loud(text: str) -> dict:
+    """`text` shouted by JavaScript."""
+    return {"loud": await peer_call("shout", text=text)}
 
 
 @Endpoint(name="py_worker", cpu="cpu3c-1-2", workers=(0, 2))

@@ -15,6 +15,12 @@
 //! path = "api"
 //!
 //! [[component]]
+//! name = "web"
+//! kind = "js"           # a JS/TS entry module using flash-sdk, + package.json deps
+//! path = "web"
+//! entry = "src/app.ts"  # default: index.ts, index.js, index.mjs, src/index.ts, ...
+//!
+//! [[component]]
 //! name = "pyfuncs"
 //! kind = "command"      # any toolchain: run `command`, which writes `output`
 //! command = "componentize-py -d ../../wit -w function componentize app -o {output}"
@@ -91,6 +97,9 @@ pub struct ComponentDecl {
     /// `kind = "command"`: files whose change triggers a rebuild (relative to `path`).
     #[serde(default)]
     pub inputs: Vec<PathBuf>,
+    /// `kind = "js"`: the entry module (relative to `path`); by default the first of
+    /// `index.ts`, `index.js`, `index.mjs`, `src/index.ts`, `src/index.js`, `app.ts`, `app.js`.
+    pub entry: Option<PathBuf>,
 }
 
 fn default_path() -> PathBuf {
@@ -105,6 +114,9 @@ pub enum ComponentKind {
     Rust,
     /// A directory of Python modules using `flash_sdk` (built with componentize-py).
     Python,
+    /// A JavaScript or TypeScript entry module using `flash-sdk` (built with esbuild and
+    /// componentize-js).
+    Js,
     /// Any command that writes a component (componentize-py, componentize-js, ...).
     Command,
 }
@@ -173,6 +185,11 @@ impl Project {
                 "component `{}` is declared twice",
                 c.name
             );
+            ensure!(
+                c.entry.is_none() || c.kind == ComponentKind::Js,
+                "component `{}` sets `entry`, which only kind = \"js\" components have",
+                c.name
+            );
             if c.kind == ComponentKind::Command {
                 ensure!(
                     c.command.is_some(),
@@ -225,6 +242,7 @@ impl Project {
                     command: None,
                     output: None,
                     inputs: Vec::new(),
+                    entry: None,
                 }],
                 models: Vec::new(),
             },

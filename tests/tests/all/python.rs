@@ -292,6 +292,50 @@ fn polyglot_functions_call_each_other_across_languages() {
         lines.contains("WARN  `headline` failed: user-error in summarize (resource py_worker): "),
         "{lines}"
     );
+    // JavaScript in both directions. JS (load-balanced `js_api`) → Rust (`word_stats`),
+    // → Python (`summarize`) and → JS on another config (`shout` on `js_worker`).
+    let report = call(
+        dir,
+        &server,
+        "report",
+        r#"{"text": "polyglot teams ship faster"}"#,
+    );
+    assert_eq!(
+        report,
+        json!({
+            "stats": {"words": 4, "longest": "polyglot", "language": "rust"},
+            "summary": "polyglot teams ...",
+            "shouted": "POLYGLOT TEAMS ...!",
+            "served_by": "js_api",
+        })
+    );
+    // Python → JS, and Rust → JS.
+    let loud = call(dir, &server, "loud", r#"{"text": "hi there"}"#);
+    assert_eq!(loud, json!({"loud": "HI THERE!"}));
+    let exclaimed = call(dir, &server, "exclaim", r#"{"text": "wow"}"#);
+    assert_eq!(exclaimed, json!("WOW! (4 characters)"));
+    // An error thrown in JS, called from Rust: the caller learns where it began, with the
+    // JavaScript stack.
+    let out = flash(
+        dir,
+        &server.url,
+        &home,
+        &["call", "exclaim", r#"{"text": " "}"#, "--env", "dev"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "\nerror: `exclaim` failed: user-error in shout (resource js_worker): Error: \
+             nothing to shout: the text is empty\n"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("nothing to shout: the text is empty\n") && stderr.contains("@text_js.js:"),
+        "the JavaScript stack:\n{stderr}"
+    );
+
     // The server saw the route fail, and what failed, without reading its body.
     let api = endpoint_id(dir, "py_api");
     let stats: Value = reqwest::blocking::Client::new()
@@ -308,18 +352,36 @@ fn polyglot_functions_call_each_other_across_languages() {
         "{stats}"
     );
 
-    // The build found who calls whom in both languages' sources: `py_worker`'s only
+    // The build found who calls whom in the Rust and Python sources: `py_worker`'s only
     // function calls no one, so its workers were given no API key; the callers were.
+    // JavaScript sources are not scanned: every JS config that imports `peer` gets it.
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(dir.join(".flash/flash_manifest.json")).unwrap())
             .unwrap();
     let calls = |r: &str| manifest["resources"][r]["makes_remote_calls"].clone();
     assert_eq!(
-        [calls("py_api"), calls("text_stats"), calls("py_worker")],
-        [json!(true), json!(true), json!(false)],
+        [
+            calls("py_api"),
+            calls("text_stats"),
+            calls("py_worker"),
+            calls("js_api"),
+            calls("js_worker")
+        ],
+        [
+            json!(true),
+            json!(true),
+            json!(false),
+            json!(true),
+            json!(true)
+        ],
         "{manifest}"
     );
-    for (resource, holds_key) in [("py_api", true), ("text_stats", true), ("py_worker", false)] {
+    for (resource, holds_key) in [
+        ("py_api", true),
+        ("text_stats", true),
+        ("py_worker", false),
+        ("js_api", true),
+    ] {
         let workers = server.workers_with_env("FLASH_RESOURCE_NAME", resource);
         assert!(
             !workers.is_empty(),

@@ -3,6 +3,7 @@
 //! * `word_stats` counts words; the Python route `POST /analyze` calls it.
 //! * `headline` calls the Python function `summarize` (on the `py_worker` endpoint) by
 //!   name with [`flash_sdk::peer_call`]: a call across languages and endpoints.
+//! * `exclaim` calls the JavaScript function `shout` (on the `js_worker` endpoint).
 
 use flash_sdk::{Error, ResourceConfig, Result, remote};
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,16 @@ fn headline(text: String) -> Result<String> {
     let summary: String = serde_json::from_str(&summary)
         .map_err(|e| Error::internal(format!("`summarize` returned no string: {e}")))?;
     Ok(summary.to_uppercase())
+}
+
+/// The JavaScript function `shout`'s answer for `text`, with its length.
+#[remote(TEXT)]
+fn exclaim(text: String) -> Result<String> {
+    let input = serde_json::json!({ "text": text }).to_string();
+    let shouted = flash_sdk::peer_call("shout", &input)?;
+    let shouted: String = serde_json::from_str(&shouted)
+        .map_err(|e| Error::internal(format!("`shout` returned no string: {e}")))?;
+    Ok(format!("{shouted} ({} characters)", shouted.chars().count()))
 }
 
 flash_sdk::export_app!();

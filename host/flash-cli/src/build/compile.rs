@@ -3,7 +3,7 @@
 //! Rust components are built with `cargo build --release --target wasm32-wasip2` and the
 //! `.wasm` is taken from cargo's JSON messages (no guessing of target paths); cargo's
 //! fingerprints make an unchanged crate a no-op. Python components are built by
-//! [`super::python`]. Other languages use a `command` whose `inputs` are compared with the
+//! [`super::python`], JavaScript and TypeScript ones by [`super::js`]. Other languages use a `command` whose `inputs` are compared with the
 //! output's mtime.
 
 use std::io::{BufRead, BufReader};
@@ -23,6 +23,7 @@ pub fn compile(project: &Project, decl: &ComponentDecl, output: &dyn Fn(&str)) -
     match decl.kind {
         ComponentKind::Rust => cargo_build(&dir, output),
         ComponentKind::Python => super::python::build(project, decl, output),
+        ComponentKind::Js => super::js::build(project, decl, output),
         ComponentKind::Command => command_build(&dir, decl, output),
     }
 }

@@ -1,5 +1,5 @@
-//! Files built into the `flash` binary (see `build.rs`): the Python SDK and the WIT
-//! contract. `flash build` writes them into the cache directory once per content, so Python
+//! Files built into the `flash` binary (see `build.rs`): the Python and JavaScript SDKs
+//! and the WIT contract. `flash build` writes them into the cache directory once per content, so Python
 //! components build the same way inside and outside a checkout of this repository.
 
 use std::path::{Path, PathBuf};
@@ -24,6 +24,13 @@ pub struct Tree {
 pub const PYTHON_SDK: Tree = Tree {
     name: "python-sdk",
     files: files::PYTHON_SDK,
+};
+
+/// The JavaScript SDK's TypeScript sources (`guest-sdk/js/src`), bundled into every
+/// JavaScript component by esbuild.
+pub const JS_SDK: Tree = Tree {
+    name: "js-sdk",
+    files: files::JS_SDK,
 };
 
 /// `wit/`: `flash.wit` and `deps/`.

@@ -1,7 +1,8 @@
 //! `flash build`: project → guest components → scan → manifest → artifact.
 //!
 //! 1. [`compile`] builds every component the project declares (cargo for Rust,
-//!    componentize-py for Python (see [`python`]), any command for other languages),
+//!    componentize-py for Python (see [`python`]), esbuild and componentize-js for
+//!    JavaScript and TypeScript (see [`js`]), any command for other languages),
 //!    relying on the toolchain's own incremental builds;
 //! 2. each component is loaded with wasmtime and its `describe` called (the scanner),
 //!    with descriptions cached by component sha256 so unchanged components are not even
@@ -15,6 +16,7 @@
 
 pub mod compile;
 pub mod embedded;
+pub mod js;
 pub mod peer_scan;
 pub mod python;
 

@@ -11,7 +11,7 @@
 //!   A `peer_call` whose first argument is not a string literal may call anything.
 //! - Python (`kind = "python"`): `flash_sdk._calls` (the same rules, with Python's `ast`),
 //!   run on the staged sources with the toolchain's Python ([`super::python::call_graph`]).
-//! - Anything else (`kind = "command"`): not scanned; a component that imports `peer`
+//! - JavaScript (`kind = "js"`) and anything else (`kind = "command"`): not scanned; a component that imports `peer`
 //!   then counts as calling from every function.
 
 use std::path::Path;
@@ -38,7 +38,7 @@ pub fn peer_calls(project: &Project, decl: &ComponentDecl, imports_peer: bool) -
     let graph = match decl.kind {
         ComponentKind::Rust => scan_rust_crate(&project.root.join(&decl.path)),
         ComponentKind::Python => super::python::call_graph(project, decl),
-        ComponentKind::Command => return PeerCalls::Unknown,
+        ComponentKind::Js | ComponentKind::Command => return PeerCalls::Unknown,
     };
     match graph {
         Ok(graph) => PeerCalls::Scanned { graph },

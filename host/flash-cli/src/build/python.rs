@@ -401,7 +401,7 @@ fn fingerprint(staged: &Path, requirements: &[String], recipe: &[&str]) -> Resul
     Ok(hex::encode(hasher.finalize()))
 }
 
-fn hash_tree(root: &Path, dir: &Path, hasher: &mut Sha256) -> Result<()> {
+pub(super) fn hash_tree(root: &Path, dir: &Path, hasher: &mut Sha256) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<std::io::Result<_>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
@@ -421,7 +421,7 @@ fn hash_tree(root: &Path, dir: &Path, hasher: &mut Sha256) -> Result<()> {
 }
 
 /// `FLASH_CACHE_DIR`, else `$XDG_CACHE_HOME/flash`, else `~/.cache/flash`.
-fn cache_dir() -> Result<PathBuf> {
+pub(super) fn cache_dir() -> Result<PathBuf> {
     flash_runtime::aot_cache::default_dir()
         .map(|aot| aot.parent().map(Path::to_path_buf).unwrap_or(aot))
         .context("no cache directory: set FLASH_CACHE_DIR (or HOME)")
@@ -529,14 +529,14 @@ impl Isolation {
 
 /// Deterministic random bytes, clocks and file metadata while componentize-py
 /// pre-initialises the interpreter (`preinit_shim.c`).
-enum Preinit {
+pub(super) enum Preinit {
     Shim(&'static [u8]),
     /// Not used, and why.
     Off(&'static str),
 }
 
 impl Preinit {
-    fn for_this_build() -> Self {
+    pub(super) fn for_this_build() -> Self {
         if std::env::var_os("FLASH_PYTHON_REPRODUCIBLE").is_some_and(|v| v == "0") {
             return Self::Off(
                 "FLASH_PYTHON_REPRODUCIBLE=0 turns Flash's deterministic pre-initialisation off",
@@ -551,7 +551,7 @@ impl Preinit {
     }
 
     /// What the fingerprint records of it.
-    fn recipe(&self) -> &'static str {
+    pub(super) fn recipe(&self) -> &'static str {
         match self {
             Self::Shim(_) => include_str!("preinit_shim.c"),
             Self::Off(_) => "no pre-initialisation shim",
@@ -560,7 +560,7 @@ impl Preinit {
 
     /// Writes the shim into `cache` (once per content) for a build whose inputs have the
     /// digest `seed`; its status file goes into `work`.
-    fn prepare(
+    pub(super) fn prepare(
         &self,
         cache: &Path,
         seed: &str,
@@ -609,7 +609,7 @@ impl Preinit {
 }
 
 /// The shim, ready to be loaded into componentize-py.
-struct PreloadedShim {
+pub(super) struct PreloadedShim {
     library: PathBuf,
     /// Seeds its random bytes: the digest of the build's inputs.
     seed: String,
@@ -618,6 +618,22 @@ struct PreloadedShim {
 }
 
 impl PreloadedShim {
+    /// The environment that loads it into another program (wizer, for JavaScript
+    /// components), and the file it reports to.
+    pub(super) fn env(&self) -> ([(&'static str, String); 3], &Path) {
+        (
+            [
+                ("LD_PRELOAD", self.library.to_string_lossy().into_owned()),
+                ("FLASH_PREINIT_SEED", self.seed.clone()),
+                (
+                    "FLASH_PREINIT_STAMP",
+                    self.stamp.to_string_lossy().into_owned(),
+                ),
+            ],
+            &self.stamp,
+        )
+    }
+
     fn apply(&self, command: &mut Command) {
         let mut preload = self.library.as_os_str().to_owned();
         if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {

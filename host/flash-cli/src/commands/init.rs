@@ -1,10 +1,11 @@
-//! `flash init <name> [--lang rust|python]`: scaffold a project that builds and runs as is.
+//! `flash init <name> [--lang rust|python|js|ts]`: scaffold a project that builds and runs as is.
 //!
 //! The Rust template has two resource configs — a GPU queue config and a CPU
 //! load-balanced API — and a route that calls the queue function across configs, so a new
 //! user sees the whole model (configs, routes, peer calls) in one small file. The Python
 //! template has runpod-flash's three-file shape (`gpu_worker.py`, `cpu_worker.py`,
-//! `lb_worker.py`), with the route calling the GPU worker across configs.
+//! `lb_worker.py`), with the route calling the GPU worker across configs. The JavaScript
+//! and TypeScript templates put the same three endpoints in one entry module.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,10 @@ pub enum Lang {
     #[default]
     Rust,
     Python,
+    /// JavaScript (`index.js`).
+    Js,
+    /// TypeScript (`index.ts`).
+    Ts,
 }
 
 /// Create a new Flash project in a new directory.
@@ -49,6 +54,22 @@ impl InitArgs {
                 "{} already exists and is not empty; choose another name or --dir",
                 dir.display()
             );
+        }
+        if matches!(self.lang, Lang::Js | Lang::Ts) {
+            let typescript = self.lang == Lang::Ts;
+            scaffold_js(&dir, &self.name, typescript)?;
+            println!(
+                "Created Flash project `{}` ({}) in {}",
+                self.name,
+                if typescript {
+                    "TypeScript"
+                } else {
+                    "JavaScript"
+                },
+                dir.display()
+            );
+            println!("Next:\n  cd {}\n  flash build\n  flash run", dir.display());
+            return Ok(());
         }
         if self.lang == Lang::Python {
             scaffold_python(&dir, &self.name)?;
@@ -131,6 +152,102 @@ pub fn scaffold_python(dir: &Path, name: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Writes the JavaScript or TypeScript template: the three workers of the Python template
+/// in one entry module, `package.json` (for npm dependencies) and `flash.toml`.
+pub fn scaffold_js(dir: &Path, name: &str, typescript: bool) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let component = name.replace('-', "_");
+    let entry = if typescript { "index.ts" } else { "index.js" };
+    let source = if typescript {
+        JS_TEMPLATE.to_string()
+    } else {
+        // The template without its type annotations.
+        JS_TEMPLATE.replace(": string", "")
+    };
+    let mut files = vec![
+        (
+            "flash.toml".to_string(),
+            format!(
+                "[app]\nname = \"{name}\"\n\n[[component]]\nname = \"{component}\"\n\
+                 kind = \"js\"          # bundled with esbuild, built with componentize-js\n\
+                 path = \".\"\nentry = \"{entry}\"\n"
+            ),
+        ),
+        (
+            "package.json".to_string(),
+            format!(
+                "{{\n  \"name\": \"{}\",\n  \"version\": \"0.1.0\",\n  \"private\": true,\n  \
+                 \"type\": \"module\",\n  \"dependencies\": {{}}\n}}\n",
+                name.to_lowercase()
+            ),
+        ),
+        (
+            ".gitignore".to_string(),
+            ".flash/\nnode_modules/\n".to_string(),
+        ),
+        (entry.to_string(), source),
+    ];
+    if typescript {
+        // Types for editors and `tsc --noEmit`: the SDK's sources of this `flash`, when
+        // they are there (flash build resolves `flash-sdk` itself either way).
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guest-sdk/js/src/index.ts");
+        let paths = match sdk.canonicalize() {
+            Ok(sdk) => format!(
+                ",\n    \"paths\": {{ \"flash-sdk\": [{:?}] }}",
+                sdk.display().to_string()
+            ),
+            Err(_) => String::new(),
+        };
+        files.push((
+            "tsconfig.json".to_string(),
+            format!(
+                "{{\n  \"compilerOptions\": {{\n    \"target\": \"ES2022\",\n    \
+                 \"module\": \"ES2022\",\n    \"moduleResolution\": \"bundler\",\n    \
+                 \"strict\": true,\n    \"noEmit\": true{paths}\n  }}\n}}\n"
+            ),
+        ));
+    }
+    for (path, content) in files {
+        std::fs::write(dir.join(&path), content).with_context(|| format!("writing {path}"))?;
+    }
+    Ok(())
+}
+
+const JS_TEMPLATE: &str = r#"// A Flash app: three endpoints (a GPU queue worker, a CPU queue worker, a load-balanced
+// API) and a call across them.
+//   flash call gpu_hello '{"message": "hi"}'
+//   curl -X POST <url>/process -d '{"message": "hi"}'
+import { Endpoint, GpuGroup, currentResource } from 'flash-sdk';
+
+// GPU queue worker: scales from 0 to 3 workers on 48 GB Ampere or 24 GB Ada GPUs.
+const gpu = new Endpoint({ name: 'gpu_worker', gpu: [GpuGroup.AMPERE_48, GpuGroup.ADA_24], workers: [0, 3] });
+
+/** Counts the words of a message. Model inference goes through the host's wasi:nn. */
+export const gpuHello = gpu.fn(async function gpu_hello(message: string = 'Hello from the GPU worker!') {
+  return { message, words: message.split(/\s+/).filter(Boolean).length };
+});
+
+// CPU queue worker.
+const cpu = new Endpoint({ name: 'cpu_worker', cpu: 'cpu3c-1-2' });
+
+/** Returns a greeting and the resource config that served it. */
+export const cpuHello = cpu.fn(function cpu_hello(message: string = 'Hello from the CPU worker!') {
+  return { message, served_by: currentResource() };
+});
+
+// Load-balanced HTTP endpoint with custom routes; one worker always up.
+const api = new Endpoint({ name: 'lb_worker', cpu: 'cpu3c-1-2', workers: [1, 3] });
+
+/** Runs the GPU worker on the message: a call to another endpoint, written as a local one. */
+api.post('/process', async function process(message: string) {
+  return { status: 'success', gpu: await gpuHello(message) };
+});
+
+api.get('/health', async function health() {
+  return { status: 'healthy' };
+});
+"#;
 
 const PYTHON_REQUIREMENTS: &str = "\
 # Pure-Python packages the workers import, bundled into the component by `flash build`
