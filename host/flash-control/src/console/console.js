@@ -60,8 +60,15 @@
     return td;
   }
 
+  // The rows last drawn: the table is rebuilt only when they change, so that a click on a
+  // job's link is never lost to a refresh that replaced the link under the pointer.
+  let drawnRows = null;
+
   function fill(rows) {
     if (!jobs) return;
+    const key = JSON.stringify(rows);
+    if (key === drawnRows) return;
+    drawnRows = key;
     jobs.replaceChildren();
     if (rows.length === 0) {
       const tr = jobs.insertRow();
