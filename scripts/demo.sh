@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: build examples/quickstart (Rust) and
-# examples/quickstart-python (the same app in Python), start a local `flash server` (which
+# The main job on the embedded default: build examples/quickstart (Rust),
+# examples/quickstart-python and examples/quickstart-js (the same app in Python and
+# TypeScript), start a local `flash server` (which
 # runs one `flash-host` worker per resource config), `flash deploy new/send` each to it,
 # `flash call` every function — the queue ones through the RunPod-compatible gateway, the
 # HTTP routes through the load-balanced proxy, including `predict`'s cross-config peer
 # call — prints the log lines of one job with `flash logs`, then `flash deploy delete` and
 # cleans up. The first Python build installs the
-# pinned componentize-py into the cache directory.
+# pinned componentize-py into the cache directory, the first JavaScript build the pinned
+# componentize-js and esbuild (npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -20,6 +22,8 @@ echo "==> flash build (examples/quickstart)"
 (cd examples/quickstart && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/guests" "$flash" build)
 echo "==> flash build (examples/quickstart-python)"
 (cd examples/quickstart-python && "$flash" build)
+echo "==> flash build (examples/quickstart-js)"
+(cd examples/quickstart-js && "$flash" build)
 
 data="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
@@ -61,3 +65,4 @@ demo() {
 }
 demo quickstart
 demo quickstart-python
+demo quickstart-js
