@@ -274,6 +274,61 @@ end
     }
 }
 
+/// The bench's own client: `concurrency` tasks sending `/runsync` back to back, 1 s of
+/// warm-up, then `window`. Returns jobs/s and the count.
+async fn drive(
+    c: &Arc<Client>,
+    ep: &str,
+    job: &Value,
+    concurrency: usize,
+    window: Duration,
+) -> Result<(f64, u64)> {
+    let run = |count: Arc<AtomicU64>, until: Instant| {
+        let c = c.clone();
+        let ep = ep.to_string();
+        let input = job.clone();
+        tokio::spawn(async move {
+            while Instant::now() < until {
+                let r: Value = c
+                    .http
+                    .post(format!("{}/v2/{ep}/runsync", c.url))
+                    .bearer_auth(&c.key)
+                    .json(&json!({ "input": input }))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                if r["status"] != "COMPLETED" {
+                    bail!("job did not complete: {r}");
+                }
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+    };
+    // Warm-up.
+    let warm = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(1);
+    for h in (0..concurrency)
+        .map(|_| run(warm.clone(), until))
+        .collect::<Vec<_>>()
+    {
+        h.await??;
+    }
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let until = start + window;
+    for h in (0..concurrency)
+        .map(|_| run(count.clone(), until))
+        .collect::<Vec<_>>()
+    {
+        h.await??;
+    }
+    let n = count.load(Ordering::Relaxed);
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    Ok((rate, n))
+}
+
 async fn measure(
     c: &Arc<Client>,
     kind: &Kind,
@@ -368,62 +423,10 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let job = job_input()?;
-    if let Some(wrk) = wrk {
-        let result = wrk.measure(&c.url, &ep, &c.key, &job, concurrency, window);
-        stop.store(true, Ordering::Relaxed);
-        for l in loops {
-            l.abort();
-        }
-        c.gql(
-            "mutation($id: String!) { deleteEndpoint(id: $id) }",
-            json!({ "id": ep }),
-        )
-        .await?;
-        return result;
-    }
-    let run = |count: Arc<AtomicU64>, until: Instant| {
-        let c = c.clone();
-        let ep = ep.clone();
-        let input = job.clone();
-        tokio::spawn(async move {
-            while Instant::now() < until {
-                let r: Value = c
-                    .http
-                    .post(format!("{}/v2/{ep}/runsync", c.url))
-                    .bearer_auth(&c.key)
-                    .json(&json!({ "input": input }))
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                if r["status"] != "COMPLETED" {
-                    bail!("job did not complete: {r}");
-                }
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok::<_, anyhow::Error>(())
-        })
+    let result = match wrk {
+        Some(wrk) => wrk.measure(&c.url, &ep, &c.key, &job, concurrency, window),
+        None => drive(c, &ep, &job, concurrency, window).await,
     };
-    // Warm-up.
-    let warm = Arc::new(AtomicU64::new(0));
-    let until = Instant::now() + Duration::from_secs(1);
-    for h in (0..concurrency)
-        .map(|_| run(warm.clone(), until))
-        .collect::<Vec<_>>()
-    {
-        h.await??;
-    }
-    let count = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let until = start + window;
-    for h in (0..concurrency)
-        .map(|_| run(count.clone(), until))
-        .collect::<Vec<_>>()
-    {
-        h.await??;
-    }
-    let n = count.load(Ordering::Relaxed);
-    let rate = n as f64 / start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for l in loops {
         l.abort();
@@ -433,7 +436,7 @@ async fn measure(
         json!({ "id": ep }),
     )
     .await?;
-    Ok((rate, n))
+    result
 }
 
 #[tokio::main]
