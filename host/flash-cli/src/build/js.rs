@@ -32,7 +32,7 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 use super::embedded;
-use super::python::{Preinit, cache_dir, hash_tree};
+use super::python::{Preinit, cache_dir, hash_tree, run};
 use crate::project::{ComponentDecl, Project};
 
 /// The toolchain's `package.json`: esbuild and componentize-js, exact versions.
@@ -529,22 +529,6 @@ impl Toolchain {
         }
         Ok(())
     }
-}
-
-fn run(command: &mut Command, what: &str) -> Result<()> {
-    let result = command
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| what.to_string())?;
-    if !result.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}{}",
-            result.status,
-            String::from_utf8_lossy(&result.stdout),
-            String::from_utf8_lossy(&result.stderr)
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]

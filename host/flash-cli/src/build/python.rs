@@ -878,7 +878,8 @@ fn pip_install(python: &Path) -> Command {
     command
 }
 
-fn run(command: &mut Command, what: &str) -> Result<()> {
+/// Runs `command` to completion; a failure names `what` and carries its output.
+pub(super) fn run(command: &mut Command, what: &str) -> Result<()> {
     let result = command
         .stdin(Stdio::null())
         .output()
