@@ -253,10 +253,17 @@ impl Supervisor {
         });
     }
 
-    /// A job of the worker ended.
+    /// A job of the worker ended. A worker waiting to stop (draining, or replaced at its own
+    /// request) is seen to at once; for the others the next tick is soon enough: a reconcile
+    /// pass per finished job was a tenth of the gateway's CPU at 2,000 jobs/s.
     pub fn job_done(&self, _endpoint_id: &str, worker_id: &str) {
-        self.with_worker(worker_id, |w| w.idle_since = Instant::now());
-        self.kick();
+        let waiting_to_stop = self.with_worker(worker_id, |w| {
+            w.idle_since = Instant::now();
+            w.draining || w.refresh
+        });
+        if waiting_to_stop == Some(true) {
+            self.kick();
+        }
     }
 
     /// The worker announced it will exit to be replaced (`stopPod`).
