@@ -683,7 +683,7 @@ mod tests {
         Job {
             id: id.into(),
             endpoint_id: "ep".into(),
-            request: json!({}),
+            request: serde_json::value::RawValue::NULL.to_owned(),
             webhook: None,
             status,
             worker_id: None,

@@ -10,6 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::{Reply, err, job_finished, ok, status_body, store_err};
@@ -43,25 +44,55 @@ fn queue_endpoint(ep: &Endpoint) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What the gateway reads of a submitted body. The body itself is stored as sent: a payload
+/// of megabytes is checked, never built into a value and written out again.
+#[derive(Deserialize)]
+struct Submission<'a> {
+    #[serde(borrow)]
+    input: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    webhook: Option<Value>,
+    policy: Option<Value>,
+}
+
 async fn submit(state: &AppState, ep: &Endpoint, body: Bytes) -> Result<Job, ApiError> {
     queue_endpoint(ep)?;
-    let request: Value = serde_json::from_slice(&body).map_err(|e| {
+    let mut request: Box<RawValue> = serde_json::from_slice(&body).map_err(|e| {
         err(
             StatusCode::BAD_REQUEST,
             format!("request body is not JSON: {e}"),
         )
     })?;
-    let Some(obj) = request.as_object() else {
+    if !request.get().starts_with('{') {
         return Err(err(
             StatusCode::BAD_REQUEST,
             "request body must be a JSON object with an `input` key",
         ));
-    };
-    if !obj.contains_key("input") {
+    }
+    let submission: Submission = serde_json::from_str(request.get())
+        .map_err(|e| err(StatusCode::BAD_REQUEST, format!("request body: {e}")))?;
+    if submission.input.is_none() {
         return Err(err(
             StatusCode::BAD_REQUEST,
             "request body needs an `input` key (an empty object is fine)",
         ));
+    }
+    let timeout_ms = submission
+        .policy
+        .as_ref()
+        .and_then(|p| p.get("executionTimeout"))
+        .and_then(Value::as_i64)
+        .unwrap_or(ep.execution_timeout_ms)
+        .max(0);
+    let webhook = submission
+        .webhook
+        .as_ref()
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if submission.id.is_some() {
+        // A worker gets the job's own id as `id`: the body's is dropped (it always was).
+        request = without_id(&request)?;
     }
     let queued = state.store.queued_count(&ep.id).map_err(store_err)?;
     if queued >= state.config.max_queue as i64 {
@@ -73,20 +104,11 @@ async fn submit(state: &AppState, ep: &Endpoint, body: Bytes) -> Result<Job, Api
             ),
         ));
     }
-    let timeout_ms = obj
-        .get("policy")
-        .and_then(|p| p.get("executionTimeout"))
-        .and_then(Value::as_i64)
-        .unwrap_or(ep.execution_timeout_ms)
-        .max(0);
     let job = Job {
         // RunPod job ids look like `<uuid>-<region>`; keep the shape for log-reading tools.
         id: format!("{}-l1", uuid::Uuid::new_v4()),
         endpoint_id: ep.id.clone(),
-        webhook: obj
-            .get("webhook")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        webhook,
         request,
         status: JobStatus::InQueue,
         worker_id: None,
@@ -110,6 +132,14 @@ async fn submit(state: &AppState, ep: &Endpoint, body: Bytes) -> Result<Job, Api
         state.supervisor.kick();
     }
     Ok(job)
+}
+
+/// The request without its top-level `id` key.
+fn without_id(request: &RawValue) -> Result<Box<RawValue>, ApiError> {
+    let mut object: serde_json::Map<String, Value> = serde_json::from_str(request.get())
+        .map_err(|e| err(StatusCode::BAD_REQUEST, format!("request body: {e}")))?;
+    object.shift_remove("id");
+    serde_json::value::to_raw_value(&object).map_err(store_err)
 }
 
 async fn run(State(state): State<AppState>, Caller(ep): Caller, body: Bytes) -> Reply {
@@ -138,9 +168,9 @@ async fn runsync(
     let deadline = tokio::time::Instant::now() + wait;
     let mut shutdown = state.signals.shutdown();
     let notify = state.signals.job_waiter(&job.id);
-    // Polls the status alone; the whole job (input and output, possibly megabytes) is read
-    // once, for the answer.
-    let answer = |state: &AppState| match state.store.get_job(&job.id) {
+    // Polls the status alone; the job's output (possibly megabytes) is read once, for the
+    // answer, and its input not at all.
+    let answer = |state: &AppState| match state.store.job_result(&job.id) {
         Ok(current) => ok(status_body(current.as_ref().unwrap_or(&job))),
         Err(e) => Err(store_err(e)),
     };
@@ -170,7 +200,7 @@ async fn status(
     CallerOrWorker(ep): CallerOrWorker,
     Path((_, job)): Path<(String, String)>,
 ) -> Reply {
-    match state.store.get_job(&job).map_err(store_err)? {
+    match state.store.job_result(&job).map_err(store_err)? {
         Some(j) if j.endpoint_id == ep.id => ok(status_body(&j)),
         _ => Err(err(
             StatusCode::NOT_FOUND,
@@ -267,4 +297,20 @@ async fn purge_queue(State(state): State<AppState>, Caller(ep): Caller) -> Reply
         state.signals.job_finished();
     }
     ok(json!({ "removed": removed, "status": "completed" }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bodys_own_id_is_dropped_and_the_rest_kept_in_order() {
+        let sent =
+            RawValue::from_string(r#"{"input":{"b":1,"a":2},"id":"mine","webhook":"w"}"#.into())
+                .expect("JSON");
+        assert_eq!(
+            without_id(&sent).expect("object").get(),
+            r#"{"input":{"b":1,"a":2},"webhook":"w"}"#
+        );
+    }
 }

@@ -6,8 +6,8 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -34,13 +34,23 @@ struct TakeQuery {
     batch_size: Option<usize>,
 }
 
-fn worker_job(job: &Job) -> Value {
-    let mut body = match &job.request {
-        Value::Object(o) => Value::Object(o.clone()),
-        other => json!({ "input": other }),
-    };
-    body["id"] = Value::String(job.id.clone());
-    body
+/// A job as its worker receives it: the request with the job's `id` added, spliced into the
+/// request's text (a payload of megabytes is copied once, never parsed).
+fn worker_job(job: &Job) -> String {
+    let request = job.request.get().trim();
+    // A job id is ours (`<uuid>-l1`), but quote it properly all the same.
+    let id = Value::String(job.id.clone()).to_string();
+    match request.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+        Some(fields) if fields.trim().is_empty() => format!("{{\"id\":{id}}}"),
+        Some(fields) => format!("{{{fields},\"id\":{id}}}"),
+        // Not an object: a job of an older flash, whose bodies were not checked.
+        None => format!("{{\"input\":{request},\"id\":{id}}}"),
+    }
+}
+
+/// A JSON answer whose body is already text.
+fn json_text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn take(
@@ -94,7 +104,7 @@ async fn job_take(
 ) -> Reply {
     state.supervisor.seen(&ep.id, &worker, true);
     match take(&state, &ep.id, &worker, 1).await? {
-        Some(jobs) => ok(worker_job(&jobs[0])),
+        Some(jobs) => Ok(json_text(worker_job(&jobs[0]))),
         None => Ok(StatusCode::NO_CONTENT.into_response()),
     }
 }
@@ -108,7 +118,10 @@ async fn job_take_batch(
     state.supervisor.seen(&ep.id, &worker, true);
     let max = q.batch_size.unwrap_or(1).clamp(1, 100);
     match take(&state, &ep.id, &worker, max).await? {
-        Some(jobs) => ok(Value::Array(jobs.iter().map(worker_job).collect())),
+        Some(jobs) => Ok(json_text(format!(
+            "[{}]",
+            jobs.iter().map(worker_job).collect::<Vec<_>>().join(",")
+        ))),
         None => Ok(StatusCode::NO_CONTENT.into_response()),
     }
 }
@@ -123,8 +136,9 @@ fn parse_result(body: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
-fn outcome(body: &Value) -> JobOutcome {
-    let output = body.get("output").cloned();
+/// A result body as a job outcome; its output (possibly megabytes) moves, not copied.
+fn outcome(mut body: Value) -> JobOutcome {
+    let output = body.as_object_mut().and_then(|o| o.shift_remove("output"));
     if body.get("status").and_then(Value::as_str) == Some("IN_PROGRESS") {
         return JobOutcome::Progress(output.unwrap_or(Value::Null));
     }
@@ -153,7 +167,7 @@ async fn job_done(
     if body.get("stopPod").and_then(Value::as_bool) == Some(true) {
         state.supervisor.refresh_requested(&worker);
     }
-    let outcome = outcome(&body);
+    let outcome = outcome(body);
     let updated = state
         .store
         .finish_job(&job, &worker, &outcome, now_ms())
@@ -255,4 +269,78 @@ async fn ping(
             .map_err(store_err)?;
     }
     ok(json!({}))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::store::JobStatus;
+
+    fn job(request: &str) -> Job {
+        Job {
+            id: "j-1".into(),
+            endpoint_id: "ep".into(),
+            request: RawValue::from_string(request.into()).expect("JSON"),
+            webhook: None,
+            status: JobStatus::InProgress,
+            worker_id: Some("w".into()),
+            output: None,
+            error: None,
+            retries: 0,
+            timeout_ms: 0,
+            created_at: 0,
+            started_at: None,
+            completed_at: None,
+            lease_expires_at: None,
+        }
+    }
+
+    fn parsed(text: &str) -> Value {
+        serde_json::from_str(text).expect("a worker gets JSON")
+    }
+
+    #[test]
+    fn a_worker_gets_the_request_as_sent_with_the_jobs_id() {
+        let sent = r#"{"input":{"text":"a \"quoted\" }"},"webhook":"http://x/y"}"#;
+        assert_eq!(
+            parsed(&worker_job(&job(sent))),
+            json!({ "input": { "text": "a \"quoted\" }" }, "webhook": "http://x/y", "id": "j-1" })
+        );
+        assert_eq!(parsed(&worker_job(&job(" { } "))), json!({ "id": "j-1" }));
+        // A request an older flash stored without checking it is an object.
+        assert_eq!(
+            parsed(&worker_job(&job("[1]"))),
+            json!({ "input": [1], "id": "j-1" })
+        );
+    }
+
+    #[test]
+    fn a_result_is_completed_unless_it_carries_an_error() {
+        let done = outcome(json!({ "output": { "n": 1 } }));
+        assert_eq!(done, JobOutcome::Completed(Some(json!({ "n": 1 }))));
+        assert_eq!(
+            outcome(json!({ "output": 1, "error": "" })),
+            JobOutcome::Completed(Some(json!(1)))
+        );
+        assert_eq!(
+            outcome(json!({ "error": "boom", "output": 2 })),
+            JobOutcome::Failed {
+                error: "boom".into(),
+                output: Some(json!(2))
+            }
+        );
+        assert_eq!(
+            outcome(json!({ "error": { "kind": "x" } })),
+            JobOutcome::Failed {
+                error: r#"{"kind":"x"}"#.into(),
+                output: None
+            }
+        );
+        assert_eq!(
+            outcome(json!({ "status": "IN_PROGRESS", "output": "half" })),
+            JobOutcome::Progress(json!("half"))
+        );
+    }
 }

@@ -21,6 +21,7 @@ pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub use sqlite::SqliteStore;
 
@@ -210,12 +211,15 @@ impl JobStatus {
 }
 
 /// A queued job and everything the status API reports about it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Job {
     pub id: String,
     pub endpoint_id: String,
-    /// The request body as submitted (`{"input": …, "webhook"?: …}`); workers receive it with `id`.
-    pub request: Value,
+    /// The request body as submitted (`{"input": …, "webhook"?: …}`), as JSON text: the
+    /// gateway stores it and hands it to a worker (with `id` added) without ever building a
+    /// value of it, which for a payload of megabytes cost more than the store. Always an
+    /// object; `null` where a store call says it leaves the request out.
+    pub request: Box<RawValue>,
     pub webhook: Option<String>,
     pub status: JobStatus,
     pub worker_id: Option<String>,
@@ -277,7 +281,7 @@ pub enum ChunkPush {
 }
 
 /// What happened to jobs whose worker vanished.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct Requeued {
     /// Put back in the queue (retry count incremented).
     pub requeued: Vec<String>,
@@ -368,6 +372,11 @@ pub trait DeployStore: Send + Sync + 'static {
 pub trait JobQueue: Send + Sync + 'static {
     fn enqueue_job(&self, job: &Job) -> StoreResult<()>;
     fn get_job(&self, id: &str) -> StoreResult<Option<Job>>;
+    /// A job without its request (left `null`): what the status API answers, without reading
+    /// an input that may be megabytes.
+    fn job_result(&self, id: &str) -> StoreResult<Option<Job>> {
+        self.get_job(id)
+    }
     /// A job's status alone: what a waiter polls, without reading (and parsing) the
     /// job's input and output, which may be megabytes.
     fn job_status(&self, id: &str) -> StoreResult<Option<JobStatus>> {
@@ -386,8 +395,9 @@ pub trait JobQueue: Send + Sync + 'static {
         now: i64,
         lease_until: i64,
     ) -> StoreResult<Vec<Job>>;
-    /// Applies a worker's result. Returns the updated job, or `None` when the job is not
-    /// (any more) running on this worker: cancelled, timed out or handed to another worker.
+    /// Applies a worker's result. Returns the updated job without its request (`null`), or
+    /// `None` when the job is not (any more) running on this worker: cancelled, timed out or
+    /// handed to another worker.
     fn finish_job(
         &self,
         job_id: &str,

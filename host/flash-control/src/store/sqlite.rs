@@ -21,6 +21,7 @@ use std::sync::{Mutex, MutexGuard};
 use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::*;
 use crate::util::{new_id, now_ms};
@@ -92,6 +93,15 @@ const JOB_COLUMNS: &str = "id, endpoint_id,
     (SELECT body FROM job_bodies WHERE job_id = jobs.id AND kind = 'output'),
     error, retries, timeout_ms, created_at, started_at, completed_at, lease_expires_at";
 
+/// [`JOB_COLUMNS`] without either body: what a caller that has them at hand reads.
+const JOB_COLUMNS_WITHOUT_BODIES: &str = "id, endpoint_id, NULL, webhook, status, worker_id, NULL,
+    error, retries, timeout_ms, created_at, started_at, completed_at, lease_expires_at";
+
+/// [`JOB_COLUMNS`] with the request left out (`NULL`, read as `null`).
+const JOB_COLUMNS_WITHOUT_REQUEST: &str = "id, endpoint_id, NULL, webhook, status, worker_id,
+    (SELECT body FROM job_bodies WHERE job_id = jobs.id AND kind = 'output'),
+    error, retries, timeout_ms, created_at, started_at, completed_at, lease_expires_at";
+
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -153,9 +163,10 @@ fn lease_of(conn: &Connection, env_id: &str) -> StoreResult<Option<EnvironmentLe
     .map_err(backend)
 }
 
-/// One job by id, with a cached statement (every status poll and result asks).
-fn job_by_id(conn: &Connection, id: &str) -> StoreResult<Option<Job>> {
-    conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
+/// One job by id, with a cached statement (every status poll and result asks); `columns`
+/// is one of the `JOB_COLUMNS` lists.
+fn job_by_id(conn: &Connection, columns: &str, id: &str) -> StoreResult<Option<Job>> {
+    conn.prepare_cached(&format!("SELECT {columns} FROM jobs WHERE id = ?1"))
         .and_then(|mut stmt| stmt.query_row([id], job_row).optional())
         .map_err(backend)
 }
@@ -188,9 +199,10 @@ fn job_row(r: &Row) -> rusqlite::Result<Job> {
     Ok(Job {
         id: r.get(0)?,
         endpoint_id: r.get(1)?,
+        // Checked (not parsed into a value) once more: the text is what `enqueue_job` wrote.
         request: request
-            .and_then(|r| serde_json::from_str(&r).ok())
-            .unwrap_or(Value::Null),
+            .and_then(|r| RawValue::from_string(r).ok())
+            .unwrap_or_else(|| RawValue::NULL.to_owned()),
         webhook: r.get(3)?,
         status: JobStatus::parse(&status).unwrap_or(JobStatus::Failed),
         worker_id: r.get(5)?,
@@ -872,14 +884,18 @@ impl JobQueue for SqliteStore {
         })
         .map_err(backend)?;
         tx.prepare_cached("INSERT INTO job_bodies (job_id, kind, body) VALUES (?1, 'request', ?2)")
-            .and_then(|mut stmt| stmt.execute(params![job.id, json_text(&job.request)]))
+            .and_then(|mut stmt| stmt.execute(params![job.id, job.request.get()]))
             .map_err(backend)?;
         tx.commit().map_err(backend)?;
         Ok(())
     }
 
     fn get_job(&self, id: &str) -> StoreResult<Option<Job>> {
-        job_by_id(&self.conn(), id)
+        job_by_id(&self.conn(), JOB_COLUMNS, id)
+    }
+
+    fn job_result(&self, id: &str) -> StoreResult<Option<Job>> {
+        job_by_id(&self.conn(), JOB_COLUMNS_WITHOUT_REQUEST, id)
     }
 
     fn job_status(&self, id: &str) -> StoreResult<Option<JobStatus>> {
@@ -1009,7 +1025,11 @@ impl JobQueue for SqliteStore {
                 params![job_id],
             )?,
         };
-        let job = job_by_id(&tx, job_id)?;
+        // The output is the one just written: not read back (it may be megabytes).
+        let job = job_by_id(&tx, JOB_COLUMNS_WITHOUT_BODIES, job_id)?.map(|job| Job {
+            output: output.cloned(),
+            ..job
+        });
         tx.commit().map_err(backend)?;
         Ok(job)
     }
@@ -1349,14 +1369,14 @@ mod tests {
         }
         let store = SqliteStore::open(&path).expect("open");
         let done = store.get_job("done").expect("get").expect("done");
-        assert_eq!(done.request, json!({ "input": { "n": 1 } }));
+        assert_eq!(done.request.get(), r#"{"input":{"n":1}}"#);
         assert_eq!(done.output, Some(json!({ "sum": 2 })));
         let queued = store.get_job("queued").expect("get").expect("queued");
-        assert_eq!(queued.request, json!({ "input": { "n": 2 } }));
+        assert_eq!(queued.request.get(), r#"{"input":{"n":2}}"#);
         assert_eq!(queued.output, None);
         let claimed = store.claim_jobs("ep", "w", 5, 10, 1_000).expect("claim");
         assert_eq!(claimed.len(), 1, "{claimed:?}");
-        assert_eq!(claimed[0].request, json!({ "input": { "n": 2 } }));
+        assert_eq!(claimed[0].request.get(), r#"{"input":{"n":2}}"#);
         drop(store);
         assert_eq!(user_version(&path), 2);
     }
@@ -1398,7 +1418,7 @@ mod tests {
         Job {
             id: id.into(),
             endpoint_id: ep.into(),
-            request: json!({ "input": {} }),
+            request: RawValue::from_string(r#"{"input":{}}"#.into()).expect("JSON"),
             webhook: None,
             status: JobStatus::InQueue,
             worker_id: None,
