@@ -5,7 +5,7 @@
 //!
 //! On x86_64 Linux it also compiles `src/build/preinit_shim.c` into a shared library that
 //! `flash build` preloads into componentize-py to make Python components reproducible (see
-//! that file and `src/build/python.rs`), and sets `cfg(flash_preinit_shim)`.
+//! that file and `src/build/interpreted.rs`), and sets `cfg(flash_preinit_shim)`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -32,7 +32,7 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 use super::embedded;
-use super::python::{Preinit, cache_dir, hash_tree, run};
+use super::interpreted::{Preinit, cache_dir, hash_tree, run};
 use crate::project::{ComponentDecl, Project};
 
 /// The toolchain's `package.json`: esbuild and componentize-js, exact versions.
@@ -119,7 +119,7 @@ pub fn build(project: &Project, decl: &ComponentDecl, output: &dyn Fn(&str)) -> 
     let bundle_name = format!("{}.js", decl.name);
     let mut wizer_env = serde_json::Map::new();
     if let Some(shim) = &shim {
-        for (key, value) in shim.env().0 {
+        for (key, value) in shim.env() {
             wizer_env.insert(key.to_string(), value.into());
         }
     }
@@ -144,15 +144,11 @@ pub fn build(project: &Project, decl: &ComponentDecl, output: &dyn Fn(&str)) -> 
     ));
     toolchain.run_driver(&request_path, output)?;
     drop(lock);
-    if let Some(shim) = &shim {
-        let status = std::fs::read_to_string(shim.env().1).unwrap_or_default();
-        if status.trim() != "ok" {
-            output(&format!(
-                "warning: wizer ran without Flash's deterministic pre-initialisation ({}): \
-                 another build of the same sources can give different component bytes",
-                status.trim().trim_start_matches("error: ")
-            ));
-        }
+    if let Some(why) = shim.as_ref().and_then(|shim| shim.failure("wizer")) {
+        output(&format!(
+            "warning: wizer ran without Flash's deterministic pre-initialisation ({why}): \
+             another build of the same sources can give different component bytes"
+        ));
     }
     std::fs::rename(&partial, &wasm).with_context(|| format!("writing {}", wasm.display()))?;
     std::fs::write(&stamp, &fingerprint)?;

@@ -16,6 +16,7 @@
 
 pub mod compile;
 pub mod embedded;
+mod interpreted;
 pub mod js;
 pub mod peer_scan;
 pub mod python;

@@ -34,6 +34,7 @@ use flash_manifest::peer_calls::CallGraph;
 use sha2::{Digest, Sha256};
 
 use super::embedded;
+use super::interpreted::{Preinit, PreloadedShim, cache_dir, hash_tree, run};
 use crate::project::{ComponentDecl, Project};
 
 /// The componentize-py release every Python component is built with.
@@ -401,32 +402,6 @@ fn fingerprint(staged: &Path, requirements: &[String], recipe: &[&str]) -> Resul
     Ok(hex::encode(hasher.finalize()))
 }
 
-pub(super) fn hash_tree(root: &Path, dir: &Path, hasher: &mut Sha256) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<std::io::Result<_>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        if entry.file_type()?.is_dir() {
-            hash_tree(root, &path, hasher)?;
-        } else {
-            let relative = path.strip_prefix(root).expect("walked from root");
-            hasher.update(relative.to_string_lossy().as_bytes());
-            hasher.update([0]);
-            let bytes = std::fs::read(&path)?;
-            hasher.update((bytes.len() as u64).to_le_bytes());
-            hasher.update(&bytes);
-        }
-    }
-    Ok(())
-}
-
-/// `FLASH_CACHE_DIR`, else `$XDG_CACHE_HOME/flash`, else `~/.cache/flash`.
-pub(super) fn cache_dir() -> Result<PathBuf> {
-    flash_runtime::aot_cache::default_dir()
-        .map(|aot| aot.parent().map(Path::to_path_buf).unwrap_or(aot))
-        .context("no cache directory: set FLASH_CACHE_DIR (or HOME)")
-}
-
 enum InstallError {
     /// pip found no pure-Python wheel for this package.
     Native(String),
@@ -486,15 +461,6 @@ fn install(
         .map_err(InstallError::Other)
 }
 
-/// The pre-initialisation shim (`preinit_shim.c`, built by `build.rs` on x86_64 Linux).
-#[cfg(flash_preinit_shim)]
-const PREINIT_SHIM: Option<&[u8]> = Some(include_bytes!(concat!(
-    env!("OUT_DIR"),
-    "/libflash_preinit.so"
-)));
-#[cfg(not(flash_preinit_shim))]
-const PREINIT_SHIM: Option<&[u8]> = None;
-
 /// What componentize-py's pre-initialisation of the interpreter sees of this machine.
 struct Isolation {
     /// An empty virtual environment: componentize-py adds its `site-packages` to the
@@ -510,140 +476,13 @@ impl Isolation {
         let Some(shim) = &self.preinit else {
             return;
         };
-        let why = match std::fs::read_to_string(&shim.stamp) {
-            Ok(status) if status.trim() == "ok" => return,
-            Ok(status) => status.trim().trim_start_matches("error: ").to_string(),
-            Err(_) => format!(
-                "{} was not loaded into componentize-py's Python (a statically linked Python \
-                 ignores LD_PRELOAD; a cache directory on a noexec file system cannot be \
-                 mapped)",
-                shim.library.display()
-            ),
+        let Some(why) = shim.failure("componentize-py's Python") else {
+            return;
         };
         output(&format!(
             "warning: componentize-py ran without Flash's deterministic pre-initialisation \
              ({why}): another build of the same sources can give different component bytes"
         ));
-    }
-}
-
-/// Deterministic random bytes, clocks and file metadata while componentize-py
-/// pre-initialises the interpreter (`preinit_shim.c`).
-pub(super) enum Preinit {
-    Shim(&'static [u8]),
-    /// Not used, and why.
-    Off(&'static str),
-}
-
-impl Preinit {
-    pub(super) fn for_this_build() -> Self {
-        if std::env::var_os("FLASH_PYTHON_REPRODUCIBLE").is_some_and(|v| v == "0") {
-            return Self::Off(
-                "FLASH_PYTHON_REPRODUCIBLE=0 turns Flash's deterministic pre-initialisation off",
-            );
-        }
-        match PREINIT_SHIM {
-            Some(library) => Self::Shim(library),
-            None => Self::Off(
-                "Flash makes componentize-py's pre-initialisation deterministic on x86_64 Linux only",
-            ),
-        }
-    }
-
-    /// What the fingerprint records of it.
-    pub(super) fn recipe(&self) -> &'static str {
-        match self {
-            Self::Shim(_) => include_str!("preinit_shim.c"),
-            Self::Off(_) => "no pre-initialisation shim",
-        }
-    }
-
-    /// Writes the shim into `cache` (once per content) for a build whose inputs have the
-    /// digest `seed`; its status file goes into `work`.
-    pub(super) fn prepare(
-        &self,
-        cache: &Path,
-        seed: &str,
-        work: &Path,
-        output: &dyn Fn(&str),
-    ) -> Result<Option<PreloadedShim>> {
-        let library = match self {
-            Self::Off(why) => {
-                output(&format!(
-                    "note: {why}: another build of the same sources can give different \
-                     component bytes (docs/python-sdk.md#reproducible-builds)"
-                ));
-                return Ok(None);
-            }
-            Self::Shim(bytes) => {
-                let digest = hex::encode(Sha256::digest(bytes));
-                let library = cache.join(format!("preinit-{}.so", &digest[..16]));
-                if std::fs::read(&library).ok().as_deref() != Some(*bytes) {
-                    std::fs::create_dir_all(cache)
-                        .with_context(|| format!("creating {}", cache.display()))?;
-                    flash_manifest::atomic::write(&library, bytes)
-                        .with_context(|| format!("writing {}", library.display()))?;
-                }
-                library
-            }
-        };
-        // LD_PRELOAD separates libraries with spaces and colons.
-        if library.to_string_lossy().contains([' ', ':']) {
-            output(&format!(
-                "note: the cache directory's path ({}) has a space or a colon, which LD_PRELOAD \
-                 cannot carry, so Flash's deterministic pre-initialisation is off: another \
-                 build of the same sources can give different component bytes (set \
-                 FLASH_CACHE_DIR to another directory)",
-                cache.display()
-            ));
-            return Ok(None);
-        }
-        let stamp = work.join("preinit.status");
-        let _ = std::fs::remove_file(&stamp);
-        Ok(Some(PreloadedShim {
-            library,
-            seed: seed.to_string(),
-            stamp,
-        }))
-    }
-}
-
-/// The shim, ready to be loaded into componentize-py.
-pub(super) struct PreloadedShim {
-    library: PathBuf,
-    /// Seeds its random bytes: the digest of the build's inputs.
-    seed: String,
-    /// Where it writes `ok`, or why it could not take effect.
-    stamp: PathBuf,
-}
-
-impl PreloadedShim {
-    /// The environment that loads it into another program (wizer, for JavaScript
-    /// components), and the file it reports to.
-    pub(super) fn env(&self) -> ([(&'static str, String); 3], &Path) {
-        (
-            [
-                ("LD_PRELOAD", self.library.to_string_lossy().into_owned()),
-                ("FLASH_PREINIT_SEED", self.seed.clone()),
-                (
-                    "FLASH_PREINIT_STAMP",
-                    self.stamp.to_string_lossy().into_owned(),
-                ),
-            ],
-            &self.stamp,
-        )
-    }
-
-    fn apply(&self, command: &mut Command) {
-        let mut preload = self.library.as_os_str().to_owned();
-        if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
-            preload.push(" ");
-            preload.push(existing);
-        }
-        command
-            .env("LD_PRELOAD", preload)
-            .env("FLASH_PREINIT_SEED", &self.seed)
-            .env("FLASH_PREINIT_STAMP", &self.stamp);
     }
 }
 
@@ -876,23 +715,6 @@ fn pip_install(python: &Path) -> Command {
         "--disable-pip-version-check",
     ]);
     command
-}
-
-/// Runs `command` to completion; a failure names `what` and carries its output.
-pub(super) fn run(command: &mut Command, what: &str) -> Result<()> {
-    let result = command
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| what.to_string())?;
-    if !result.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}{}",
-            result.status,
-            String::from_utf8_lossy(&result.stdout),
-            String::from_utf8_lossy(&result.stderr)
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]
