@@ -36,7 +36,8 @@ for arg in "$@"; do
         *) echo "unknown argument: $arg (see --help)" >&2; exit 2 ;;
     esac
 done
-step() { echo "==> $*" >&2; }
+source scripts/bench/lib.sh
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- what it measures with and against --------------------------------------------------
 if ! command -v wrk >/dev/null; then
@@ -74,45 +75,9 @@ step "building the apps"
 (cd scripts/bench/wasi-http-stats && CARGO_TARGET_DIR="$guests" cargo build --quiet --release --target wasm32-wasip2 >&2)
 stats_wasm="$guests/wasm32-wasip2/release/flash_bench_wasi_http_stats.wasm"
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
 export FLASH_BENCH_RESULTS="$work/results.jsonl"
 : >"$FLASH_BENCH_RESULTS"
 record() { printf '{"key": "%s", "value": %s}\n' "$1" "$2" >>"$FLASH_BENCH_RESULTS"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# Waits (at most 60 s) until `url` answers 200.
-wait_ready() {
-    for _ in $(seq 1 3000); do
-        curl -fs -o /dev/null "${@:2}" "$1" && return 0
-        sleep 0.02
-    done
-    echo "no answer from $1" >&2
-    return 1
-}
-
-# wrk at concurrency `c` on `url` (extra wrk arguments after): "req/s p50_us p99_us".
-load() {
-    local url=$1 c=$2 threads=$(( $2 < 2 ? 1 : 2 ))
-    wrk -t"$threads" -c"$c" -d"${duration}s" --latency "${@:3}" "$url" >"$work/wrk.txt"
-    if grep -q "Non-2xx" "$work/wrk.txt"; then echo "errors in wrk run on $url:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
-    python3 - "$work/wrk.txt" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-def us(v):
-    n, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", v).groups()
-    return float(n) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
-rps = re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)
-p50 = us(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
-p99 = us(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
-print(rps, p50, p99)
-PY
-}
 
 # --- in-process calls and boots ---------------------------------------------------------
 step "flash-host: fresh vs hot calls, cold and warm boots (cargo bench -p flash-host --bench host)"
@@ -146,7 +111,7 @@ measure_lb() {
         r=$(load "http://127.0.0.1:$port/stats" "$c")
         record "lb.$label.c$c" "$(echo "$r" | cut -d' ' -f1)"
     done
-    kill "$pid"; wait "$pid" 2>/dev/null || true
+    stop
 }
 for lang in rust python; do
     step "GET /stats on flash-host ($lang quickstart)"
@@ -255,7 +220,7 @@ step "inference: cargo bench -p flash-host --bench nn"
 cargo bench --locked -p flash-host --bench nn >"$work/nn.md"
 
 # --- the report -------------------------------------------------------------------------
-facts="$(date -u '+%Y-%m-%d %H:%M UTC'), \`$(git rev-parse --short HEAD)\`, $(nproc) vCPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB, load average before the run $(cut -d' ' -f1-3 /proc/loadavg), $(rustc --version | cut -d' ' -f1-2), release profile, wrk ${duration}s per row, loopback"
+facts="$(machine_facts), $(free -g | awk '/Mem:/ {print $2}') GiB, \`$(git rev-parse --short HEAD)\`, load average before the run $load_before, release profile, wrk ${duration}s per row, loopback"
 docs=()
 [ "$update_docs" = 1 ] && docs=(--docs docs/benchmarks.md)
 touch "$work/notes.md"
