@@ -47,7 +47,7 @@ fn queue_endpoint(ep: &Endpoint) -> Result<(), ApiError> {
 /// What the gateway reads of a submitted body. The body itself is stored as sent: a payload
 /// of megabytes is checked, never built into a value and written out again.
 #[derive(Deserialize)]
-struct Submission<'a> {
+struct Fields<'a> {
     #[serde(borrow)]
     input: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -56,44 +56,63 @@ struct Submission<'a> {
     policy: Option<Value>,
 }
 
+/// A submitted job body, checked: RunPod's rules for `/run` and `/runsync`.
+#[derive(Debug)]
+struct Submission {
+    /// The body as sent (without a top-level `id`, which would be the job's).
+    request: Box<RawValue>,
+    webhook: Option<String>,
+    /// `policy.executionTimeout`, in ms.
+    execution_timeout_ms: Option<i64>,
+}
+
+impl Submission {
+    fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let bad = |message: String| err(StatusCode::BAD_REQUEST, message);
+        let request: Box<RawValue> = serde_json::from_slice(body)
+            .map_err(|e| bad(format!("request body is not JSON: {e}")))?;
+        if !request.get().starts_with('{') {
+            return Err(bad(
+                "request body must be a JSON object with an `input` key".into(),
+            ));
+        }
+        let fields: Fields =
+            serde_json::from_str(request.get()).map_err(|e| bad(format!("request body: {e}")))?;
+        if fields.input.is_none() {
+            return Err(bad(
+                "request body needs an `input` key (an empty object is fine)".into(),
+            ));
+        }
+        let execution_timeout_ms = fields
+            .policy
+            .as_ref()
+            .and_then(|p| p.get("executionTimeout"))
+            .and_then(Value::as_i64);
+        let webhook = fields
+            .webhook
+            .as_ref()
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        // A worker gets the job's own id as `id`: the body's is dropped (it always was).
+        let request = match fields.id {
+            Some(_) => without_id(&request)?,
+            None => request,
+        };
+        Ok(Self {
+            request,
+            webhook,
+            execution_timeout_ms,
+        })
+    }
+}
+
 async fn submit(state: &AppState, ep: &Endpoint, body: Bytes) -> Result<Job, ApiError> {
     queue_endpoint(ep)?;
-    let mut request: Box<RawValue> = serde_json::from_slice(&body).map_err(|e| {
-        err(
-            StatusCode::BAD_REQUEST,
-            format!("request body is not JSON: {e}"),
-        )
-    })?;
-    if !request.get().starts_with('{') {
-        return Err(err(
-            StatusCode::BAD_REQUEST,
-            "request body must be a JSON object with an `input` key",
-        ));
-    }
-    let submission: Submission = serde_json::from_str(request.get())
-        .map_err(|e| err(StatusCode::BAD_REQUEST, format!("request body: {e}")))?;
-    if submission.input.is_none() {
-        return Err(err(
-            StatusCode::BAD_REQUEST,
-            "request body needs an `input` key (an empty object is fine)",
-        ));
-    }
+    let submission = Submission::parse(&body)?;
     let timeout_ms = submission
-        .policy
-        .as_ref()
-        .and_then(|p| p.get("executionTimeout"))
-        .and_then(Value::as_i64)
+        .execution_timeout_ms
         .unwrap_or(ep.execution_timeout_ms)
         .max(0);
-    let webhook = submission
-        .webhook
-        .as_ref()
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    if submission.id.is_some() {
-        // A worker gets the job's own id as `id`: the body's is dropped (it always was).
-        request = without_id(&request)?;
-    }
     let queued = state.store.queued_count(&ep.id).map_err(store_err)?;
     if queued >= state.config.max_queue as i64 {
         return Err(err(
@@ -108,8 +127,8 @@ async fn submit(state: &AppState, ep: &Endpoint, body: Bytes) -> Result<Job, Api
         // RunPod job ids look like `<uuid>-<region>`; keep the shape for log-reading tools.
         id: format!("{}-l1", uuid::Uuid::new_v4()),
         endpoint_id: ep.id.clone(),
-        webhook,
-        request,
+        webhook: submission.webhook,
+        request: submission.request,
         status: JobStatus::InQueue,
         worker_id: None,
         output: None,
@@ -303,14 +322,44 @@ async fn purge_queue(State(state): State<AppState>, Caller(ep): Caller) -> Reply
 mod tests {
     use super::*;
 
+    fn refused(body: &str) -> String {
+        let refusal = Submission::parse(body.as_bytes()).expect_err("refused");
+        assert_eq!(refusal.status, StatusCode::BAD_REQUEST);
+        refusal.message
+    }
+
+    #[test]
+    fn a_body_is_kept_as_sent_around_its_whitespace() {
+        let s = Submission::parse(
+            b" \n{ \"input\" : {\"b\": 1, \"a\": [1.50, \"\\u00e9\"]}, \"webhook\": \"http://h/w\",
+               \"policy\": {\"executionTimeout\": 5000} }\n ",
+        )
+        .expect("accepted");
+        assert_eq!(
+            s.request.get(),
+            "{ \"input\" : {\"b\": 1, \"a\": [1.50, \"\\u00e9\"]}, \"webhook\": \"http://h/w\",\n               \"policy\": {\"executionTimeout\": 5000} }"
+        );
+        assert_eq!(s.webhook.as_deref(), Some("http://h/w"));
+        assert_eq!(s.execution_timeout_ms, Some(5000));
+    }
+
     #[test]
     fn a_bodys_own_id_is_dropped_and_the_rest_kept_in_order() {
-        let sent =
-            RawValue::from_string(r#"{"input":{"b":1,"a":2},"id":"mine","webhook":"w"}"#.into())
-                .expect("JSON");
-        assert_eq!(
-            without_id(&sent).expect("object").get(),
-            r#"{"input":{"b":1,"a":2},"webhook":"w"}"#
+        let s = Submission::parse(br#"{"input":{"b":1,"a":2},"id":"mine","webhook":7}"#)
+            .expect("accepted");
+        assert_eq!(s.request.get(), r#"{"input":{"b":1,"a":2},"webhook":7}"#);
+        assert_eq!(s.webhook, None, "a webhook that is not a string is ignored");
+    }
+
+    #[test]
+    fn bodies_that_are_not_jobs_are_refused_with_what_to_send() {
+        assert!(refused("{\"input\": ").contains("request body is not JSON"));
+        assert!(refused("[1]").contains("must be a JSON object with an `input` key"));
+        assert!(refused("{\"inputs\": {}}").contains("needs an `input` key"));
+        assert!(
+            refused(r#"{"input": 1, "input": 2}"#).contains("duplicate field `input`"),
+            "{}",
+            refused(r#"{"input": 1, "input": 2}"#)
         );
     }
 }
