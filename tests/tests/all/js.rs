@@ -229,6 +229,68 @@ fn unchanged_js_projects_are_not_rebuilt_and_changed_ones_are() {
     assert_eq!(body["output"]["doubled"], 3);
 }
 
+/// Which configs call peers, from the build's reading of the sources: `front` calls `embed`
+/// of `back` through a helper and a `const`; `back`'s functions call only each other;
+/// `router` calls whatever name it is given; `lonely` never calls anyone.
+const PEERS: &str = r#"import { Endpoint, peerCall } from 'flash-sdk';
+
+const back = new Endpoint({ name: 'back', cpu: 'cpu3c-1-2' });
+const front = new Endpoint({ name: 'front', cpu: 'cpu3c-1-2' });
+const router = new Endpoint({ name: 'router', cpu: 'cpu3c-1-2' });
+const lonely = new Endpoint({ name: 'lonely', cpu: 'cpu3c-1-2' });
+
+const square = (n: number): number => n * n;
+export const embed = back.fn(function embed(n: number): number { return square(n); });
+back.fn(async function twice(n: number): Promise<number> { return 2 * (await embed(n)); });
+
+class Helper {
+  async viaBack(n: number): Promise<number> { return await embed(n); }
+}
+const helper = new Helper();
+front.fn(async function ask(n: number): Promise<number> { return await helper.viaBack(n); });
+
+router.fn(async function route(name: string, n: number): Promise<unknown> {
+  return await peerCall(name, { n });
+});
+lonely.fn(function alone(n: number): number { return square(n) + 1; });
+"#;
+
+#[test]
+fn js_sources_are_scanned_for_peer_calls() {
+    let project = project(&[("flash.toml", FLASH_TOML), ("index.ts", PEERS)]);
+    let dir = project.path();
+    let log = build_log(&build(dir));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join(".flash/flash_manifest.json")).unwrap())
+            .unwrap();
+    let calls = |r: &str| manifest["resources"][r]["makes_remote_calls"].clone();
+    assert_eq!(
+        [
+            calls("front"),
+            calls("router"),
+            calls("back"),
+            calls("lonely")
+        ],
+        [json!(true), json!(true), json!(false), json!(false)],
+        "{manifest}\n{log}"
+    );
+    // What the scan saw, kept next to the component.
+    let graph: Value =
+        serde_json::from_slice(&std::fs::read(dir.join(".flash/js/jsapp/calls.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        graph["functions"]["route"]["computed_peer_call"], true,
+        "{graph}"
+    );
+    assert!(
+        graph["functions"]["viaBack"]["names"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("embed")),
+        "{graph}"
+    );
+}
+
 #[test]
 fn js_build_errors_say_what_to_do() {
     // No entry module.

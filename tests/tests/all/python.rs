@@ -352,9 +352,9 @@ fn polyglot_functions_call_each_other_across_languages() {
         "{stats}"
     );
 
-    // The build found who calls whom in the Rust and Python sources: `py_worker`'s only
-    // function calls no one, so its workers were given no API key; the callers were.
-    // JavaScript sources are not scanned: every JS config that imports `peer` gets it.
+    // The build found who calls whom in the Rust, Python and TypeScript sources:
+    // `py_worker`'s and `js_worker`'s only functions call no one, so their workers are
+    // given no API key; the callers' are.
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(dir.join(".flash/flash_manifest.json")).unwrap())
             .unwrap();
@@ -372,7 +372,7 @@ fn polyglot_functions_call_each_other_across_languages() {
             json!(true),
             json!(false),
             json!(true),
-            json!(true)
+            json!(false)
         ],
         "{manifest}"
     );

@@ -21,7 +21,9 @@
 //!    and clocks it sees end up in it. Its work directory is a fixed path (builds that
 //!    share it take turns under a lock), and on x86_64 Linux wizer runs with the
 //!    deterministic pre-initialisation shim of Python builds (`preinit_shim.c`).
-//! 5. A fingerprint of all inputs (sources, lockfile, SDK, WIT, toolchain) is stored next
+//! 5. While it reads the app's modules, the build lists what each function mentions
+//!    ([`call_graph`]): the scan behind `makes_remote_calls` (`peer_scan`).
+//! 6. A fingerprint of all inputs (sources, lockfile, SDK, WIT, toolchain) is stored next
 //!    to the output: an unchanged project is not rebuilt.
 
 use std::io::{BufRead, BufReader};
@@ -29,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
+use flash_manifest::peer_calls::CallGraph;
 use sha2::{Digest, Sha256};
 
 use super::embedded;
@@ -61,6 +64,9 @@ const DEFAULT_ENTRIES: &[&str] = &[
 
 /// Folders never staged: dependencies, build output, tool state.
 const SKIPPED_DIRS: &[&str] = &["node_modules", "target", "dist", "build"];
+
+/// The file of the build's call graph (see [`call_graph`]), in the component's work folder.
+const CALL_GRAPH: &str = "calls.json";
 
 /// The generated entry module's file name.
 const ENTRY_MODULE: &str = "flash_component_entry.js";
@@ -134,6 +140,7 @@ pub fn build(project: &Project, decl: &ComponentDecl, output: &dyn Fn(&str)) -> 
         "work": std::env::temp_dir().join("flash-js-build"),
         "bundleName": bundle_name,
         "bundleCopy": work.join(&bundle_name),
+        "callGraph": work.join(CALL_GRAPH),
         "wizerEnv": wizer_env,
     });
     let request_path = work.join("request.json");
@@ -153,6 +160,19 @@ pub fn build(project: &Project, decl: &ComponentDecl, output: &dyn Fn(&str)) -> 
     std::fs::rename(&partial, &wasm).with_context(|| format!("writing {}", wasm.display()))?;
     std::fs::write(&stamp, &fingerprint)?;
     Ok(wasm)
+}
+
+/// What the functions of the component's own modules mention, as `build.mjs` wrote it in
+/// the last build (next to the component: it changes only with the sources).
+pub fn call_graph(project: &Project, decl: &ComponentDecl) -> Result<CallGraph> {
+    let path = project
+        .flash_dir()
+        .join("js")
+        .join(&decl.name)
+        .join(CALL_GRAPH);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (written by the build)", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
 }
 
 /// The app's entry module, relative to the component folder: `entry` in flash.toml, else

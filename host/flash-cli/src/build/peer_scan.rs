@@ -11,8 +11,14 @@
 //!   A `peer_call` whose first argument is not a string literal may call anything.
 //! - Python (`kind = "python"`): `flash_sdk._calls` (the same rules, with Python's `ast`),
 //!   run on the staged sources with the toolchain's Python ([`super::python::call_graph`]).
-//! - JavaScript (`kind = "js"`) and anything else (`kind = "command"`): not scanned; a component that imports `peer`
-//!   then counts as calling from every function.
+//! - JavaScript and TypeScript (`kind = "js"`): the build's own reading of the app's
+//!   modules with acorn, after TypeScript is compiled away (`js_toolchain/build.mjs`): each
+//!   named function, method or `const` binding is a node, and its identifiers, property
+//!   names and string literals are its mentions (an anonymous function's count for the one
+//!   around it). A `peerCall` whose first argument is not a string literal may call
+//!   anything. It reads the call graph that build wrote ([`super::js::call_graph`]).
+//! - Anything else (`kind = "command"`): not scanned; a component that imports `peer` then
+//!   counts as calling from every function.
 
 use std::path::Path;
 
@@ -26,7 +32,8 @@ use crate::project::{ComponentDecl, ComponentKind, Project};
 /// Folders of a crate never scanned: build output and tool state.
 const SKIPPED_DIRS: &[&str] = &["target", "node_modules", ".flash", ".git"];
 
-/// Rust's and Python's function that calls a Flash function by a name given at run time.
+/// Rust's and Python's function that calls a Flash function by a name given at run time
+/// (JavaScript's is `peerCall`, which `build.mjs` looks for).
 const PEER_CALL: &str = "peer_call";
 
 /// What the build knows of the peer calls of component `decl`, given whether it imports
@@ -38,7 +45,8 @@ pub fn peer_calls(project: &Project, decl: &ComponentDecl, imports_peer: bool) -
     let graph = match decl.kind {
         ComponentKind::Rust => scan_rust_crate(&project.root.join(&decl.path)),
         ComponentKind::Python => super::python::call_graph(project, decl),
-        ComponentKind::Js | ComponentKind::Command => return PeerCalls::Unknown,
+        ComponentKind::Js => super::js::call_graph(project, decl),
+        ComponentKind::Command => return PeerCalls::Unknown,
     };
     match graph {
         Ok(graph) => PeerCalls::Scanned { graph },

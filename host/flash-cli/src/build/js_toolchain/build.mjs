@@ -21,6 +21,12 @@
 // function declaration) gets its parameter list and its name attached with `withParams`
 // (params.ts): bundling may rename functions too (`embed` becomes `embed2`).
 //
+// Peer calls: while it reads each module of the app, it also lists what each function
+// mentions (identifiers, property names, string literals) and whether it calls `peerCall`
+// with a name that is not a literal, and writes that call graph to `request.callGraph`:
+// `flash build` gives the API key only to resource configs whose functions may call a
+// function another config serves (flash_manifest::peer_calls).
+//
 // Reproducibility: componentize-js names its work directory after Math.random() and puts
 // that path into the snapshot, so this process makes Math.random() constant and points
 // TMPDIR at the request's fixed work directory (js.rs serialises builds that share it);
@@ -113,6 +119,74 @@ function recordParams(code) {
   for (const [at, text] of edits) out = out.slice(0, at) + text + out.slice(at);
   return `import { withParams as __flash_params } from 'flash-sdk/params';\n${out}`;
 }
+/** The call graph of the app's modules: function name → { names, computed_peer_call }. */
+const graph = new Map();
+
+/** The name a function or binding node goes by, or undefined for an anonymous function
+ * (whose mentions count for the function around it). */
+function scopeName(node, parent) {
+  switch (node.type) {
+    case 'FunctionDeclaration':
+      return node.id?.name;
+    case 'VariableDeclarator':
+      return node.id.type === 'Identifier' ? node.id.name : undefined;
+    case 'FunctionExpression':
+    case 'ArrowFunctionExpression':
+      if (isName(parent) && parent.arguments[0] === node) return parent.arguments[1].value;
+      if (node.id) return node.id.name;
+      if ((parent?.type === 'Property' || parent?.type === 'MethodDefinition' ||
+           parent?.type === 'PropertyDefinition') && parent.value === node && !parent.computed) {
+        return parent.key.name ?? parent.key.value;
+      }
+      return undefined;
+    default:
+      return undefined;
+  }
+}
+
+/** A string the code spells out: a string literal or a template without substitutions. */
+function literalString(node) {
+  if (node?.type === 'Literal' && typeof node.value === 'string') return node.value;
+  if (node?.type === 'TemplateLiteral' && node.expressions.length === 0) return node.quasis[0].value.cooked;
+  return undefined;
+}
+
+/** Adds what the functions of `code` (plain JavaScript) mention to `graph`. */
+function recordCalls(code) {
+  let ast;
+  try {
+    ast = acorn.parse(code, { ecmaVersion: 'latest', sourceType: 'module', allowHashBang: true });
+  } catch {
+    return; // esbuild reports what does not parse
+  }
+  const mention = (ancestors, name, computed = false) => {
+    // The innermost named function or binding around the node (the node itself excluded).
+    for (let i = ancestors.length - 2; i >= 0; i--) {
+      const scope = scopeName(ancestors[i], ancestors[i - 1]);
+      if (scope === undefined) continue;
+      let node = graph.get(scope);
+      if (!node) graph.set(scope, (node = { names: new Set(), computed: false }));
+      if (name !== undefined) node.names.add(name);
+      node.computed ||= computed;
+      return;
+    }
+  };
+  walk.fullAncestor(ast, (node, _state, ancestors) => {
+    if (node.type === 'Identifier') {
+      mention(ancestors, node.name);
+    } else if (node.type === 'MemberExpression' && !node.computed && node.property.type === 'Identifier') {
+      mention(ancestors, node.property.name);
+    } else if (literalString(node) !== undefined) {
+      mention(ancestors, literalString(node));
+    } else if (node.type === 'CallExpression') {
+      const callee = node.callee.type === 'MemberExpression' ? node.callee.property : node.callee;
+      if (callee?.name === 'peerCall' && literalString(node.arguments[0]) === undefined) {
+        mention(ancestors, undefined, true);
+      }
+    }
+  });
+}
+
 const result = await esbuild.build({
   entryPoints: [request.entry],
   absWorkingDir: request.root,
@@ -140,6 +214,7 @@ const result = await esbuild.build({
           const source = await readFile(args.path, 'utf8');
           const loader = /\.[cm]?ts$/.test(args.path) ? 'ts' : /x$/.test(args.path) ? args.path.slice(-3) : 'js';
           const { code } = await esbuild.transform(source, { loader, target: 'es2022', keepNames: true, sourcefile: args.path });
+          recordCalls(code);
           const recorded = recordParams(code);
           return recorded === undefined ? undefined : { contents: recorded, loader: 'js', resolveDir: dirname(args.path) };
         });
@@ -153,6 +228,14 @@ const result = await esbuild.build({
   console.error(`bundling failed:\n${errors.join('\n') || e.message}`);
   process.exit(2);
 });
+if (request.callGraph) {
+  const functions = {};
+  for (const name of [...graph.keys()].sort()) {
+    const node = graph.get(name);
+    functions[name] = { names: [...node.names].sort(), ...(node.computed ? { computed_peer_call: true } : {}) };
+  }
+  await writeFile(request.callGraph, JSON.stringify({ functions }));
+}
 // esbuild writes the bundle's own relative paths into comments: they are the project's,
 // relative to its root, so the bundle does not depend on where the project is.
 const bundle = result.outputFiles[0].text;
