@@ -17,6 +17,7 @@
 
 import { InvalidInput, NotJson, Param, bind, encode, named, params, parsePayload } from './binding.js';
 import { ErrorKind, ErrorOrigin, RemoteError } from './errors.js';
+import { mapStack } from './sourcemap.js';
 
 /** The environment variable that names the resource config an instance serves. */
 export const RESOURCE_NAME_VAR = 'FLASH_RESOURCE_NAME';
@@ -225,7 +226,8 @@ async function __flash_call__(target: AnyFunction, args: unknown[]): Promise<unk
 }
 
 /** The stack of `e` down to the user's function: without the SDK's frames and the engine's
- * (componentize-js's initializer). */
+ * (componentize-js's initializer), its frames pointing into the app's own files
+ * (`sourcemap.ts`). */
 function traceback(e: unknown): string | undefined {
   if (!(e instanceof Error) || !e.stack) return undefined;
   const frames: string[] = [];
@@ -235,7 +237,7 @@ function traceback(e: unknown): string | undefined {
   }
   // SpiderMonkey's stacks are frames only; V8's start with the message.
   const header = message(e);
-  const stack = frames.join('\n');
+  const stack = mapStack(frames.join('\n'));
   return stack.startsWith(header) ? stack : `${header}\n${stack}`;
 }
 

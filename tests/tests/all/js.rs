@@ -434,14 +434,15 @@ fn js_quickstart_serves_queue_and_http_functions_with_peer_calls() {
         "{error}"
     );
     let traceback = error["error_traceback"].as_str().unwrap();
-    // SpiderMonkey's frames (`function@file:line:column`) in the bundle, down to `embed`.
+    // SpiderMonkey's frames (`function@file:line:column`) down to `embed`, mapped from the
+    // bundle back to the TypeScript source (the line that throws).
     let frames: Vec<&str> = traceback.lines().collect();
     assert_eq!(
         frames[0], "RangeError: dims must be in 1..=4096, got 0",
         "{traceback}"
     );
     assert!(
-        frames.len() == 2 && frames[1].contains("@quickstart_js.js:"),
+        frames.len() == 2 && frames[1].contains("@src/embeddings.ts:16:"),
         "{traceback}"
     );
 

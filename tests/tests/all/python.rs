@@ -332,8 +332,9 @@ fn polyglot_functions_call_each_other_across_languages() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("nothing to shout: the text is empty\n") && stderr.contains("@text_js.js:"),
-        "the JavaScript stack:\n{stderr}"
+        stderr.contains("nothing to shout: the text is empty\n")
+            && stderr.contains("@index.ts:15:"),
+        "the JavaScript stack, mapped back to the TypeScript source:\n{stderr}"
     );
 
     // The server saw the route fail, and what failed, without reading its body.

@@ -21,6 +21,10 @@
 // function declaration) gets its parameter list and its name attached with `withParams`
 // (params.ts): bundling may rename functions too (`embed` becomes `embed2`).
 //
+// Stack traces: the bundle's source map (through each app module's own map from TypeScript)
+// is appended to the bundle as `globalThis.__flash_source_map`, and the SDK maps an error's
+// frames back to the app's files with it (guest-sdk/js/src/sourcemap.ts).
+//
 // Peer calls: while it reads each module of the app, it also lists what each function
 // mentions (identifiers, property names, string literals) and whether it calls `peerCall`
 // with a name that is not a literal, and writes that call graph to `request.callGraph`:
@@ -33,7 +37,7 @@
 // wizer runs with `wizerEnv` (the deterministic pre-initialisation shim, preinit_shim.c,
 // where js.rs provides it), which fixes the random bytes and clocks the guest sees.
 import { readFile, writeFile, mkdir, rm } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 
 const request = JSON.parse(await readFile(process.argv[2], 'utf8'));
 
@@ -117,7 +121,8 @@ function recordParams(code) {
   edits.sort((a, b) => b[0] - a[0]);
   let out = code;
   for (const [at, text] of edits) out = out.slice(0, at) + text + out.slice(at);
-  return `import { withParams as __flash_params } from 'flash-sdk/params';\n${out}`;
+  // On the first line, without a line break: the module's source map stays true.
+  return `import { withParams as __flash_params } from 'flash-sdk/params';${out}`;
 }
 /** The call graph of the app's modules: function name → { names, computed_peer_call }. */
 const graph = new Map();
@@ -200,6 +205,8 @@ const result = await esbuild.build({
   nodePaths: request.nodePaths,
   charset: 'utf8',
   legalComments: 'none',
+  sourcemap: 'external',
+  sourcesContent: false,
   write: false,
   outfile: join(request.work, request.bundleName),
   logLevel: 'silent',
@@ -213,7 +220,10 @@ const result = await esbuild.build({
           if (args.path.includes('/node_modules/') || args.path.startsWith(request.sdk)) return undefined;
           const source = await readFile(args.path, 'utf8');
           const loader = /\.[cm]?ts$/.test(args.path) ? 'ts' : /x$/.test(args.path) ? args.path.slice(-3) : 'js';
-          const { code } = await esbuild.transform(source, { loader, target: 'es2022', keepNames: true, sourcefile: args.path });
+          // With an inline source map, which the bundle's source map goes through.
+          const { code } = await esbuild.transform(source, {
+            loader, target: 'es2022', keepNames: true, sourcefile: args.path, sourcemap: 'inline',
+          });
           recordCalls(code);
           const recorded = recordParams(code);
           return recorded === undefined ? undefined : { contents: recorded, loader: 'js', resolveDir: dirname(args.path) };
@@ -238,7 +248,24 @@ if (request.callGraph) {
 }
 // esbuild writes the bundle's own relative paths into comments: they are the project's,
 // relative to its root, so the bundle does not depend on where the project is.
-const bundle = result.outputFiles[0].text;
+let bundle = result.outputFiles.find((f) => !f.path.endsWith('.map')).text;
+const sourceMap = result.outputFiles.find((f) => f.path.endsWith('.map'));
+if (sourceMap) {
+  // The SDK maps error stacks back to the app's files with it (guest-sdk/js/src/sourcemap.ts).
+  // Appended, so the bundle's own lines do not move; its sources are named relative to the
+  // component's folder, wherever the project, its dependencies and the SDK are.
+  const map = JSON.parse(sourceMap.text);
+  const from = dirname(join(request.work, request.bundleName));
+  const name = (source) => {
+    const path = resolve(from, source);
+    if (path.startsWith(`${request.sdk}/`)) return `flash-sdk/${relative(request.sdk, path)}`;
+    const dependency = path.indexOf('/node_modules/');
+    if (dependency >= 0) return path.slice(dependency + 1);
+    return relative(request.root, path);
+  };
+  const embedded = { file: request.bundleName, sources: map.sources.map(name), mappings: map.mappings };
+  bundle += `\nglobalThis.__flash_source_map = ${JSON.stringify(embedded)};\n`;
+}
 
 Math.random = () => 0.5;
 await rm(request.work, { recursive: true, force: true });
