@@ -117,6 +117,10 @@ pub struct SqliteStore {
 /// case the [`Checkpointer`] cannot keep up (SQLite's default is 1,000 pages).
 const WAL_AUTOCHECKPOINT_PAGES: i32 = 20_000;
 
+/// The size, in bytes, a WAL file is truncated to when it starts over (SQLite keeps it at
+/// its largest otherwise: 10 MiB payloads grow it by 20 MiB a job).
+const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+
 /// How often the [`Checkpointer`] copies the WAL into the database file.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -389,6 +393,8 @@ impl SqliteStore {
         // Room for every statement the job paths cache (the default holds 16).
         conn.set_prepared_statement_cache_capacity(64);
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+        // A WAL that large jobs grew is cut back to this size when it starts over.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)?;
         let checkpointer = Checkpointer::start(path)?;
         Ok(Self {
             conn: Mutex::new(conn),
