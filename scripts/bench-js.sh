@@ -57,22 +57,9 @@ port=$(free_port)
 measure_process node env FLASH_RESOURCE_NAME=api node "$work/node_stats.mjs" "$port"
 
 step "FastAPI/uvicorn"
-cat >"$work/fastapi_stats.py" <<'PY'
-import os
-
-from fastapi import FastAPI
-
-app = FastAPI()
-
-
-@app.get("/stats")
-def stats() -> dict:
-    return {"app": "quickstart-js", "version": "0.1.0",
-            "served_by": os.environ.get("FLASH_RESOURCE_NAME"), "idle_timeout": "1 minute"}
-PY
 port=$(free_port)
-measure_process fastapi env FLASH_RESOURCE_NAME=api "$venv/bin/uvicorn" --app-dir "$work" \
-    fastapi_stats:app --host 127.0.0.1 --port "$port" --log-level warning
+measure_process fastapi env BENCH_STATS_BODY='{"app": "quickstart-js", "version": "0.1.0", "idle_timeout": "1 minute"}' FLASH_RESOURCE_NAME=api \
+    "$venv/bin/uvicorn" --app-dir scripts/bench fastapi_stats:app --host 127.0.0.1 --port "$port" --log-level warning
 
 step "fresh-instance calls (instantiate_cost)"
 # instantiate_cost's means per iteration, in µs: "instantiate recycle ahead fresh warm".

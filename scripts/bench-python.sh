@@ -34,21 +34,9 @@ step "Rust quickstart on flash-host"
 measure_flash rust "$root/examples/quickstart/.flash/artifact.tar.gz"
 
 step "FastAPI/uvicorn"
-cat >"$work/fastapi_stats.py" <<'PY'
-import os
-
-from fastapi import FastAPI
-
-app = FastAPI()
-
-
-@app.get("/stats")
-def stats() -> dict:
-    return {"app": "quickstart-python", "version": "0.1.0", "served_by": os.environ.get("FLASH_RESOURCE_NAME")}
-PY
 port=$(free_port)
-measure_process fastapi env FLASH_RESOURCE_NAME=api "$venv/bin/uvicorn" --app-dir "$work" \
-    fastapi_stats:app --host 127.0.0.1 --port "$port" --log-level warning
+measure_process fastapi env BENCH_STATS_BODY='{"app": "quickstart-python", "version": "0.1.0"}' FLASH_RESOURCE_NAME=api \
+    "$venv/bin/uvicorn" --app-dir scripts/bench fastapi_stats:app --host 127.0.0.1 --port "$port" --log-level warning
 
 echo "Run: $(machine_facts), release profile, wrk ${duration}s per row, loopback."
 echo

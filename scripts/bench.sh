@@ -127,21 +127,9 @@ port=$(free_port)
 serve "$wasmtime" serve --addr "127.0.0.1:$port" -S cli=y --env FLASH_RESOURCE_NAME=api "$stats_wasm"
 measure_lb wasmtime_serve
 step "GET /stats on FastAPI/uvicorn"
-cat >"$work/fastapi_stats.py" <<'PY'
-import os
-
-from fastapi import FastAPI
-
-app = FastAPI()
-
-
-@app.get("/stats")
-def stats() -> dict:
-    return {"app": "quickstart", "version": "0.1.0", "served_by": os.environ.get("FLASH_RESOURCE_NAME")}
-PY
 port=$(free_port)
-serve env -C "$work" FLASH_RESOURCE_NAME=api "$venv/bin/uvicorn" fastapi_stats:app \
-    --host 127.0.0.1 --port "$port" --log-level warning
+serve env BENCH_STATS_BODY='{"app": "quickstart", "version": "0.1.0"}' FLASH_RESOURCE_NAME=api \
+    "$venv/bin/uvicorn" --app-dir scripts/bench fastapi_stats:app --host 127.0.0.1 --port "$port" --log-level warning
 measure_lb fastapi
 
 # --- a real flash server: peer calls and the large payload ------------------------------

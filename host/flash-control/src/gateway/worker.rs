@@ -50,7 +50,7 @@ fn worker_job(job: &Job) -> String {
 }
 
 /// A JSON answer whose body is already text.
-fn json_text(body: String) -> Response {
+fn json_response(body: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -105,7 +105,7 @@ async fn job_take(
 ) -> Reply {
     state.supervisor.seen(&ep.id, &worker, true);
     match take(&state, &ep.id, &worker, 1).await? {
-        Some(jobs) => Ok(json_text(worker_job(&jobs[0]))),
+        Some(jobs) => Ok(json_response(worker_job(&jobs[0]))),
         None => Ok(StatusCode::NO_CONTENT.into_response()),
     }
 }
@@ -119,7 +119,7 @@ async fn job_take_batch(
     state.supervisor.seen(&ep.id, &worker, true);
     let max = q.batch_size.unwrap_or(1).clamp(1, 100);
     match take(&state, &ep.id, &worker, max).await? {
-        Some(jobs) => Ok(json_text(format!(
+        Some(jobs) => Ok(json_response(format!(
             "[{}]",
             jobs.iter().map(worker_job).collect::<Vec<_>>().join(",")
         ))),
